@@ -1,0 +1,44 @@
+# Two commands set everything up: `make demo` and `make test`. Each builds or refreshes the
+# virtual environment in $(VENV) when setup.cfg changes, and skips that work when it is current.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.caulk-deps.stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-slow test-all lint format clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# The deps are keyed on setup.cfg; the editable install of caulk itself is re-pointed whenever the
+# venv is shared by another checkout (CI caches the venv outside the clone).
+venv: $(STAMP)
+	@$(BIN)/python -c "import caulk, pathlib, sys; sys.exit(pathlib.Path(caulk.__file__).resolve().parent != pathlib.Path('caulk').resolve())" 2>/dev/null \
+		|| $(BIN)/python -m pip install -q --no-deps -e .
+
+demo: venv
+	$(BIN)/python -m caulk.train
+
+test: venv
+	$(BIN)/python -m pytest -m "not slow and not slurm and not ddp" $(PYTEST_ARGS)
+
+test-slow: venv
+	$(BIN)/python -m pytest -m "slow or slurm or ddp" $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check caulk tests benchmarks
+	$(BIN)/ruff format --check caulk tests benchmarks
+
+format: venv
+	$(BIN)/ruff format caulk tests benchmarks
+	$(BIN)/ruff check --fix caulk tests benchmarks
+
+clean:
+	rm -rf logs outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,147 @@
+"""Frozen timm backbones: creation from hub, local file or random init, with strict checks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from caulk import zoo_models  # noqa: F401  (registers caulk's own small timm architectures)
+from caulk.errors import CaulkConfigError
+
+WEIGHT_SOURCES = ("hub", "file", "none")
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+@dataclass
+class Backbone:
+    """A timm feature extractor (``num_classes=0``) and what it was built from."""
+
+    model: nn.Module
+    arch: str
+    tag: str | None
+    weights: str
+    weights_file: str | None
+    data_config: dict[str, Any]
+
+    @property
+    def num_features(self) -> int:
+        return int(self.model.num_features)
+
+    @property
+    def backbone_tag(self) -> str:
+        return f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+
+def check_backbone_cfg(model_cfg: Any) -> None:
+    """Validate a ``model`` config without building anything; raises CaulkConfigError."""
+    arch = model_cfg.arch
+    if not timm.is_model(arch):
+        raise CaulkConfigError(
+            f"unknown timm architecture model.arch={arch!r} (see timm.list_models())"
+        )
+    weights = model_cfg.weights
+    if weights not in WEIGHT_SOURCES:
+        raise CaulkConfigError(
+            f"unknown weights source model.weights={weights!r}; expected one of {', '.join(WEIGHT_SOURCES)}"
+        )
+    if weights == "file":
+        path = model_cfg.get("weights_file")
+        if not path:
+            raise CaulkConfigError("model.weights=file needs model.weights_file=PATH")
+        if not Path(path).is_file():
+            raise CaulkConfigError(f"weights file not found: {path}")
+        if not str(path).endswith(WEIGHT_FILE_SUFFIXES):
+            raise CaulkConfigError(
+                f"weights file {path} must end in one of {', '.join(WEIGHT_FILE_SUFFIXES)}"
+            )
+
+
+def _hub_error(name: str, reason: str) -> CaulkConfigError:
+    return CaulkConfigError(
+        f"cannot load hub weights for {name} ({reason}); offline remedies: "
+        f"model.weights=file model.weights_file=PATH (a local .safetensors/.pth) or model.weights=none (random init)"
+    )
+
+
+def _check_file_matches(model: nn.Module, path: str, arch: str) -> None:
+    """Fail if the file lacks tensors the backbone needs (timm loads non-strictly once the head is dropped)."""
+    file_keys = set(timm.models.load_state_dict(path).keys())
+    model_keys = set(model.state_dict().keys())
+    missing = sorted(model_keys - file_keys)
+    if missing:
+        raise CaulkConfigError(
+            f"weights file {path} does not fit {arch}: {len(missing)} of {len(model_keys)} "
+            f"backbone tensors missing (first: {missing[0]})"
+        )
+
+
+def create_backbone(model_cfg: Any) -> Backbone:
+    """Build the frozen-to-be timm feature extractor described by a ``model`` config."""
+    check_backbone_cfg(model_cfg)
+    arch, tag, weights = model_cfg.arch, model_cfg.get("tag"), model_cfg.weights
+    name = f"{arch}.{tag}" if tag else arch
+    kwargs = dict(model_cfg.get("kwargs") or {})
+    weights_file = None
+    if weights == "none":
+        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    elif weights == "file":
+        weights_file = str(Path(model_cfg.weights_file).resolve())
+        # pretrained_cfg_overlay(file=...) goes through timm's filter (drops a mismatched head).
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            num_classes=0,
+            pretrained_cfg_overlay=dict(file=weights_file),
+            **kwargs,
+        )
+        _check_file_matches(model, weights_file, arch)
+    else:
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is None or not (cfg.hf_hub_id or cfg.url):
+            raise _hub_error(name, "timm knows no hub weights for this architecture/tag")
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            cached = _hub_cached(cfg.hf_hub_id)
+            if not cached:
+                raise _hub_error(name, "HF_HUB_OFFLINE is set and the weights are not cached")
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+        except Exception as e:  # network errors come in many types (requests, hf_hub, OSError)
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise _hub_error(name, f"{type(e).__name__}: {first_line}") from e
+    data_config = timm.data.resolve_model_data_config(model)
+    return Backbone(model, arch, tag, weights, weights_file, data_config)
+
+
+def _hub_cached(hf_hub_id: str | None) -> bool:
+    if not hf_hub_id:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    repo = hf_hub_id.split("@")[0]
+    return any(
+        isinstance(try_to_load_from_cache(repo, f), str)
+        for f in ("model.safetensors", "pytorch_model.bin")
+    )
+
+
+def freeze(model: nn.Module) -> None:
+    """Freeze every parameter of ``model`` (PEFT modules then unfreeze their own)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def state_dict_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of every parameter and buffer (for bit-identity checks)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

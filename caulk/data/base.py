@@ -1,0 +1,66 @@
+"""In-memory datasets and the transform to a backbone's expected input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+
+@dataclass
+class ArraySplits:
+    """A dataset as tensors: the training pool and the fixed test split."""
+
+    pool_x: torch.Tensor
+    pool_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    name: str
+
+
+class IndexedTensorDataset(Dataset):
+    """(x, y, index) triples; the index lets callbacks count distinct examples seen."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None):
+        self.x, self.y = x, y
+        self.index = torch.arange(len(y)) if index is None else index
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i], self.index[i]
+
+
+_INTERP = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
+
+
+class ToBackboneInput:
+    """Resize to the backbone's input size, make 3 channels, normalise with its mean/std.
+
+    Follows timm's data config (``resolve_model_data_config``): input_size, interpolation,
+    mean, std. Applied batch-wise so small raw images never get materialised at 224 px.
+    """
+
+    def __init__(self, data_config: dict[str, Any]):
+        _, self.h, self.w = data_config["input_size"]
+        self.mode = _INTERP.get(data_config.get("interpolation", "bilinear"), "bilinear")
+        self.in_chans = data_config["input_size"][0]
+        self.mean = torch.tensor(data_config["mean"]).view(1, -1, 1, 1)
+        self.std = torch.tensor(data_config["std"]).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.h, self.w):
+            kw = {} if self.mode == "nearest" else {"align_corners": False}
+            x = F.interpolate(x, size=(self.h, self.w), mode=self.mode, **kw).clamp_(0.0, 1.0)
+        if x.shape[1] == 1 and self.in_chans == 3:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+    def collate(self, batch):
+        xs, ys, idx = zip(*batch, strict=True)
+        return self(torch.stack(xs)), torch.stack(ys), torch.stack(idx)

@@ -1,0 +1,151 @@
+"""The LightningModule: frozen timm backbone (kept in eval mode) + PEFT parts + a new head."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from caulk.peft.base import PeftMethod
+
+
+class TransferModule(pl.LightningModule):
+    """Downstream classifier on a frozen backbone.
+
+    The backbone stays in eval mode whatever Lightning or the user calls (BatchNorm statistics
+    and dropout of the frozen network never change); only the PEFT parts and the head switch to
+    train mode. The optimizer sees trainable parameters only, and checkpoints hold only those
+    tensors plus the plain-dict config (loadable with ``torch.load(weights_only=True)``).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        method: PeftMethod,
+        num_classes: int,
+        optimizer: partial,
+        scheduler: str = "cosine",
+        head_norm: bool = True,
+        hparams: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(hparams or {}, logger=False)
+        self.backbone = backbone
+        self.method = method
+        nf = int(backbone.num_features)
+        # MAE-style probe head: standardising the frozen features (BatchNorm without affine)
+        # makes the head's learning rate insensitive to the backbone's feature scale.
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(nf, affine=False) if head_norm else nn.Identity(),
+            nn.Linear(nf, num_classes),
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler = scheduler
+        self.strict_loading = False  # checkpoints carry trainable tensors only
+        self._trainable_modules = [
+            m
+            for m in backbone.modules()
+            if any(p.requires_grad for p in m.parameters(recurse=False))
+        ]
+        for split in ("train", "val", "test"):
+            setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes, average="micro"))
+            setattr(self, f"{split}_loss", MeanMetric())
+        self.test_count = SumMetric()
+        self.train_seen: set[int] = set()
+        self.train_drawn = 0
+        self.n_train_seen = 0  # distinct examples in the fullest epoch
+        self.train_samples_per_epoch = 0  # examples drawn (with repeats) in that epoch
+
+    def train(self, mode: bool = True) -> TransferModule:
+        super().train(mode)
+        self.backbone.eval()
+        for m in self._trainable_modules:
+            m.train(mode)
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method.backbone_is_frozen:
+            with torch.no_grad():  # not inference_mode: the output feeds a trainable head
+                return self.backbone(x)
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y, idx = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        acc = getattr(self, f"{split}_acc")
+        acc.update(logits.detach(), y)
+        getattr(self, f"{split}_loss").update(loss.detach(), weight=len(y))
+        if split == "train":
+            self.train_seen.update(idx.tolist())
+            self.train_drawn += len(idx)
+        if split == "test":
+            self.test_count.update(torch.tensor(float(len(y)), device=self.device))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.train_seen = set()
+        self.train_drawn = 0
+
+    def on_train_epoch_end(self) -> None:
+        # the step budget can end training mid-epoch: keep the fullest epoch's counts
+        if len(self.train_seen) > self.n_train_seen:
+            self.n_train_seen = len(self.train_seen)
+            self.train_samples_per_epoch = self.train_drawn
+        self._log_epoch("train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+        self.log("test/n_test", self.test_count.compute())
+        self.test_count.reset()
+
+    def _log_epoch(self, split: str) -> None:
+        acc = getattr(self, f"{split}_acc")
+        loss = getattr(self, f"{split}_loss")
+        if acc.update_count == 0:
+            return
+        err = 1.0 - acc.compute()
+        self.log_dict(
+            {f"{split}/error": err, f"{split}/loss": loss.compute()}, prog_bar=split != "train"
+        )
+        acc.reset()
+        loss.reset()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.scheduler == "none":
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = {n for n, p in self.named_parameters() if p.requires_grad}
+        keep |= {f"head.{n}" for n, _ in self.head.named_buffers()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}

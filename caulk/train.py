@@ -1,0 +1,192 @@
+"""Train one (model, peft, data, n, seed) point and write its record.
+
+``train(cfg)`` does the work and returns the record; ``main`` is the ``@hydra.main`` entry
+(``python -m caulk.train model=vit_b peft=lora``, ``-m`` for sweeps).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from caulk import __version__
+from caulk.errors import CaulkConfigError
+from caulk.records import RECORD_NAME, write_json_atomic
+
+log = logging.getLogger("caulk.train")
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that need nothing built; raise CaulkConfigError with a one-line message."""
+    from caulk.backbones import check_backbone_cfg
+    from caulk.peft import get_peft
+
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise CaulkConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    check_backbone_cfg(cfg.model)
+    get_peft(cfg.peft.name)(cfg.peft).validate()
+
+
+def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
+    return {
+        "model": cfg.model.name,
+        "backbone_tag": backbone.backbone_tag,
+        "weights": backbone.weights,
+        "source_m": cfg.model.get("source_m"),
+        "peft": cfg.peft.name,
+        "data": cfg.data.name,
+        "n": n,
+        "seed": int(cfg.seed),
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test one point; write ``record.json`` into ``cfg.paths.output_dir`` and return it.
+
+    Bad input raises CaulkConfigError before any training and writes no record. A failure
+    during training writes a record with ``status="failed"`` and re-raises.
+    """
+    start = time.perf_counter()
+    validate_config(cfg)
+
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+
+    from caulk.backbones import count_params, create_backbone
+    from caulk.callbacks import ScalingPointLogger
+    from caulk.data import build_datamodule
+    from caulk.loggers import build_loggers
+    from caulk.module import TransferModule
+    from caulk.peft import apply_peft
+
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.trainer.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = build_datamodule(cfg.data, int(cfg.seed))
+    backbone = create_backbone(cfg.model)
+    datamodule.set_input_transform(backbone.data_config)
+    method = apply_peft(backbone.model, cfg.peft)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    point = _point(cfg, backbone, datamodule.n)
+    record: dict[str, Any] = {
+        **point,
+        "arch": backbone.arch,
+        "weights_file": backbone.weights_file,
+        "peft_knob": method.knob,
+        "peft_knob_value": method.knob_value(),
+        "pool_size": datamodule.pool_size,
+        "n_val": len(datamodule.val_idx),
+        "caulk_version": __version__,
+        "torch_version": torch.__version__,
+        "host": platform.node(),
+        "output_dir": str(output_dir.resolve()),
+        "config": resolved,
+    }
+    loggers: list = []
+    try:
+        module = TransferModule(
+            backbone.model,
+            method,
+            datamodule.num_classes,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=cfg.scheduler,
+            head_norm=bool(cfg.peft.get("head_norm", True)),
+            hparams=resolved,
+        )
+        record["trainable_params"] = count_params(module, trainable_only=True)
+        record["total_params"] = count_params(module)
+        run_name = f"{cfg.model.name}-{cfg.peft.name}-n{datamodule.n}-s{cfg.seed}"
+        loggers = build_loggers(cfg.get("logger"), output_dir, run_name, resolved)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+        callbacks.append(ScalingPointLogger(point))
+        trainer = pl.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            logger=loggers or False,
+            callbacks=callbacks,
+            default_root_dir=str(output_dir),
+        )
+        trainer.fit(module, datamodule=datamodule)
+        val_error = trainer.callback_metrics.get("val/error")
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        m = trainer.callback_metrics
+        record.update(
+            status="ok",
+            message="",
+            test_error=float(m["test/error"]),
+            test_loss=float(m["test/loss"]),
+            val_error=None if val_error is None else float(val_error),
+            n_test=int(m["test/n_test"]),
+            n_train_seen=module.n_train_seen,
+            train_samples_per_epoch=module.train_samples_per_epoch,
+            global_steps=int(trainer.global_step),
+            epochs=int(trainer.current_epoch),
+        )
+    except Exception as e:
+        record.update(
+            status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
+        )
+        raise
+    finally:
+        record["wall_time_s"] = round(time.perf_counter() - start, 3)
+        write_json_atomic(output_dir / RECORD_NAME, record)
+        _finish_wandb(loggers, failed=record.get("status") != "ok")
+    return record
+
+
+def _finish_wandb(loggers: list, failed: bool) -> None:
+    """Close the W&B run of this job (multirun jobs in one process must not share a run)."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def format_summary(record: dict[str, Any]) -> str:
+    """A short human-readable summary of a record."""
+    frac = 100.0 * record["trainable_params"] / max(1, record["total_params"])
+    knob = f" {record['peft_knob']}={record['peft_knob_value']}" if record.get("peft_knob") else ""
+    val = record.get("val_error")
+    lines = [
+        "caulk run summary",
+        f"  model       {record['model']} ({record['backbone_tag']}, weights={record['weights']})",
+        f"  peft        {record['peft']}{knob}: {record['trainable_params']:,} trainable / "
+        f"{record['total_params']:,} total params ({frac:.2f}%)",
+        f"  data        {record['data']}: n={record['n']} (pool {record['pool_size']}, "
+        f"val {record['n_val']}, test {record['n_test']}), seed {record['seed']}",
+        f"  test error  {record['test_error']:.4f}  (test loss {record['test_loss']:.4f}"
+        + (f", val error {val:.4f})" if val is not None else ")"),
+        f"  wall time   {record['wall_time_s']:.1f} s",
+        f"  record      {Path(record['output_dir']) / RECORD_NAME}",
+    ]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the test error (a sweeper can optimise it)."""
+    try:
+        record = train(cfg)
+    except CaulkConfigError as e:
+        print(f"caulk: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary(record), flush=True)
+    return record["test_error"]
+
+
+if __name__ == "__main__":
+    main()
