@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -69,6 +72,18 @@ def _hub_error(name: str, reason: str) -> CaulkConfigError:
     )
 
 
+def _summarize_load_error(message: str) -> str:
+    missing = re.search(r"Missing key\(s\) in state_dict: (.*?)\.\s*$", message, re.M)
+    mismatch = re.findall(r"size mismatch for ([\w.]+)", message)
+    parts = []
+    if missing:
+        keys = re.findall(r'"([^"]+)"', missing.group(1))
+        parts.append(f"{len(keys)} backbone tensors missing (first: {keys[0] if keys else '?'})")
+    if mismatch:
+        parts.append(f"{len(mismatch)} tensors of another shape (first: {mismatch[0]})")
+    return "; ".join(parts) or message.strip().splitlines()[0][:200]
+
+
 def _check_file_matches(model: nn.Module, path: str, arch: str) -> None:
     """Fail if the file lacks tensors the backbone needs (timm loads non-strictly once the head is dropped)."""
     file_keys = set(timm.models.load_state_dict(path).keys())
@@ -93,43 +108,76 @@ def create_backbone(model_cfg: Any) -> Backbone:
     elif weights == "file":
         weights_file = str(Path(model_cfg.weights_file).resolve())
         # pretrained_cfg_overlay(file=...) goes through timm's filter (drops a mismatched head).
-        model = timm.create_model(
-            name,
-            pretrained=True,
-            num_classes=0,
-            pretrained_cfg_overlay=dict(file=weights_file),
-            **kwargs,
-        )
+        try:
+            model = timm.create_model(
+                name,
+                pretrained=True,
+                num_classes=0,
+                pretrained_cfg_overlay=dict(file=weights_file),
+                **kwargs,
+            )
+        except RuntimeError as e:  # torch's strict load_state_dict report, many lines
+            raise CaulkConfigError(
+                f"weights file {weights_file} does not fit {arch}: {_summarize_load_error(str(e))}"
+            ) from None
         _check_file_matches(model, weights_file, arch)
     else:
-        cfg = timm.models.get_pretrained_cfg(name)
-        if cfg is None or not (cfg.hf_hub_id or cfg.url):
-            raise _hub_error(name, "timm knows no hub weights for this architecture/tag")
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            cached = _hub_cached(cfg.hf_hub_id)
-            if not cached:
-                raise _hub_error(name, "HF_HUB_OFFLINE is set and the weights are not cached")
-        try:
-            model = timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
-        except Exception as e:  # network errors come in many types (requests, hf_hub, OSError)
-            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise _hub_error(name, f"{type(e).__name__}: {first_line}") from e
+        model = _create_from_hub(name, kwargs)
     data_config = timm.data.resolve_model_data_config(model)
     return Backbone(model, arch, tag, weights, weights_file, data_config)
 
 
-def _hub_cached(hf_hub_id: str | None) -> bool:
-    if not hf_hub_id:
-        return False
+def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Hub weights: from the local HF cache when present, else downloaded; fails fast offline."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise _hub_error(name, "timm knows no hub weights for this architecture/tag")
+    cached = _hub_cached_file(cfg.hf_hub_id)
+    if cached:  # load through the local-file path: no network round trip, no retries
+        return timm.create_model(
+            name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=cached), **kwargs
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no"):
+        raise _hub_error(name, "HF_HUB_OFFLINE is set and the weights are not in the local cache")
+    unreachable = _hub_unreachable_reason()
+    if unreachable:
+        raise _hub_error(name, unreachable)
     try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
+        return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+    except Exception as e:  # network errors come in many types (requests, hf_hub, OSError)
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise _hub_error(name, f"{type(e).__name__}: {first_line}") from e
+
+
+def _hub_unreachable_reason(timeout: float = 3.0) -> str | None:
+    """Why the HF hub cannot be reached (None if it can), found in a few seconds at most.
+
+    huggingface_hub retries with exponential backoff (about a minute with no network), so a
+    direct connection is tried first. Behind an HTTP(S) proxy the check is left to the download.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"no network: cannot reach {host}:{port} ({e.strerror or type(e).__name__})"
+
+
+def _hub_cached_file(hf_hub_id: str | None) -> str | None:
+    """Path of the weights in the local HF cache, if they were downloaded before."""
+    if not hf_hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
     repo = hf_hub_id.split("@")[0]
-    return any(
-        isinstance(try_to_load_from_cache(repo, f), str)
-        for f in ("model.safetensors", "pytorch_model.bin")
-    )
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str):
+            return path
+    return None
 
 
 def freeze(model: nn.Module) -> None:

@@ -1,0 +1,61 @@
+"""Shared fixtures: Hydra config composition (once per override set) and CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+
+def compose_cfg(overrides: list[str] | None = None, output_dir: Path | None = None) -> DictConfig:
+    """Compose conf/train.yaml like the CLI does; outputs go to ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides or []))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir) if output_dir else "/nonexistent-output-dir"
+    return cfg
+
+
+FAST = [
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+
+@pytest.fixture
+def fast_cfg(tmp_path):
+    """A factory for small, quick configs writing into a fresh tmp dir."""
+
+    def make(*overrides: str, out: Path | None = None) -> DictConfig:
+        return compose_cfg([*FAST, *overrides], out or tmp_path / "run")
+
+    return make
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 300):
+    """Run ``python -m caulk.train ARGS`` from the repo root; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "caulk.train", *args],
+        cwd=REPO,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
