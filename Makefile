@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 # The deps are keyed on setup.cfg; the editable install of caulk itself is re-pointed whenever the
 # venv is shared by another checkout (CI caches the venv outside the clone).
 venv: $(STAMP)
-	@$(BIN)/python -c "import caulk, pathlib, sys; sys.exit(pathlib.Path(caulk.__file__).resolve().parent != pathlib.Path('caulk').resolve())" 2>/dev/null \
+	@$(BIN)/python -I -c "import caulk, pathlib, sys; sys.exit(pathlib.Path(caulk.__file__).resolve().parent != pathlib.Path(sys.argv[1]).resolve())" $(CURDIR)/caulk 2>/dev/null \
 		|| $(BIN)/python -m pip install -q --no-deps -e .
 
 demo: venv

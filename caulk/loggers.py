@@ -77,7 +77,7 @@ def build_loggers(
                     save_dir=str(wandb_dir),
                     id=deterministic_run_id(output_dir),
                     resume="allow",
-                    offline=mode == "offline",
+                    mode=mode,  # passed to wandb.init; `offline=True` would set WANDB_MODE for the whole process
                     config=config,
                     log_model=False,
                 )

@@ -12,6 +12,7 @@ import platform
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ from caulk.errors import CaulkConfigError
 from caulk.records import RECORD_NAME, write_json_atomic
 
 log = logging.getLogger("caulk.train")
+# The frozen backbone is in eval mode on purpose; tiny n gives epochs shorter than the log interval.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 

@@ -37,7 +37,8 @@ def fast_cfg(tmp_path):
     """A factory for small, quick configs writing into a fresh tmp dir."""
 
     def make(*overrides: str, out: Path | None = None) -> DictConfig:
-        return compose_cfg([*FAST, *overrides], out or tmp_path / "run")
+        merged = {o.split("=", 1)[0]: o for o in [*FAST, *overrides]}  # later overrides win
+        return compose_cfg(list(merged.values()), out or tmp_path / "run")
 
     return make
 

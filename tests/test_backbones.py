@@ -39,14 +39,18 @@ def test_local_file_weights_load_exactly(tmp_path, pico_state, suffix):
     for k, v in pico_state.items():
         assert torch.equal(loaded[k], v), k
     fresh = create_backbone(_model_cfg("model.weights=none")).model.state_dict()
-    assert not torch.equal(fresh["blocks.0.attn.qkv.weight"], pico_state["blocks.0.attn.qkv.weight"])
+    assert not torch.equal(
+        fresh["blocks.0.attn.qkv.weight"], pico_state["blocks.0.attn.qkv.weight"]
+    )
 
 
 def test_weights_file_for_another_architecture_is_rejected(tmp_path):
     other = timm.create_model("caulk_vit_nano", num_classes=0).state_dict()
     path = tmp_path / "nano.safetensors"
     save_file({k: v.contiguous() for k, v in other.items()}, str(path))
-    with pytest.raises(CaulkConfigError, match=r"does not fit caulk_vit_pico: \d+ tensors of another shape") as err:
+    with pytest.raises(
+        CaulkConfigError, match=r"does not fit caulk_vit_pico: \d+ tensors of another shape"
+    ) as err:
         create_backbone(_model_cfg("model.weights=file", f"model.weights_file={path}"))
     assert "\n" not in str(err.value)
 
@@ -54,14 +58,20 @@ def test_weights_file_for_another_architecture_is_rejected(tmp_path):
 def test_partial_weights_file_is_rejected(tmp_path, pico_state):
     path = tmp_path / "partial.safetensors"
     save_file({k: v for k, v in pico_state.items() if not k.startswith("blocks.3")}, str(path))
-    with pytest.raises(CaulkConfigError, match=r"does not fit caulk_vit_pico: 12 backbone tensors missing \(first: blocks\.3\."):
+    with pytest.raises(
+        CaulkConfigError,
+        match=r"does not fit caulk_vit_pico: 12 backbone tensors missing \(first: blocks\.3\.",
+    ):
         create_backbone(_model_cfg("model.weights=file", f"model.weights_file={path}"))
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.weights=file", "model.weights_file=/no/such/file.safetensors"], "weights file not found"),
+        (
+            ["model.weights=file", "model.weights_file=/no/such/file.safetensors"],
+            "weights file not found",
+        ),
         (["model.weights=file"], "needs model.weights_file"),
         (["model.weights=cloud"], "unknown weights source"),
         (["model.arch=not_a_timm_model"], "unknown timm architecture"),
@@ -94,7 +104,10 @@ def test_hub_weights_load_from_the_local_hf_cache_offline(tmp_path):
     (snap / "refs").mkdir(parents=True)
     (snap / "refs" / "main").write_text("0" * 40)
     (snap / "snapshots" / ("0" * 40)).mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(snap / "snapshots" / ("0" * 40) / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in state.items()},
+        str(snap / "snapshots" / ("0" * 40) / "model.safetensors"),
+    )
     torch.save(state["blocks.0.attn.qkv.weight"], tmp_path / "expected.pt")
     code = (
         "import torch; from caulk.backbones import create_backbone; from tests.conftest import compose_cfg;"
@@ -103,5 +116,7 @@ def test_hub_weights_load_from_the_local_hf_cache_offline(tmp_path):
         "assert torch.equal(bb.model.state_dict()['blocks.0.attn.qkv.weight'], exp); print('LOADED')"
     )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert "LOADED" in res.stdout, res.stderr[-2000:]

@@ -21,7 +21,9 @@ def test_environment_yml_matches_setup_cfg():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     conda_pkgs = [p for p in pip if not p.startswith("-e")]
     assert sorted(map(str.strip, install + dev)) == sorted(conda_pkgs)
-    assert {"torch", "pytorch-lightning", "hydra-core", "torchmetrics", "timm", "wandb"} <= _names(install)
+    assert {"torch", "pytorch-lightning", "hydra-core", "torchmetrics", "timm", "wandb"} <= _names(
+        install
+    )
     assert "-e ." in pip
 
 

@@ -11,7 +11,9 @@ from caulk.peft.lora import merge_lora
 
 
 def _lora_cfg(**kw):
-    base = dict(name="lora", rank=4, alpha=8.0, dropout=0.0, targets="qkv", lr=1e-3, weight_decay=0.0)
+    base = dict(
+        name="lora", rank=4, alpha=8.0, dropout=0.0, targets="qkv", lr=1e-3, weight_decay=0.0
+    )
     return OmegaConf.create({**base, **kw})
 
 
@@ -41,7 +43,9 @@ def test_lora_wraps_targets_zero_init_and_keeps_outputs():
     assert len(wrapped) == len(ref.blocks)  # one qkv per block
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
-    assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad) == len(ref.blocks) * 4 * (64 + 192)
+    assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad) == len(
+        ref.blocks
+    ) * 4 * (64 + 192)
     for m in wrapped:
         assert torch.count_nonzero(m.lora_B) == 0 and torch.count_nonzero(m.lora_A) > 0
         assert m.scaling == pytest.approx(8.0 / 4)

@@ -70,8 +70,12 @@ def test_seed_determines_the_subset():
 
 @pytest.mark.parametrize(
     ("n", "message"),
-    [(0, "must be positive"), (-3, "must be positive"), (5, "smaller than the number of classes"),
-     (10_000, "larger than the training pool")],
+    [
+        (0, "must be positive"),
+        (-3, "must be positive"),
+        (5, "smaller than the number of classes"),
+        (10_000, "larger than the training pool"),
+    ],
 )
 def test_bad_n_is_rejected(n, message):
     with pytest.raises(CaulkConfigError, match=message):
@@ -92,4 +96,6 @@ def test_datamodule_splits_are_disjoint_and_test_is_complete():
     # the validation hold-out does not depend on n or on the run seed
     other = build_datamodule(compose_cfg(["data.n=200"]).data, seed=9)
     assert np.array_equal(other.val_idx, dm.val_idx)
-    assert set(dm.train_idx) <= set(build_datamodule(compose_cfg(["data.n=200"]).data, seed=4).train_idx)
+    assert set(dm.train_idx) <= set(
+        build_datamodule(compose_cfg(["data.n=200"]).data, seed=4).train_idx
+    )
