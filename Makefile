@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.caulk-deps.stamp
 PYTEST_ARGS ?=
+LINT_PATHS := $(wildcard caulk tests benchmarks)
 
 .PHONY: venv demo test test-slow test-all lint format clean
 
@@ -33,12 +34,12 @@ test-all: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check caulk tests benchmarks
-	$(BIN)/ruff format --check caulk tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 format: venv
-	$(BIN)/ruff format caulk tests benchmarks
-	$(BIN)/ruff check --fix caulk tests benchmarks
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache

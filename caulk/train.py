@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
+import shutil
 import sys
 import time
 import traceback
@@ -114,7 +116,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["trainable_params"] = count_params(module, trainable_only=True)
         record["total_params"] = count_params(module)
         run_name = f"{cfg.model.name}-{cfg.peft.name}-n{datamodule.n}-s{cfg.seed}"
-        loggers = build_loggers(cfg.get("logger"), output_dir, run_name, resolved)
+        wandb_config = {
+            **point,
+            "config": resolved,
+        }  # flat keys for cross-run plots + the full config
+        loggers = build_loggers(cfg.get("logger"), output_dir, run_name, wandb_config)
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
         callbacks.append(ScalingPointLogger(point))
         trainer = pl.Trainer(
@@ -181,16 +187,64 @@ def format_summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GROUPS = (
+    "model",
+    "peft",
+    "data",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "hydra",
+    "experiment",
+    "debug",
+)
+_SIMPLE_VALUES = re.compile(r"[\w.-]+(,[\w.-]+)*")
+
+
+def check_group_overrides(args: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """Reject ``group=option`` overrides naming no config file, in one line, before Hydra runs."""
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS or not _SIMPLE_VALUES.fullmatch(value) or value == "null":
+            continue
+        available = sorted(p.stem for p in Path(config_dir, key).glob("*.yaml"))
+        for option in value.split(","):
+            if option not in available:
+                raise CaulkConfigError(
+                    f"unknown {key} {option!r}; available: {', '.join(available)}"
+                )
+
+
+def _remove_job_dir_if_only_hydra_files(output_dir: Path) -> None:
+    """After a config error, leave nothing behind: drop a job dir holding only Hydra's own files."""
+    if not output_dir.is_dir():
+        return
+    entries = {p.name for p in output_dir.iterdir()}
+    if entries <= {".hydra", "train.log", "main.log"}:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the test error (a sweeper can optimise it)."""
+def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         record = train(cfg)
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
+        _remove_job_dir_if_only_hydra_files(Path(cfg.paths.output_dir))
         sys.exit(2)
     print(format_summary(record), flush=True)
     return record["test_error"]
+
+
+def main() -> None:
+    """``python -m caulk.train [overrides]``; returns Hydra's result (the test error)."""
+    try:
+        check_group_overrides(sys.argv[1:])
+    except CaulkConfigError as e:
+        print(f"caulk: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
 
 
 if __name__ == "__main__":
