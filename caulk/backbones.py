@@ -104,7 +104,11 @@ def create_backbone(model_cfg: Any) -> Backbone:
     kwargs = dict(model_cfg.get("kwargs") or {})
     weights_file = None
     if weights == "none":
-        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        # the random backbone is fixed by model.init_seed, not by the run seed: a curve's points
+        # (n, seed) all adapt the same network, in one process or in many
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(model_cfg.get("init_seed", 0)))
+            model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     elif weights == "file":
         weights_file = str(Path(model_cfg.weights_file).resolve())
         # pretrained_cfg_overlay(file=...) goes through timm's filter (drops a mismatched head).

@@ -51,35 +51,59 @@ def deterministic_run_id(output_dir: str | Path) -> str:
     return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
 
 
-def build_loggers(
-    logger_cfg: Any, output_dir: Path, run_name: str, config: dict[str, Any]
-) -> list[Logger]:
-    """Loggers described by the ``logger`` config group (may be empty)."""
-    loggers: list[Logger] = []
-    if logger_cfg is None:
-        return loggers
-    if logger_cfg.get("csv", {}).get("enabled", False):
-        loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
-    wb = logger_cfg.get("wandb")
-    if wb and wb.get("enabled", False):
-        mode = resolve_wandb_mode(wb.mode)
-        if mode != "disabled":
-            wandb_dir = output_dir  # WandbLogger puts runs in <save_dir>/wandb
-            wandb_dir.mkdir(parents=True, exist_ok=True)
-            os.environ.setdefault("WANDB_SILENT", "true")
-            loggers.append(
-                WandbLogger(
-                    project=wb.project,
-                    entity=wb.get("entity"),
-                    group=wb.get("group"),
-                    tags=list(wb.get("tags") or []),
-                    name=run_name,
-                    save_dir=str(wandb_dir),
-                    id=deterministic_run_id(output_dir),
-                    resume="allow",
-                    mode=mode,  # passed to wandb.init; `offline=True` would set WANDB_MODE for the whole process
-                    config=config,
-                    log_model=False,
-                )
-            )
-    return loggers
+def sweep_group() -> str | None:
+    """The W&B group of a Hydra multirun job: its sweep dir's name (None outside a multirun)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return Path(HydraConfig.get().sweep.dir).name
+    except Exception:  # outside Hydra (tests, notebooks)
+        return None
+    return None
+
+
+def init_wandb_run(
+    logger_cfg: Any, output_dir: Path, name: str, config: dict[str, Any], job_type: str = "train"
+):
+    """Start this job's W&B run (or return None when W&B is off).
+
+    The run lives in ``<output_dir>/wandb``, its id is fixed by ``output_dir`` with
+    ``resume="allow"`` (a requeued job continues its run), and its mode follows ``resolve_wandb_mode``.
+    """
+    wb = None if logger_cfg is None else logger_cfg.get("wandb")
+    if not wb or not wb.get("enabled", False):
+        return None
+    mode = resolve_wandb_mode(wb.mode)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    output_dir.mkdir(parents=True, exist_ok=True)  # else W&B silently falls back to /tmp
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(
+        project=wb.project,
+        entity=wb.get("entity"),
+        group=wb.get("group") or sweep_group(),
+        tags=list(wb.get("tags") or []),
+        job_type=job_type,
+        name=name,
+        dir=str(output_dir),
+        id=deterministic_run_id(output_dir),
+        resume="allow",
+        mode=mode,
+        config=config,
+    )
+
+
+def csv_logger(logger_cfg: Any, output_dir: Path) -> list[Logger]:
+    """The CSV logger (``<output_dir>/csv/metrics.csv``) when the config enables it."""
+    if logger_cfg is not None and logger_cfg.get("csv", {}).get("enabled", False):
+        return [CSVLogger(save_dir=str(output_dir), name="csv", version="")]
+    return []
+
+
+def lightning_wandb_logger(run) -> list[Logger]:
+    """Lightning's WandbLogger bound to an existing run (so caulk owns the run's lifetime)."""
+    return [] if run is None else [WandbLogger(experiment=run, log_model=False)]

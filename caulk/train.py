@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import platform
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk import __version__
 from caulk.errors import CaulkConfigError
@@ -38,10 +39,33 @@ def validate_config(cfg: DictConfig) -> None:
     from caulk.backbones import check_backbone_cfg
     from caulk.peft import get_peft
 
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise CaulkConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    for seed in curve_seeds(cfg):
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise CaulkConfigError(f"seeds must be integers, got {seed!r}")
+    ns = cfg.get("curve", {}).get("n")
+    if ns is not None and (isinstance(ns, (str, int)) or len(ns) == 0):
+        raise CaulkConfigError(
+            f"curve.n must be a non-empty list of sizes, e.g. [10,20,40], got {ns!r}"
+        )
     check_backbone_cfg(cfg.model)
     get_peft(cfg.peft.name)(cfg.peft).validate()
+
+
+def curve_seeds(cfg: DictConfig) -> list[Any]:
+    seeds = cfg.get("curve", {}).get("seeds")
+    return [cfg.seed] if seeds is None else list(seeds)
+
+
+def curve_points(cfg: DictConfig) -> list[tuple[int | None, int]]:
+    """The (n, seed) points this job runs: ``curve.n`` x ``curve.seeds``, or the single point."""
+    ns = cfg.get("curve", {}).get("n")
+    ns = [cfg.data.n] if ns is None else list(ns)
+    return [(n, int(seed)) for n in ns for seed in curve_seeds(cfg)]
+
+
+def is_curve(cfg: DictConfig) -> bool:
+    c = cfg.get("curve") or {}
+    return c.get("n") is not None or c.get("seeds") is not None
 
 
 def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
@@ -57,55 +81,131 @@ def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
     }
 
 
+def _point_cfg(cfg: DictConfig, n: int | None, seed: int) -> DictConfig:
+    point = cfg.copy()
+    with open_dict(point):
+        point.data.n = n
+        point.seed = seed
+    return point
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one point; write ``record.json`` into ``cfg.paths.output_dir`` and return it.
 
     Bad input raises CaulkConfigError before any training and writes no record. A failure
     during training writes a record with ``status="failed"`` and re-raises.
     """
+    if is_curve(cfg):
+        raise CaulkConfigError("curve.n/curve.seeds are set: use train_curve(cfg)")
+    return train_curve(cfg)[0]
+
+
+def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run every (n, seed) point of ``curve_points(cfg)`` in this process; one record per point.
+
+    The backbone is built (and its weights loaded) once; each point adapts a fresh copy. Single
+    runs write ``<output_dir>/record.json``; curve runs write ``<output_dir>/n<n>_s<seed>/record.json``
+    and log all points to one W&B run with n as x-axis. Every point is validated before any
+    training. A failed point leaves a failed record, the others still run, and the job then raises.
+    """
     start = time.perf_counter()
     validate_config(cfg)
 
     import pytorch_lightning as pl
-    import torch
-    from hydra.utils import instantiate
 
-    from caulk.backbones import count_params, create_backbone
-    from caulk.callbacks import ScalingPointLogger
+    from caulk.backbones import create_backbone
     from caulk.data import build_datamodule
-    from caulk.loggers import build_loggers
-    from caulk.module import TransferModule
-    from caulk.peft import apply_peft
+    from caulk.loggers import init_wandb_run
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.trainer.get("deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = build_datamodule(cfg.data, int(cfg.seed))
+    curve = is_curve(cfg)
+    points = curve_points(cfg)
+    datamodules = []
+    for n, seed in points:  # validates every n before anything is built or written
+        pl.seed_everything(seed, workers=True, verbose=False)
+        datamodules.append(build_datamodule(_point_cfg(cfg, n, seed).data, seed))
+    if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
+        raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
     backbone = create_backbone(cfg.model)
-    datamodule.set_input_transform(backbone.data_config)
-    method = apply_peft(backbone.model, cfg.peft)
+    from caulk.peft import apply_peft
 
+    apply_peft(copy.deepcopy(backbone.model), cfg.peft)  # e.g. LoRA targets that match nothing
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run = None
+    records: list[dict[str, Any]] = []
+    try:
+        if curve:
+            name = f"{cfg.model.name}-{cfg.peft.name}-curve"
+            curve_info = {
+                "model": cfg.model.name,
+                "peft": cfg.peft.name,
+                "data": cfg.data.name,
+                "curve_n": [dm.n for dm in datamodules],
+                "curve_seeds": curve_seeds(cfg),
+            }
+            run = init_wandb_run(
+                cfg.get("logger"), output_dir, name, {**curve_info, "config": resolved}
+            )
+        for (n, seed), dm in zip(points, datamodules, strict=True):
+            point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
+            records.append(
+                _fit_point(_point_cfg(cfg, n, seed), backbone, dm, point_dir, curve, run, start)
+            )
+            start = time.perf_counter()
+    finally:
+        _finish_wandb(run, failed=any(r["status"] != "ok" for r in records))
+    failed = [r for r in records if r["status"] != "ok"]
+    if curve and failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(records)} curve points failed; first: {failed[0]['message']}"
+        )
+    return records
+
+
+def _fit_point(
+    cfg: DictConfig, backbone, datamodule, output_dir: Path, curve: bool, curve_run, start: float
+) -> dict[str, Any]:
+    """Adapt a copy of ``backbone`` on one (n, seed) point, test it, write its record."""
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+
+    from caulk.backbones import count_params
+    from caulk.callbacks import ScalingPointLogger
+    from caulk.loggers import csv_logger, init_wandb_run, lightning_wandb_logger
+    from caulk.module import TransferModule
+    from caulk.peft import apply_peft
+
+    seed = int(cfg.seed)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    model = copy.deepcopy(backbone.model)
+    datamodule.set_input_transform(backbone.data_config)
+    method = apply_peft(model, cfg.peft)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     point = _point(cfg, backbone, datamodule.n)
     record: dict[str, Any] = {
         **point,
         "arch": backbone.arch,
         "weights_file": backbone.weights_file,
+        "init_seed": cfg.model.get("init_seed", 0) if backbone.weights == "none" else None,
         "peft_knob": method.knob,
         "peft_knob_value": method.knob_value(),
         "pool_size": datamodule.pool_size,
         "n_val": len(datamodule.val_idx),
+        "curve": curve,
         "caulk_version": __version__,
         "torch_version": torch.__version__,
         "host": platform.node(),
         "output_dir": str(output_dir.resolve()),
         "config": resolved,
     }
-    loggers: list = []
+    run = None
     try:
         module = TransferModule(
-            backbone.model,
+            model,
             method,
             datamodule.num_classes,
             optimizer=instantiate(cfg.optimizer),
@@ -115,14 +215,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         record["trainable_params"] = count_params(module, trainable_only=True)
         record["total_params"] = count_params(module)
-        run_name = f"{cfg.model.name}-{cfg.peft.name}-n{datamodule.n}-s{cfg.seed}"
-        wandb_config = {
-            **point,
-            "config": resolved,
-        }  # flat keys for cross-run plots + the full config
-        loggers = build_loggers(cfg.get("logger"), output_dir, run_name, wandb_config)
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-        callbacks.append(ScalingPointLogger(point))
+        record["backbone_params"] = count_params(backbone.model)
+        loggers = csv_logger(cfg.get("logger"), output_dir)
+        if not curve:
+            run_name = f"{cfg.model.name}-{cfg.peft.name}-n{datamodule.n}-s{seed}"
+            run = init_wandb_run(
+                cfg.get("logger"), output_dir, run_name, {**point, "config": resolved}
+            )
+            loggers += lightning_wandb_logger(run)
+        callbacks = [
+            instantiate(c, dirpath=str(output_dir / "checkpoints"))
+            if "ModelCheckpoint" in str(c.get("_target_", ""))
+            else instantiate(c)
+            for c in (cfg.get("callbacks") or {}).values()
+            if c
+        ]
+        callbacks.append(ScalingPointLogger(point, run=curve_run or run))
         trainer = pl.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
             logger=loggers or False,
@@ -149,22 +257,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record.update(
             status="failed", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
         )
-        raise
+        if not curve:
+            raise
     finally:
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
         write_json_atomic(output_dir / RECORD_NAME, record)
-        _finish_wandb(loggers, failed=record.get("status") != "ok")
+        if run is not None:
+            _finish_wandb(run, failed=record.get("status") != "ok")
     return record
 
 
-def _finish_wandb(loggers: list, failed: bool) -> None:
-    """Close the W&B run of this job (multirun jobs in one process must not share a run)."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
-        wandb.finish(exit_code=1 if failed else 0)
+def _finish_wandb(run, failed: bool) -> None:
+    """Close a W&B run (multirun jobs in one process must not share a run)."""
+    if run is not None:
+        run.finish(exit_code=1 if failed else 0)
 
 
 def format_summary(record: dict[str, Any]) -> str:
@@ -184,6 +290,23 @@ def format_summary(record: dict[str, Any]) -> str:
         f"  wall time   {record['wall_time_s']:.1f} s",
         f"  record      {Path(record['output_dir']) / RECORD_NAME}",
     ]
+    return "\n".join(lines)
+
+
+def format_curve_summary(records: list[dict[str, Any]]) -> str:
+    """A table of a curve's points: mean test error (and spread over seeds) per n."""
+    first = records[0]
+    lines = [
+        f"caulk curve summary: {first['model']} + {first['peft']} on {first['data']} "
+        f"({first['trainable_params']:,} trainable / {first['total_params']:,} params)",
+        f"  {'n':>7}  {'seeds':>5}  {'test error':>10}  {'min':>7}  {'max':>7}",
+    ]
+    for n in sorted({r["n"] for r in records}):
+        errs = [r["test_error"] for r in records if r["n"] == n]
+        lines.append(
+            f"  {n:7d}  {len(errs):5d}  {sum(errs) / len(errs):10.4f}  {min(errs):7.4f}  {max(errs):7.4f}"
+        )
+    lines.append(f"  records under {Path(first['output_dir']).parent}")
     return "\n".join(lines)
 
 
@@ -228,13 +351,16 @@ def _remove_job_dir_if_only_hydra_files(output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
-        record = train(cfg)
+        records = train_curve(cfg)
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
         _remove_job_dir_if_only_hydra_files(Path(cfg.paths.output_dir))
         sys.exit(2)
-    print(format_summary(record), flush=True)
-    return record["test_error"]
+    if len(records) == 1:
+        print(format_summary(records[0]), flush=True)
+    else:
+        print(format_curve_summary(records), flush=True)
+    return sum(r["test_error"] for r in records) / len(records)
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Lightning callbacks of caulk."""
 
-from caulk.callbacks.scaling import ScalingPointLogger
+from caulk.callbacks.scaling import ScalingPointLogger, log_scaling_point
 
-__all__ = ["ScalingPointLogger"]
+__all__ = ["ScalingPointLogger", "log_scaling_point"]

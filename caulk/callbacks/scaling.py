@@ -5,31 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
 
 
-class ScalingPointLogger(pl.Callback):
-    """After testing, log the point (n, test error, ...) with ``n`` as the x-axis.
+def log_scaling_point(run, point: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Log one (n, metrics) point to a W&B run with ``n`` as the x-axis of ``scaling/*``.
 
     W&B's ``define_metric`` only sets an x-axis within one run, so ``n``, ``seed``, ``model`` and
     ``peft`` also go into the run's config and summary, which is what cross-run scatter plots
     and the aggregate curves use.
     """
+    run.define_metric("n")
+    run.define_metric("scaling/*", step_metric="n")
+    run.log({"n": point["n"], **{f"scaling/{k.split('/')[-1]}": v for k, v in metrics.items()}})
+    run.config.update(point, allow_val_change=True)
+    run.summary.update({**point, **metrics})
 
-    def __init__(self, point: dict[str, Any]):
+
+class ScalingPointLogger(pl.Callback):
+    """After testing, log the run's point (n, test error, ...) to its W&B run."""
+
+    def __init__(self, point: dict[str, Any], run=None):
         self.point = dict(point)
+        self.run = run
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.run is None:
+            return
         metrics = {
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
         }
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                run = logger.experiment
-                run.define_metric("n")
-                run.define_metric("scaling/*", step_metric="n")
-                run.log(
-                    {"n": self.point["n"], **{f"scaling/{k[5:]}": v for k, v in metrics.items()}}
-                )
-                run.config.update(self.point, allow_val_change=True)
-                run.summary.update({**self.point, **metrics})
+        log_scaling_point(self.run, self.point, metrics)

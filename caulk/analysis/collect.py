@@ -1,0 +1,70 @@
+"""Scan sweep dirs for result records; tolerate failed and missing jobs, and report them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from caulk.errors import CaulkConfigError
+from caulk.records import RECORD_NAME
+
+
+@dataclass
+class Collection:
+    """The records of one or more sweeps as a tidy table, plus what is wrong with the sweep."""
+
+    table: pd.DataFrame  # one row per record (ok and failed), scalar fields only
+    failed: list[dict[str, Any]] = field(default_factory=list)  # {path, message}
+    missing: list[str] = field(default_factory=list)  # job dirs without any record
+    unreadable: list[dict[str, str]] = field(default_factory=list)  # {path, message}
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.table[self.table["status"] == "ok"]
+
+
+def _scalar_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in record.items()
+        if k not in ("config", "traceback") and not isinstance(v, (dict, list))
+    }
+
+
+def _job_dirs(root: Path) -> list[Path]:
+    """Hydra job dirs under ``root`` (each has a ``.hydra`` folder)."""
+    return sorted(p.parent for p in root.rglob(".hydra") if p.is_dir() and p.parent != root)
+
+
+def collect_records(sweep_dirs: list[str | Path]) -> Collection:
+    """Read every ``record.json`` below the sweep dirs (JSON files only; no live process needed)."""
+    rows, failed, unreadable, missing = [], [], [], []
+    for root in map(Path, sweep_dirs):
+        if not root.is_dir():
+            raise CaulkConfigError(f"sweep dir not found: {root}")
+        paths = sorted(root.rglob(RECORD_NAME))
+        for path in paths:
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                unreadable.append({"path": str(path), "message": f"{type(e).__name__}: {e}"})
+                continue
+            row = _scalar_fields(record)
+            row["record_path"] = str(path)
+            rows.append(row)
+            if record.get("status") != "ok":
+                failed.append({"path": str(path), "message": record.get("message", "")})
+        have = {p.parent for p in paths}
+        for job in _job_dirs(root):
+            if not any(h == job or job in h.parents for h in have):
+                missing.append(str(job))
+    if not rows:
+        raise CaulkConfigError(f"no {RECORD_NAME} found under {', '.join(map(str, sweep_dirs))}")
+    table = pd.DataFrame(rows)
+    if "status" not in table:
+        table["status"] = "ok"
+    return Collection(table=table, failed=failed, missing=missing, unreadable=unreadable)

@@ -1,0 +1,62 @@
+"""A self-contained HTML report: summary, figures (embedded PNGs) and tables."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}.warn{color:#a40}"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
+
+
+def write_report(
+    out: Path,
+    summary: dict[str, Any],
+    fits: pd.DataFrame,
+    figures: list[Path],
+    transfer_law: dict | None,
+    failed: list[dict[str, str]],
+    missing: list[str],
+) -> Path:
+    """Write ``report.html`` (no external files needed to view it) and return its path."""
+    parts = [
+        f"<html><head><meta charset='utf-8'><title>caulk report</title><style>{_STYLE}</style></head><body>",
+        "<h1>caulk scaling report</h1>",
+        f"<p>{summary['records']} records ({summary['ok']} ok, {summary['failed']} failed, "
+        f"{summary['missing']} jobs missing) from {html.escape(', '.join(summary['sweep_dirs']))}; "
+        f"metric <b>{html.escape(summary['metric'])}</b>; groups by {html.escape(', '.join(summary['group_by']))}.</p>",
+    ]
+    if failed or missing:
+        parts.append("<h2 class='warn'>Failed and missing jobs</h2><ul>")
+        parts += [
+            f"<li class='warn'>failed: {html.escape(f['path'])}: {html.escape(f['message'][:300])}</li>"
+            for f in failed
+        ]
+        parts += [f"<li class='warn'>missing (no record): {html.escape(m)}</li>" for m in missing]
+        parts.append("</ul>")
+    parts.append("<h2>Figures</h2>" + "".join(_img(f) for f in figures))
+    parts.append("<h2>Fits: e(n) = a + b n<sup>-c</sup> (95% CIs: bootstrap over seeds)</h2>")
+    parts.append(fits.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
+    if transfer_law:
+        parts.append(
+            "<h2>Effective data transferred: D<sub>T</sub> = k n<sup>α</sup> N<sup>β</sup></h2>"
+        )
+        parts.append(
+            pd.DataFrame([transfer_law]).to_html(index=False, float_format=lambda v: f"{v:.4g}")
+        )
+    parts.append("</body></html>")
+    path = out / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,76 @@
+"""One aggregate W&B run per sweep: the table, line series of mean error vs n, fitted exponents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from caulk.analysis.fits import seed_means
+from caulk.loggers import deterministic_run_id, resolve_wandb_mode
+
+
+def log_aggregate(
+    out: Path,
+    table: pd.DataFrame,
+    fits: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    group: str,
+    project: str = "caulk",
+    mode: str = "auto",
+    entity: str | None = None,
+) -> str | None:
+    """Log the analysis as a ``job_type=aggregate`` run in ``group``; returns the run dir (or None)."""
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    out.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="aggregate",
+        name=f"{group}-aggregate",
+        dir=str(out),
+        id=deterministic_run_id(out / "aggregate"),
+        resume="allow",
+        mode=mode,
+        config={"group_by": keys, "metric": metric},
+    )
+    try:
+        run.log(
+            {
+                "points": wandb.Table(
+                    dataframe=table.astype(
+                        {c: str for c in table.columns if table[c].dtype == object}
+                    )
+                )
+            }
+        )
+        run.log({"fits": wandb.Table(dataframe=fits)})
+        xs, ys, labels = [], [], []
+        for group_key, pts in table.groupby(keys, dropna=False):
+            m = seed_means(pts, metric)
+            xs.append(m["n"].tolist())
+            ys.append(m["mean"].tolist())
+            labels.append(
+                " ".join(
+                    str(g) for g in (group_key if isinstance(group_key, tuple) else (group_key,))
+                )
+            )
+        run.log(
+            {
+                "error_vs_n": wandb.plot.line_series(
+                    xs=xs, ys=ys, keys=labels, title=f"{metric} vs n", xname="n"
+                )
+            }
+        )
+        for _, f in fits.iterrows():
+            name = "/".join(str(f[k]) for k in keys)
+            run.summary[f"rate_c/{name}"] = f["c"]
+        return run.dir
+    finally:
+        run.finish()

@@ -1,0 +1,269 @@
+"""``python -m caulk.analyze <sweep dir> [...]``: records -> table, fits, transfer, figures, report.
+
+Reads only the ``record.json`` files on disk (no live process, no W&B API needed); failed and
+missing jobs are reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from caulk.errors import CaulkConfigError
+
+DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
+
+
+@dataclass
+class Analysis:
+    out: Path
+    table: pd.DataFrame
+    fits: pd.DataFrame
+    transfer: pd.DataFrame | None
+    transfer_law: dict[str, Any] | None
+    summary: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _parse_selector(text: str) -> dict[str, str]:
+    try:
+        return dict(item.split("=", 1) for item in text.split(",") if item)
+    except ValueError:
+        raise CaulkConfigError(
+            f"--scratch must look like key=value[,key=value], got {text!r}"
+        ) from None
+
+
+def _matches(df: pd.DataFrame, selector: dict[str, str]) -> pd.Series:
+    mask = pd.Series(True, index=df.index)
+    for k, v in selector.items():
+        mask &= df[k].astype(str) == v if k in df else False
+    return mask
+
+
+def _write_atomic(path: Path, write) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+    return path
+
+
+def analyze(
+    sweep_dirs: list[str | Path],
+    out: str | Path | None = None,
+    metric: str = "test_error",
+    group_by: list[str] | None = None,
+    replicates: int = 200,
+    scratch: str = "peft=full,weights=none",
+    low_data_max_n: float | None = None,
+    wandb_mode: str = "off",
+    wandb_project: str = "caulk",
+    wandb_group: str | None = None,
+    rng_seed: int = 0,
+) -> Analysis:
+    """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``."""
+    from caulk.analysis.collect import collect_records
+    from caulk.analysis.fits import CurveFit, fit_groups, seed_means
+    from caulk.analysis.plots import plot_curves, plot_exponents, plot_transfer
+    from caulk.analysis.report import write_report
+    from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
+
+    if replicates < 0:
+        raise CaulkConfigError(f"--bootstrap must be >= 0, got {replicates}")
+    selector = _parse_selector(scratch)
+    sweep_dirs = [Path(d) for d in sweep_dirs]
+    out = Path(out) if out else sweep_dirs[0] / "analysis"
+    collection = collect_records(sweep_dirs)
+    table = collection.table
+    ok = collection.ok.copy()
+    if metric not in table.columns:
+        raise CaulkConfigError(
+            f"metric {metric!r} is not a record field; try test_error, test_loss, val_error"
+        )
+    keys = [k for k in (group_by or DEFAULT_GROUP_BY) if k in ok.columns]
+    if not {"n", "seed"} <= set(ok.columns) or not keys:
+        raise CaulkConfigError("records need n, seed and at least one group key (e.g. model, peft)")
+    for k in keys:  # NaN group keys (e.g. source_m of hub models) group as "-"
+        ok[k] = ok[k].astype(object).where(ok[k].notna(), "-")
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    files["table.csv"] = _write_atomic(out / "table.csv", lambda p: table.to_csv(p, index=False))
+    files["table.parquet"] = _write_atomic(
+        out / "table.parquet",
+        lambda p: table.astype(
+            {c: str for c in table.columns if table[c].dtype == object}
+        ).to_parquet(p, index=False),
+    )
+
+    fits = (
+        fit_groups(ok, keys, metric, replicates, rng_seed)
+        if len(ok)
+        else pd.DataFrame(columns=keys)
+    )
+    files["fits.csv"] = _write_atomic(out / "fits.csv", lambda p: fits.to_csv(p, index=False))
+
+    transfer, law, transfer_note = None, None, ""
+    is_scratch = _matches(ok, selector)
+    if is_scratch.any() and (~is_scratch).any():
+        scratch_fits = fits[_matches(fits, {k: v for k, v in selector.items() if k in fits})]
+        rows = []
+        for group, pts in ok[~is_scratch].groupby(keys, dropna=False):
+            group = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
+            same = (
+                scratch_fits[scratch_fits["model"] == group.get("model")]
+                if "model" in group
+                else scratch_fits
+            )
+            ref = same if len(same) == 1 else scratch_fits if len(scratch_fits) == 1 else None
+            if ref is None or not np.isfinite(ref["c"].iloc[0]):
+                continue
+            f = ref.iloc[0]
+            m = seed_means(pts, metric).assign(
+                **group, backbone_params=pts["backbone_params"].iloc[0]
+            )
+            rows.append(
+                effective_data_transferred(m, CurveFit(f["a"], f["b"], f["c"], f["rmse"], 0))
+            )
+        if rows:
+            transfer = pd.concat(rows, ignore_index=True)
+            files["transfer.csv"] = _write_atomic(
+                out / "transfer.csv", lambda p: transfer.to_csv(p, index=False)
+            )
+            try:
+                law = fit_transfer_law(transfer, low_data_max_n)
+            except CaulkConfigError as e:
+                transfer_note = str(e)
+        else:
+            transfer_note = "no from-scratch curve with a valid fit"
+    else:
+        transfer_note = f"no from-scratch curve ({scratch}) next to fine-tuned ones"
+    if law:
+        files["transfer_fit.json"] = _write_atomic(
+            out / "transfer_fit.json", lambda p: p.write_text(json.dumps(law, indent=2))
+        )
+
+    figures = []
+    if len(ok):
+        figures.append(plot_curves(ok, fits, keys, metric, out / "error_vs_n.png"))
+        if "backbone_params" in fits and np.isfinite(fits["c"]).any():
+            figures.append(plot_exponents(fits, out / "exponents.png"))
+    if transfer is not None:
+        figures.append(plot_transfer(transfer, law, out / "transfer.png"))
+    files.update({f.name: f for f in figures})
+
+    summary = {
+        "sweep_dirs": [str(d) for d in sweep_dirs],
+        "records": len(table),
+        "ok": int(len(ok)),
+        "failed": len(collection.failed),
+        "missing": len(collection.missing),
+        "unreadable": len(collection.unreadable),
+        "failed_jobs": collection.failed,
+        "missing_jobs": collection.missing,
+        "unreadable_records": collection.unreadable,
+        "metric": metric,
+        "group_by": keys,
+        "groups": int(len(fits)),
+        "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
+        "transfer_law": law,
+        "transfer_note": transfer_note,
+    }
+    files["report.html"] = write_report(
+        out, summary, fits, figures, law, collection.failed, collection.missing
+    )
+    files["summary.json"] = _write_atomic(
+        out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=str))
+    )
+    if wandb_mode != "off" and len(ok):
+        from caulk.analysis.wandb_aggregate import log_aggregate
+
+        group = wandb_group or sweep_dirs[0].resolve().name
+        summary["wandb_dir"] = log_aggregate(
+            out, ok, fits, keys, metric, group, wandb_project, wandb_mode
+        )
+    return Analysis(out, table, fits, transfer, law, summary, files)
+
+
+def format_analysis(result: Analysis) -> str:
+    s = result.summary
+    lines = [
+        f"caulk analyze: {s['records']} records ({s['ok']} ok, {s['failed']} failed, {s['missing']} missing jobs)"
+    ]
+    for f in s["failed_jobs"]:
+        lines.append(f"  failed: {f['path']}: {f['message'][:160]}")
+    for m in s["missing_jobs"]:
+        lines.append(f"  missing: {m} (no record)")
+    for _, f in result.fits.iterrows():
+        name = " ".join(str(f[k]) for k in s["group_by"])
+        if np.isfinite(f.get("c", np.nan)):
+            lines.append(
+                f"  {name}: c = {f['c']:.3f} [{f['c_lo']:.3f}, {f['c_hi']:.3f}], a = {f['a']:.4f} ({int(f['n_points'])} n, {int(f['n_seeds'])} seeds)"
+            )
+        else:
+            lines.append(f"  {name}: not fitted ({f['message']})")
+    if s["transfer_law"]:
+        t = s["transfer_law"]
+        lines.append(
+            f"  D_T = {t['k']:.3g} n^{t['alpha']:.3f} N^{t['beta']:.3f} ({t['points']} points)"
+        )
+    lines.append(f"  outputs in {result.out} (report.html)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m caulk.analyze", description=__doc__.splitlines()[0])
+    p.add_argument("sweep_dirs", nargs="+", help="sweep (or run) dirs holding record.json files")
+    p.add_argument("--out", help="output dir (default: <first sweep dir>/analysis)")
+    p.add_argument(
+        "--metric", default="test_error", help="record field to fit (default test_error)"
+    )
+    p.add_argument(
+        "--group-by", default=",".join(DEFAULT_GROUP_BY), help="record fields defining a curve"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=200, help="bootstrap replicates over seeds (default 200)"
+    )
+    p.add_argument(
+        "--scratch", default="peft=full,weights=none", help="selector of the from-scratch curve"
+    )
+    p.add_argument(
+        "--low-data-max-n", type=float, default=None, help="largest n used in the D_T fit"
+    )
+    p.add_argument(
+        "--wandb",
+        default="off",
+        choices=["off", "auto", "online", "offline"],
+        help="log an aggregate W&B run",
+    )
+    p.add_argument("--wandb-project", default="caulk")
+    p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep dir's name)")
+    args = p.parse_args(argv)
+    try:
+        result = analyze(
+            args.sweep_dirs,
+            args.out,
+            args.metric,
+            [k for k in args.group_by.split(",") if k],
+            args.bootstrap,
+            args.scratch,
+            args.low_data_max_n,
+            args.wandb,
+            args.wandb_project,
+            args.wandb_group,
+        )
+    except CaulkConfigError as e:
+        print(f"caulk: error: {e}", file=sys.stderr)
+        return 2
+    print(format_analysis(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Analysis: fits recover planted curves, CIs cover, D_T recovers k/alpha/beta, analyze end to end."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from caulk.analysis import (
+    bootstrap_over_seeds,
+    fit_offset_power_law,
+    fit_power_law,
+    fit_transfer_law,
+)
+from caulk.analysis.fits import CurveFit
+from caulk.analysis.transfer import effective_data_transferred
+from caulk.analyze import analyze, main
+from caulk.errors import CaulkConfigError
+from caulk.records import write_json_atomic
+
+NS = np.array([8, 16, 32, 64, 128, 256, 512, 1024, 2048])
+
+
+def _noisy_curve(a, b, c, seeds, noise, rng):
+    rows = []
+    for seed in range(seeds):
+        for n in NS:
+            rows.append({"n": n, "seed": seed, "test_error": a + b * n**-c + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "c"), [(0.05, 1.0, 0.2), (0.1, 2.0, 0.5), (0.02, 3.0, 0.8), (0.0, 1.5, 1.0)]
+)
+def test_fitter_recovers_planted_exponents(a, b, c):
+    rng = np.random.default_rng(0)
+    pts = _noisy_curve(a, b, c, seeds=5, noise=0.002, rng=rng)
+    means = pts.groupby("n")["test_error"].mean()
+    fit = fit_offset_power_law(means.index, means.to_numpy())
+    assert fit.c == pytest.approx(c, abs=0.1)
+    assert fit.a == pytest.approx(a, abs=0.02)
+    assert fit.rmse < 0.005
+
+
+@pytest.mark.slow
+def test_bootstrap_cis_cover_the_truth_in_most_trials():
+    rng = np.random.default_rng(1)
+    a, b, c = 0.1, 1.0, 0.5
+    covered = 0
+    trials = 20
+    for t in range(trials):
+        pts = _noisy_curve(a, b, c, seeds=6, noise=0.01, rng=rng)
+        ci = bootstrap_over_seeds(pts, "test_error", replicates=100, rng_seed=t)
+        assert ci["c"][0] <= ci["c"][1]
+        covered += ci["c"][0] <= c <= ci["c"][1]
+    assert covered >= 0.7 * trials
+
+
+def test_too_few_points_are_refused_with_a_clear_message():
+    with pytest.raises(CaulkConfigError, match="need >= 3 distinct n, got 2"):
+        fit_offset_power_law([10, 20, 10], [0.5, 0.4, 0.52])
+    with pytest.raises(CaulkConfigError, match="need >= 2 distinct n, got 1"):
+        fit_power_law([10, 10], [0.5, 0.4])
+
+
+def test_pure_power_law_is_exact_on_exact_data():
+    fit = fit_power_law(NS, 2.0 * NS**-0.4)
+    assert fit.b == pytest.approx(2.0) and fit.c == pytest.approx(0.4)
+
+
+def test_effective_data_transferred_recovers_planted_law():
+    scratch = CurveFit(a=0.05, b=2.0, c=0.5, rmse=0, n_points=9)
+    k, alpha, beta = 30.0, 0.4, 0.3
+    rows = []
+    for size in (1e5, 1e6, 1e7):
+        for n in (10, 20, 40, 80, 160):
+            d_e = n + k * n**alpha * size**beta
+            rows.append(
+                {
+                    "n": n,
+                    "mean": scratch.a + scratch.b * d_e**-scratch.c,
+                    "backbone_params": size,
+                    "model": f"m{int(size)}",
+                    "peft": "linear",
+                }
+            )
+    rows.append(
+        {"n": 320, "mean": 0.04, "backbone_params": 1e7, "model": "m10000000", "peft": "linear"}
+    )
+    pts = effective_data_transferred(pd.DataFrame(rows), scratch)
+    assert pts["below_scratch_asymptote"].sum() == 1  # 0.04 < a: flagged, D_E not extrapolated
+    assert np.isnan(pts.loc[pts["mean"] == 0.04, "D_E"]).all()
+    law = fit_transfer_law(pts)
+    assert law["k"] == pytest.approx(k, rel=1e-6)
+    assert law["alpha"] == pytest.approx(alpha, abs=1e-9) and law["beta"] == pytest.approx(
+        beta, abs=1e-9
+    )
+    assert law["points"] == 15
+
+
+def _write_sweep(root, rng):
+    """A sweep on disk: 2 models x 4 n x 3 seeds of linear probes, plus a from-scratch curve."""
+    job = 0
+    truth = {"vit_pico": (0.1, 1.5, 0.5, 200_000), "vit_nano": (0.05, 1.5, 0.7, 1_200_000)}
+    for model, (a, b, c, size) in truth.items():
+        for n in (16, 32, 64, 128, 256):
+            for seed in range(3):
+                write_json_atomic(
+                    root / str(job) / "record.json",
+                    {
+                        "model": model,
+                        "peft": "linear",
+                        "data": "digits",
+                        "weights": "zoo",
+                        "n": n,
+                        "seed": seed,
+                        "status": "ok",
+                        "test_error": a + b * n**-c + rng.normal(0, 0.003),
+                        "backbone_params": size,
+                        "config": {"ignored": True},
+                    },
+                )
+                job += 1
+    for n in (16, 32, 64, 128, 256, 512):
+        for seed in range(3):
+            write_json_atomic(
+                root / str(job) / "record.json",
+                {
+                    "model": "vit_pico",
+                    "peft": "full",
+                    "data": "digits",
+                    "weights": "none",
+                    "n": n,
+                    "seed": seed,
+                    "status": "ok",
+                    "test_error": 0.02 + 3.0 * n**-0.4 + rng.normal(0, 0.002),
+                    "backbone_params": 200_000,
+                },
+            )
+            job += 1
+    write_json_atomic(
+        root / "failed" / "record.json",
+        {
+            "model": "vit_nano",
+            "peft": "linear",
+            "data": "digits",
+            "weights": "zoo",
+            "n": 512,
+            "seed": 0,
+            "status": "failed",
+            "message": "RuntimeError: boom",
+        },
+    )
+    (root / "missing_job" / ".hydra").mkdir(parents=True)
+    return truth
+
+
+def test_analyze_writes_table_fits_figures_report_and_reports_failures(tmp_path):
+    sweep = tmp_path / "sweep"
+    truth = _write_sweep(sweep, np.random.default_rng(3))
+    res = analyze([sweep], replicates=50)
+    out = sweep / "analysis"
+    for name in (
+        "table.csv",
+        "table.parquet",
+        "fits.csv",
+        "summary.json",
+        "report.html",
+        "error_vs_n.png",
+        "exponents.png",
+        "transfer.png",
+        "transfer.csv",
+        "transfer_fit.json",
+    ):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "table.csv")
+    assert len(table) == 2 * 5 * 3 + 6 * 3 + 1
+    assert pd.read_parquet(out / "table.parquet").shape[0] == len(table)
+    fits = pd.read_csv(out / "fits.csv")
+    lin = fits[fits["peft"] == "linear"].set_index("model")
+    for model, (_, _, c, _) in truth.items():
+        assert lin.loc[model, "c"] == pytest.approx(c, abs=0.15)
+        assert lin.loc[model, "c_lo"] <= lin.loc[model, "c"] <= lin.loc[model, "c_hi"]
+        assert lin.loc[model, "n_points"] == 5 and lin.loc[model, "n_seeds"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == 1 and "boom" in summary["failed_jobs"][0]["message"]
+    assert summary["missing"] == 1 and summary["missing_jobs"][0].endswith("missing_job")
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "boom" in html and "missing_job" in html
+    assert res.transfer is not None and res.transfer["D_T"].notna().any()
+
+
+def test_analyze_cli_bad_input_is_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"caulk: error: sweep dir not found: {tmp_path / 'nope'}"
+    )
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no record.json found" in capsys.readouterr().err
+    assert not (tmp_path / "empty" / "analysis").exists()
