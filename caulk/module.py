@@ -15,6 +15,23 @@ from torchmetrics.classification import MulticlassAccuracy
 from caulk.peft.base import PeftMethod
 
 
+class FeatureStandardize(nn.BatchNorm1d):
+    """BatchNorm1d without affine that also takes a batch of one (uses its running statistics).
+
+    With exact n, the last batch of an epoch may hold a single example (n % batch_size == 1).
+    """
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, training=False, eps=self.eps
+            )
+        return super().forward(x)
+
+
 class TransferModule(pl.LightningModule):
     """Downstream classifier on a frozen backbone.
 
@@ -42,7 +59,7 @@ class TransferModule(pl.LightningModule):
         # MAE-style probe head: standardising the frozen features (BatchNorm without affine)
         # makes the head's learning rate insensitive to the backbone's feature scale.
         self.head = nn.Sequential(
-            nn.BatchNorm1d(nf, affine=False) if head_norm else nn.Identity(),
+            FeatureStandardize(nf) if head_norm else nn.Identity(),
             nn.Linear(nf, num_classes),
         )
         self.optimizer_factory = optimizer

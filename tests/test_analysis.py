@@ -199,3 +199,75 @@ def test_analyze_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "empty")]) == 2
     assert "no record.json found" in capsys.readouterr().err
     assert not (tmp_path / "empty" / "analysis").exists()
+
+
+@pytest.mark.slow
+def test_real_multirun_then_analyze_with_a_failed_job_and_wandb_aggregate(tmp_path):
+    """2 models x 3 n x 2 seeds (curve mode, real training) -> analyze -> outputs agree with records."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from caulk.records import read_record
+    from tests.conftest import cli_env, run_cli
+
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        [
+            "-m",
+            "model=vit_pico,vit_nano",
+            "curve.n=[20,40,80]",
+            "curve.seeds=[0,1]",
+            "debug=fast",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        timeout=500,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (sweep / "analysis" / "report.html").is_file()  # the on_multirun_end hook ran
+    bad = run_cli(
+        [
+            "data.n=20",
+            "debug=fast",
+            "+callbacks.explode._target_=tests.helpers.ExplodingCallback",
+            f"hydra.run.dir={sweep / '2'}",
+        ],
+        timeout=200,
+    )
+    assert bad.returncode != 0 and read_record(sweep / "2" / "record.json")["status"] == "failed"
+
+    out = tmp_path / "analysis"
+    result = analyze([sweep], out=out, replicates=30, wandb_mode="offline")
+    records = [read_record(p) for p in sweep.rglob("record.json")]
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(ok) == 12 and result.summary["failed"] == 1 and result.summary["ok"] == 12
+    table = pd.read_csv(out / "table.csv")
+    for r in ok:
+        row = table[
+            (table["model"] == r["model"]) & (table["n"] == r["n"]) & (table["seed"] == r["seed"])
+        ]
+        assert row["test_error"].item() == pytest.approx(r["test_error"])
+    fits = pd.read_csv(out / "fits.csv").set_index("model")
+    assert set(fits.index) == {"vit_pico", "vit_nano"} and (fits["n_points"] == 3).all()
+    for model in ("vit_pico", "vit_nano"):
+        mean_80 = np.mean([r["test_error"] for r in ok if r["model"] == model and r["n"] == 80])
+        f = fits.loc[model]
+        if np.isfinite(f["c"]):
+            assert f["a"] + f["b"] * 80 ** -f["c"] == pytest.approx(mean_80, abs=0.1)
+    assert all((out / f).is_file() for f in ("error_vs_n.png", "report.html"))
+
+    runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    wandb_bin = str(Path(sys.executable).parent / "wandb")
+    dump = subprocess.run(
+        [wandb_bin, "leet", "inspect", "--json", str(runs[0])],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert dump.returncode == 0, dump.stderr
+    assert "aggregate" in dump.stdout  # job_type
+    assert '"points.nrows":12' in dump.stdout and '"fits.nrows":2' in dump.stdout  # the two tables
+    assert '"panelDefId":"wandb/lineseries/v0"' in dump.stdout  # wandb.plot.line_series
+    assert '"error_vs_n_table.nrows":6' in dump.stdout  # 2 lines (model, peft) x 3 n, long format

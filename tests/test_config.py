@@ -8,7 +8,7 @@ import torch
 from caulk.backbones import create_backbone
 from tests.conftest import CONF, compose_cfg
 
-GROUPS = ["model", "peft", "data", "trainer", "logger", "callbacks", "debug"]
+GROUPS = ["model", "peft", "data", "trainer", "logger", "callbacks", "debug", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 

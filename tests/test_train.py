@@ -311,3 +311,9 @@ def test_multirun_sweep_writes_one_record_per_job(tmp_path):
     points = sorted((r["n"], r["seed"]) for r in records.values())
     assert points == [(20, 0), (20, 1), (40, 0), (40, 1)]
     assert all(r["status"] == "ok" and r["n_train_seen"] == r["n"] for r in records.values())
+
+
+def test_a_last_batch_of_one_example_trains(fast_cfg):
+    """n % batch_size == 1: the head's feature standardisation must take a batch of one."""
+    rec = train(fast_cfg("data.n=21", "data.batch_size=10"))
+    assert rec["status"] == "ok" and rec["n_train_seen"] == 21
