@@ -1,11 +1,22 @@
-"""Downstream data: datasets, nested stratified n-subsets, the Lightning datamodule."""
+"""Downstream data: datasets (registry), nested stratified n-subsets, the Lightning datamodule."""
 
 from caulk.data.datamodule import DownstreamDataModule, build_datamodule
-from caulk.data.subsets import nested_stratified_order, stratified_subset
+from caulk.data.registry import list_datasets, load_splits, register_dataset
+from caulk.data.subsets import (
+    few_shot_subset,
+    nested_stratified_order,
+    stratified_subset,
+    vtab1k_split,
+)
 
 __all__ = [
     "DownstreamDataModule",
     "build_datamodule",
+    "few_shot_subset",
+    "list_datasets",
+    "load_splits",
     "nested_stratified_order",
+    "register_dataset",
     "stratified_subset",
+    "vtab1k_split",
 ]

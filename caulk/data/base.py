@@ -1,10 +1,11 @@
-"""In-memory datasets and the transform to a backbone's expected input."""
+"""Dataset splits (in-memory tensors or image datasets) and the transform to a backbone's input."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -20,6 +21,63 @@ class ArraySplits:
     test_y: torch.Tensor
     num_classes: int
     name: str
+
+    @property
+    def pool_labels(self) -> np.ndarray:
+        return self.pool_y.numpy()
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        return self.test_y.numpy()
+
+
+@dataclass
+class ImageSplits:
+    """A dataset of images: the training pool and the test split as map-style datasets.
+
+    ``pool[i]`` / ``test[i]`` return ``(image, ...)`` with a PIL image first; labels come from
+    ``pool_labels`` / ``test_labels``, read without decoding any image. ``official_val_idx``
+    marks the pool positions of an official validation split (``data.val_policy=official``).
+    """
+
+    pool: Dataset
+    pool_labels: np.ndarray
+    test: Dataset
+    test_labels: np.ndarray
+    num_classes: int
+    name: str
+    classes: list[str] | None = None
+    official_val_idx: np.ndarray | None = None
+    skipped_images: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pool_labels = np.asarray(self.pool_labels, dtype=np.int64)
+        self.test_labels = np.asarray(self.test_labels, dtype=np.int64)
+        if len(self.pool_labels) != len(self.pool) or len(self.test_labels) != len(self.test):
+            raise ValueError(f"{self.name}: labels and images differ in length")
+
+
+class IndexedImageDataset(Dataset):
+    """(transformed image, label, index) for the given positions of an image dataset.
+
+    ``index`` is the position in the source split (the pool or the test set), so callbacks can
+    count distinct examples seen.
+    """
+
+    def __init__(self, source: Dataset, labels: np.ndarray, positions: np.ndarray, transform, mode):
+        self.source, self.labels = source, labels
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.transform, self.mode = transform, mode
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int):
+        j = int(self.positions[i])
+        image = self.source[j][0]
+        if image.mode != self.mode:
+            image = image.convert(self.mode)
+        return self.transform(image), int(self.labels[j]), j
 
 
 class IndexedTensorDataset(Dataset):

@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from caulk.data.base import ArraySplits
+from caulk.data.registry import register_dataset
 
 
 def load_digits_splits(test_fraction: float, split_seed: int) -> ArraySplits:
@@ -28,3 +29,8 @@ def load_digits_splits(test_fraction: float, split_seed: int) -> ArraySplits:
         num_classes=10,
         name="digits",
     )
+
+
+@register_dataset("digits")
+def _load_digits(data_cfg) -> ArraySplits:
+    return load_digits_splits(data_cfg.test_fraction, data_cfg.split_seed)

@@ -60,3 +60,88 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int, stratify: bool = Tr
     if stratify:
         return nested_stratified_order(labels, seed)[:n]
     return np.random.default_rng(seed).permutation(len(labels))[:n]
+
+
+def _check_positive_int(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise CaulkConfigError(f"{key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def few_shot_subset(
+    labels: np.ndarray, shots: int, seed: int, key: str = "data.shots"
+) -> np.ndarray:
+    """Indices of exactly ``shots`` examples of every class (n = shots * classes), nested in shots.
+
+    Class c's examples are taken in the order ``nested_stratified_order`` gives them for ``seed``,
+    so k=1 is inside k=5 for one seed and, on a balanced pool, the k-shot subset equals the global
+    subset of size k * classes.
+    """
+    labels = np.asarray(labels)
+    shots = _check_positive_int(shots, key)
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) and counts.min() < shots:
+        c = classes[np.argmin(counts)]
+        raise CaulkConfigError(
+            f"{key}={shots} needs {shots} examples of every class, but class {c} has only "
+            f"{counts.min()} in the training pool"
+        )
+    order = nested_stratified_order(labels, seed)
+    ordered_labels = labels[order]
+    rank_in_class = np.empty(len(order), dtype=int)
+    for c in classes:
+        positions = np.flatnonzero(ordered_labels == c)
+        rank_in_class[positions] = np.arange(len(positions))
+    return order[rank_in_class < shots]
+
+
+VTAB1K_TRAIN, VTAB1K_VAL = 800, 200
+
+
+def vtab1k_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """VTAB-1k: (800 train, 200 val) indices, disjoint, fixed by ``seed``; together the 1000.
+
+    The 1000 are the first 1000 of the pool's stratified order; the 200 validation examples are
+    a stratified draw from those 1000. Tune on train/val, then train the final run on all 1000.
+    """
+    labels = np.asarray(labels)
+    total = VTAB1K_TRAIN + VTAB1K_VAL
+    if len(labels) < total:
+        raise CaulkConfigError(
+            f"data.protocol=vtab1k needs {total} training examples, the pool has {len(labels)}"
+        )
+    thousand = nested_stratified_order(labels, seed + 20_011)[:total]
+    inner = nested_stratified_order(labels[thousand], seed + 20_021)
+    val = thousand[inner[:VTAB1K_VAL]]
+    train = thousand[inner[VTAB1K_VAL:]]
+    return np.sort(train), np.sort(val)
+
+
+def seeded_test_split(
+    labels: np.ndarray,
+    seed: int,
+    test_fraction: float | None = None,
+    train_per_class: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) indices for a dataset without an official test split, fixed by ``seed``.
+
+    Either a stratified ``test_fraction`` (scikit-learn's split, as for digits) or the classic
+    ``train_per_class`` protocol (e.g. Caltech-101: 30 per class train, the rest test).
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels))
+    if (test_fraction is None) == (train_per_class is None):
+        raise CaulkConfigError(
+            "a seeded test split needs exactly one of data.test_fraction and data.train_per_class"
+        )
+    if train_per_class is not None:
+        pool = np.sort(few_shot_subset(labels, train_per_class, seed, "data.train_per_class"))
+        return pool, np.setdiff1d(idx, pool)
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise CaulkConfigError(f"data.test_fraction must be in (0, 1), got {test_fraction!r}")
+    pool, test = train_test_split(
+        idx, test_size=float(test_fraction), random_state=seed, stratify=labels
+    )
+    return np.sort(pool), np.sort(test)
