@@ -12,7 +12,7 @@ LINT_PATHS := $(wildcard caulk tests benchmarks)
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,hf]'
 	@touch $(STAMP)
 
 # The deps are keyed on setup.cfg; the editable install of caulk itself is re-pointed whenever the
