@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from caulk.data import build_datamodule
     from caulk.loggers import build_loggers
     from caulk.module import TransferModule
-    from caulk.peft import apply_peft
+    from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.trainer.get("deterministic"):
@@ -94,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "weights_file": backbone.weights_file,
         "peft_knob": method.knob,
         "peft_knob_value": method.knob_value(),
+        "peft_params": method.trainable_params,  # trained inside the backbone (head excluded)
         "pool_size": datamodule.pool_size,
         "n_val": len(datamodule.val_idx),
         "caulk_version": __version__,
@@ -132,6 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule)
         val_error = trainer.callback_metrics.get("val/error")
         trainer.test(module, datamodule=datamodule, verbose=False)
+        record["adapter_file"] = str(export_adapter(module, output_dir / ADAPTER_NAME))
         m = trainer.callback_metrics
         record.update(
             status="ok",
