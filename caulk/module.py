@@ -57,6 +57,9 @@ class TransferModule(pl.LightningModule):
         self.train_drawn = 0
         self.n_train_seen = 0  # distinct examples in the fullest epoch
         self.train_samples_per_epoch = 0  # examples drawn (with repeats) in that epoch
+        # Lightning >= 2.2 no longer calls train() at fit start: set the modes now (a fresh timm
+        # model is in train mode, which would update the frozen BatchNorm statistics)
+        self.train()
 
     def train(self, mode: bool = True) -> TransferModule:
         super().train(mode)
@@ -64,6 +67,9 @@ class TransferModule(pl.LightningModule):
         for m in self._train_mode_modules:
             m.training = mode  # one by one: the method lists exactly the modules that train
         return self
+
+    def on_train_start(self) -> None:
+        self.train()  # whatever the caller did to the modes before fit
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.method.backbone_is_frozen:
