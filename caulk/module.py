@@ -46,7 +46,7 @@ class TransferModule(pl.LightningModule):
         backbone: nn.Module,
         method: PeftMethod,
         num_classes: int,
-        optimizer: partial,
+        optimizer: partial | None = None,
         scheduler: str = "cosine",
         head_norm: bool = True,
         hparams: dict[str, Any] | None = None,
@@ -65,11 +65,7 @@ class TransferModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler = scheduler
         self.strict_loading = False  # checkpoints carry trainable tensors only
-        self._trainable_modules = [
-            m
-            for m in backbone.modules()
-            if any(p.requires_grad for p in m.parameters(recurse=False))
-        ]
+        self._train_mode_modules = method.train_mode_modules(backbone)
         for split in ("train", "val", "test"):
             setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes, average="micro"))
             setattr(self, f"{split}_loss", MeanMetric())
@@ -78,13 +74,19 @@ class TransferModule(pl.LightningModule):
         self.train_drawn = 0
         self.n_train_seen = 0  # distinct examples in the fullest epoch
         self.train_samples_per_epoch = 0  # examples drawn (with repeats) in that epoch
+        # Lightning >= 2.2 no longer calls train() at fit start: set the modes now (a fresh timm
+        # model is in train mode, which would update the frozen BatchNorm statistics)
+        self.train()
 
     def train(self, mode: bool = True) -> TransferModule:
         super().train(mode)
         self.backbone.eval()
-        for m in self._trainable_modules:
-            m.train(mode)
+        for m in self._train_mode_modules:
+            m.training = mode  # one by one: the method lists exactly the modules that train
         return self
+
+    def on_train_start(self) -> None:
+        self.train()  # whatever the caller did to the modes before fit
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.method.backbone_is_frozen:
@@ -162,7 +164,18 @@ class TransferModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changes: trainable parameters, the buffers of modules in train mode
+        (BatchNorm statistics of tuned blocks) and the head's buffers."""
+        state = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        trained = {id(m) for m in self._train_mode_modules}
+        for name, m in self.backbone.named_modules():
+            if id(m) in trained:
+                prefix = f"backbone.{name}." if name else "backbone."
+                state.update({prefix + n: b for n, b in m.named_buffers(recurse=False)})
+        state.update({f"head.{n}": b for n, b in self.head.named_buffers()})
+        return state
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        keep |= {f"head.{n}" for n, _ in self.head.named_buffers()}
+        keep = set(self.trainable_state_dict())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}

@@ -177,7 +177,7 @@ def _fit_point(
     from caulk.callbacks import ScalingPointLogger
     from caulk.loggers import csv_logger, init_wandb_run, lightning_wandb_logger
     from caulk.module import TransferModule
-    from caulk.peft import apply_peft
+    from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
 
     seed = int(cfg.seed)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -193,6 +193,7 @@ def _fit_point(
         "init_seed": cfg.model.get("init_seed", 0) if backbone.weights == "none" else None,
         "peft_knob": method.knob,
         "peft_knob_value": method.knob_value(),
+        "peft_params": method.trainable_params,  # trained inside the backbone (head excluded)
         "pool_size": datamodule.pool_size,
         "n_val": len(datamodule.val_idx),
         "curve": curve,
@@ -240,6 +241,7 @@ def _fit_point(
         trainer.fit(module, datamodule=datamodule)
         val_error = trainer.callback_metrics.get("val/error")
         trainer.test(module, datamodule=datamodule, verbose=False)
+        record["adapter_file"] = str(export_adapter(module, output_dir / ADAPTER_NAME))
         m = trainer.callback_metrics
         record.update(
             status="ok",

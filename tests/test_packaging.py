@@ -16,7 +16,9 @@ def test_environment_yml_matches_setup_cfg():
     cp = configparser.ConfigParser()
     cp.read(REPO / "setup.cfg")
     install = cp["options"]["install_requires"].strip().splitlines()
-    extras = [line for _, v in cp["options.extras_require"].items() for line in v.strip().splitlines()]
+    extras = [
+        line for _, v in cp["options.extras_require"].items() for line in v.strip().splitlines()
+    ]
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     conda_pkgs = [p for p in pip if not p.startswith("-e")]

@@ -163,7 +163,10 @@ def test_a_failure_during_training_leaves_a_failed_record(fast_cfg, tmp_path):
             ["model=no_such_model"],
             "unknown model 'no_such_model'; available: resnet18, resnet50, vit_b,",
         ),
-        (["-m", "peft=linear,nope"], "unknown peft 'nope'; available: linear, lora"),
+        (
+            ["-m", "peft=linear,nope"],
+            "unknown peft 'nope'; available: adapter, bitfit, full, hf, linear, lora, partial, ssf, vpt",
+        ),
         (["model=vit_t"], "cannot load hub weights for vit_tiny_patch16_224.augreg_in21k"),
     ],
 )
