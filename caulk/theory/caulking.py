@@ -156,14 +156,16 @@ def simulate_point(spec: CaulkingSpec, m: int, n: int, u_star: np.ndarray) -> di
 
 
 def fit_rates(records: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Per m: the log-log rate and the a + b·n^(−c) fit of excess risk vs n (≥ 3 points)."""
+    """Per m: the log-log rate (≥ 2 points) and the a + b·n^(−c) fit (≥ 4 points) vs n."""
     out: dict[int, dict[str, float]] = {}
     for m in sorted({r["m"] for r in records}):
         curve = sorted((r["n"], r["excess_risk"]) for r in records if r["m"] == m)
-        if len(curve) < 3:
+        if len(curve) < 2:
             continue
         ns, errors = zip(*curve, strict=True)
-        out[m] = {"loglog_rate": loglog_rate(ns, errors), **power_law_fit(ns, errors)}
+        out[m] = {"loglog_rate": loglog_rate(ns, errors)}
+        if len(curve) >= 4:
+            out[m].update(power_law_fit(ns, errors))
     return out
 
 

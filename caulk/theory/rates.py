@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,15 +28,17 @@ def power_law_fit(ns: Sequence[float], errors: Sequence[float]) -> dict[str, flo
     def model(n, a, b, c):
         return a + b * n ** (-c)
 
-    (a, b, c), _ = optimize.curve_fit(
-        model,
-        ns,
-        errors,
-        p0=[0.0, b0, min(c0, 4.0)],
-        bounds=([0.0, 0.0, 0.0], [np.inf, np.inf, 4.0]),
-        sigma=errors,  # relative errors: every decade of n weighs the same
-        maxfev=20_000,
-    )
+    with warnings.catch_warnings():  # the parameter covariance is not used
+        warnings.simplefilter("ignore", optimize.OptimizeWarning)
+        (a, b, c), _ = optimize.curve_fit(
+            model,
+            ns,
+            errors,
+            p0=[0.0, b0, min(c0, 4.0)],
+            bounds=([0.0, 0.0, 0.0], [np.inf, np.inf, 4.0]),
+            sigma=errors,  # relative errors: every decade of n weighs the same
+            maxfev=20_000,
+        )
     return {"a": float(a), "b": float(b), "c": float(c)}
 
 
