@@ -1,0 +1,104 @@
+"""Shared plumbing of the theory entry points: config checks, records, the Hydra wrapper."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from caulk import __version__
+from caulk.errors import CaulkConfigError
+from caulk.records import RECORD_NAME, write_json_atomic
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
+
+
+def as_int(cfg: DictConfig, key: str, low: int | None = None, high: int | None = None) -> int:
+    """``cfg[key]`` as an int in [low, high], else CaulkConfigError."""
+    value = cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CaulkConfigError(f"{key} must be an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"≥ {low}" if high is None else f"in [{low}, {high}]"
+        raise CaulkConfigError(f"{key} must be {bounds}, got {value}")
+    return value
+
+
+def as_float(cfg: DictConfig, key: str, low: float = 0.0, strict: bool = False) -> float:
+    """``cfg[key]`` as a float ≥ low (> low when ``strict``), else CaulkConfigError."""
+    value = cfg.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise CaulkConfigError(f"{key} must be a number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise CaulkConfigError(f"{key} must be {'>' if strict else '≥'} {low}, got {value}")
+    return float(value)
+
+
+def as_int_list(cfg: DictConfig, key: str, low: int) -> list[int]:
+    """``cfg[key]`` (an int or a list of ints, each ≥ low) as a sorted list without repeats."""
+    value = cfg.get(key)
+    values = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+    if not values:
+        raise CaulkConfigError(f"{key} must not be empty")
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise CaulkConfigError(f"{key} must be integers ≥ {low}, got {v!r}")
+    return sorted(set(values))
+
+
+def as_choice(cfg: DictConfig, key: str, choices: Iterable[str]) -> str:
+    """``cfg[key]`` if it is one of ``choices``, else CaulkConfigError naming them."""
+    choices = tuple(choices)
+    value = cfg.get(key)
+    if value not in choices:
+        raise CaulkConfigError(f"unknown {key} {value!r}; available: {', '.join(choices)}")
+    return value
+
+
+def common_fields(cfg: DictConfig, kind: str, curve: dict[str, Any]) -> dict[str, Any]:
+    """Fields every theory record carries: kind, the curve's keys (flat) and label, config."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        "kind": kind,
+        **curve,
+        "curve": ",".join(f"{k}={v}" for k, v in curve.items()),
+        "curve_keys": list(curve),
+        "caulk_version": __version__,
+        "output_dir": str(Path(cfg.paths.output_dir).resolve()),
+        "config": resolved,
+    }
+
+
+def write_point(output_dir: Path, parts: dict[str, int], record: dict[str, Any]) -> Path:
+    """Write ``record`` atomically to ``output_dir/<k><v>/…/record.json`` (e.g. ``m100/n40``)."""
+    sub = Path(*(f"{k}{v}" for k, v in parts.items()))
+    return write_json_atomic(output_dir / sub / RECORD_NAME, record)
+
+
+def _remove_job_dir_if_only_hydra_files(output_dir: Path) -> None:
+    if not output_dir.is_dir():
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in output_dir.iterdir()):
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def hydra_job(run: Callable[[DictConfig], list[dict[str, Any]]], cfg: DictConfig) -> None:
+    """Run one Hydra job: one-line error + exit 2 (no job dir left) on bad input, else a table."""
+    try:
+        records = run(cfg)
+    except CaulkConfigError as e:
+        print(f"caulk: error: {e}", file=sys.stderr)
+        _remove_job_dir_if_only_hydra_files(Path(cfg.paths.output_dir))
+        sys.exit(2)
+    for r in records:
+        theory = "" if r.get("theory") is None else f"  theory {r['theory']:.4g}"
+        print(
+            f"{r['curve']}  n={r['n']:<6d} excess_risk {r['excess_risk']:.4g} "
+            f"± {r['excess_risk_se']:.2g}{theory}",
+            flush=True,
+        )
+    print(f"{len(records)} records in {cfg.paths.output_dir}", flush=True)
