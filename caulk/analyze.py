@@ -58,7 +58,7 @@ def _write_atomic(path: Path, write) -> Path:
 def analyze(
     sweep_dirs: list[str | Path],
     out: str | Path | None = None,
-    metric: str = "test_error",
+    metric: str | None = None,
     group_by: list[str] | None = None,
     replicates: int = 200,
     scratch: str = "peft=full,weights=none",
@@ -83,6 +83,14 @@ def analyze(
     collection = collect_records(sweep_dirs)
     table = collection.table
     ok = collection.ok.copy()
+    if metric is None:  # training records fit test error; theory records their excess risk
+        metric = next(
+            (m for m in ("test_error", "excess_risk") if m in table.columns), "test_error"
+        )
+    if group_by is None and "curve_keys" in ok.columns:
+        group_by = list(
+            dict.fromkeys(k for ks in ok["curve_keys"].dropna() for k in ks.split(",") if k)
+        )
     if metric not in table.columns:
         raise CaulkConfigError(
             f"metric {metric!r} is not a record field; try test_error, test_loss, val_error"
@@ -222,10 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sweep_dirs", nargs="+", help="sweep (or run) dirs holding record.json files")
     p.add_argument("--out", help="output dir (default: <first sweep dir>/analysis)")
     p.add_argument(
-        "--metric", default="test_error", help="record field to fit (default test_error)"
+        "--metric",
+        default=None,
+        help="record field to fit (default: test_error, or excess_risk for theory records)",
     )
     p.add_argument(
-        "--group-by", default=",".join(DEFAULT_GROUP_BY), help="record fields defining a curve"
+        "--group-by",
+        default=None,
+        help="record fields defining a curve (default: the records' curve_keys, else "
+        + ",".join(DEFAULT_GROUP_BY)
+        + ")",
     )
     p.add_argument(
         "--bootstrap", type=int, default=200, help="bootstrap replicates over seeds (default 200)"
@@ -250,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             args.sweep_dirs,
             args.out,
             args.metric,
-            [k for k in args.group_by.split(",") if k],
+            [k for k in args.group_by.split(",") if k] if args.group_by else None,
             args.bootstrap,
             args.scratch,
             args.low_data_max_n,

@@ -173,3 +173,22 @@ def test_cli_writes_records_and_rejects_bad_input(tmp_path):
         "caulk: error: unknown covariance 'banana'; available: isotropic, spiked, power_law"
     ]
     assert len(list((tmp_path / "logs" / "theory_linear_teacher" / "runs").iterdir())) == 1
+
+
+def test_caulk_analyze_fits_theory_records_by_their_curve_keys(tmp_path):
+    """Theory sweeps go through the same analysis: groups from curve_keys, metric excess_risk."""
+    from caulk.analyze import analyze
+
+    out = tmp_path / "lt"
+    run_lt(out, "solver=closed_form", "d=50", "n=[5,10,20,30,40]", "trials=50")
+    res = analyze([out], replicates=0)
+    assert res.summary["metric"] == "excess_risk" and "covariance" in res.summary["group_by"]
+    assert len(res.fits) == 1 and res.fits["n_points"].item() == 5
+    assert (out / "analysis" / "error_vs_n.png").is_file() and (
+        out / "analysis" / "report.html"
+    ).is_file()
+    # isotropic, noise-free: E[R] = (1 - n/d) |Delta|^2, so the table holds the simulated points
+    table = res.table.set_index("n")
+    assert table.loc[20, "excess_risk"] == pytest.approx(
+        1 - 20 / 50, abs=4 * table.loc[20, "excess_risk_se"]
+    )

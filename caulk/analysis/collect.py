@@ -28,11 +28,14 @@ class Collection:
 
 
 def _scalar_fields(record: dict[str, Any]) -> dict[str, Any]:
-    return {
+    row = {
         k: v
         for k, v in record.items()
         if k not in ("config", "traceback") and not isinstance(v, (dict, list))
     }
+    if isinstance(record.get("curve_keys"), list):  # theory records name the keys of their curve
+        row["curve_keys"] = ",".join(record["curve_keys"])
+    return row
 
 
 def _job_dirs(root: Path) -> list[Path]:

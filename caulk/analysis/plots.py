@@ -34,6 +34,10 @@ def plot_curves(
     table: pd.DataFrame, fits: pd.DataFrame, keys: list[str], metric: str, path: Path
 ) -> Path:
     """Log-log ``metric`` vs n: a panel per peft, a colour per model size, ±1.96 SE bands, fitted lines."""
+    if "peft" not in table:  # e.g. theory records: one panel
+        table = table.assign(peft="-")
+        fits = fits.assign(peft="-")
+        keys = [*keys, "peft"]
     pefts = sorted(table["peft"].astype(str).unique())
     fig, axes = plt.subplots(
         1, len(pefts), figsize=(5.2 * len(pefts), 4.2), squeeze=False, sharey=True
@@ -69,7 +73,7 @@ def plot_curves(
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"peft = {peft}")
+        ax.set_title(f"peft = {peft}" if peft != "-" else "")
         ax.set_xlabel("n (downstream training samples)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
@@ -83,6 +87,7 @@ def plot_curves(
 def plot_exponents(fits: pd.DataFrame, path: Path) -> Path:
     """Fitted rate c (with bootstrap CI) against backbone size, a line per peft."""
     fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    fits = fits if "peft" in fits else fits.assign(peft="-")
     for peft, rows in fits[np.isfinite(fits["c"])].groupby("peft"):
         rows = rows.sort_values("backbone_params")
         lo = (rows["c"] - rows["c_lo"]).clip(lower=0).fillna(0)
