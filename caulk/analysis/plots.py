@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -12,6 +13,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from caulk.analysis.fits import _offset_law, seed_means  # noqa: E402
+
+
+def _tidy_log_axes(ax) -> None:
+    """Plain numbers on log axes: labelled major ticks on x, labelled minor ticks on y."""
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
 
 
 def _label(row: pd.Series | dict, keys: list[str]) -> str:
@@ -73,6 +83,7 @@ def plot_curves(
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _tidy_log_axes(ax)
         ax.set_title(f"peft = {peft}" if peft != "-" else "")
         ax.set_xlabel("n (downstream training samples)")
         ax.grid(True, which="both", alpha=0.3)
@@ -140,6 +151,7 @@ def plot_transfer(points: pd.DataFrame, law: dict | None, path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("n (fine-tuning samples)")
     ax.set_ylabel("effective data transferred D_T")
+    _tidy_log_axes(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
