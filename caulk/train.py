@@ -11,7 +11,6 @@ import logging
 import os
 import platform
 import re
-import shutil
 import sys
 import time
 import traceback
@@ -23,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk import __version__
-from caulk.errors import CaulkConfigError
+from caulk.errors import CaulkConfigError, exit_on_config_error
 from caulk.records import RECORD_NAME, write_json_atomic
 
 log = logging.getLogger("caulk.train")
@@ -341,23 +340,12 @@ def check_group_overrides(args: list[str], config_dir: str = CONFIG_DIR) -> None
                 )
 
 
-def _remove_job_dir_if_only_hydra_files(output_dir: Path) -> None:
-    """After a config error, leave nothing behind: drop a job dir holding only Hydra's own files."""
-    if not output_dir.is_dir():
-        return
-    entries = {p.name for p in output_dir.iterdir()}
-    if entries <= {".hydra", "train.log", "main.log"}:
-        shutil.rmtree(output_dir, ignore_errors=True)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         records = train_curve(cfg)
     except CaulkConfigError as e:
-        print(f"caulk: error: {e}", file=sys.stderr)
-        _remove_job_dir_if_only_hydra_files(Path(cfg.paths.output_dir))
-        sys.exit(2)
+        exit_on_config_error(e, cfg.paths.output_dir)
     if len(records) == 1:
         print(format_summary(records[0]), flush=True)
     else:

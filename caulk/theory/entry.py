@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from caulk import __version__
-from caulk.errors import CaulkConfigError
+from caulk.errors import CaulkConfigError, exit_on_config_error
 from caulk.records import RECORD_NAME, write_json_atomic
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
@@ -79,21 +77,12 @@ def write_point(output_dir: Path, parts: dict[str, int], record: dict[str, Any])
     return write_json_atomic(output_dir / sub / RECORD_NAME, record)
 
 
-def _remove_job_dir_if_only_hydra_files(output_dir: Path) -> None:
-    if not output_dir.is_dir():
-        return
-    if all(p.name == ".hydra" or p.suffix == ".log" for p in output_dir.iterdir()):
-        shutil.rmtree(output_dir, ignore_errors=True)
-
-
 def hydra_job(run: Callable[[DictConfig], list[dict[str, Any]]], cfg: DictConfig) -> None:
     """Run one Hydra job: one-line error + exit 2 (no job dir left) on bad input, else a table."""
     try:
         records = run(cfg)
     except CaulkConfigError as e:
-        print(f"caulk: error: {e}", file=sys.stderr)
-        _remove_job_dir_if_only_hydra_files(Path(cfg.paths.output_dir))
-        sys.exit(2)
+        exit_on_config_error(e, cfg.paths.output_dir)
     for r in records:
         theory = "" if r.get("theory") is None else f"  theory {r['theory']:.4g}"
         print(
