@@ -50,8 +50,10 @@ class TransferModule(pl.LightningModule):
         scheduler: str = "cosine",
         head_norm: bool = True,
         hparams: dict[str, Any] | None = None,
+        inputs_are_features: bool = False,
     ):
         super().__init__()
+        self.inputs_are_features = inputs_are_features
         self.save_hyperparameters(hparams or {}, logger=False)
         self.backbone = backbone
         self.method = method
@@ -89,6 +91,8 @@ class TransferModule(pl.LightningModule):
         self.train()  # whatever the caller did to the modes before fit
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inputs_are_features:  # cached backbone outputs (caulk.features)
+            return x
         if self.method.backbone_is_frozen:
             with torch.no_grad():  # not inference_mode: the output feeds a trainable head
                 return self.backbone(x)

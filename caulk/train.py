@@ -130,7 +130,16 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     backbone = create_backbone(cfg.model)
     from caulk.peft import apply_peft
 
-    apply_peft(copy.deepcopy(backbone.model), cfg.peft)  # e.g. LoRA targets that match nothing
+    probe = apply_peft(
+        copy.deepcopy(backbone.model), cfg.peft
+    )  # e.g. LoRA targets matching nothing
+    features = None
+    augmented = str(cfg.data.get("augment", "none")) != "none"  # augmentation and caching exclude
+    if cfg.get("cache", {}).get("features", True) and probe.backbone_is_frozen and not augmented:
+        from caulk.features import extract_features
+
+        datamodules[0].set_input_transform(backbone.data_config, augment=False)
+        features = extract_features(backbone.model, datamodules[0])
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run = None
@@ -151,7 +160,9 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
         for (n, seed), dm in zip(points, datamodules, strict=True):
             point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
             records.append(
-                _fit_point(_point_cfg(cfg, n, seed), backbone, dm, point_dir, curve, run, start)
+                _fit_point(
+                    _point_cfg(cfg, n, seed), backbone, dm, point_dir, curve, run, start, features
+                )
             )
             start = time.perf_counter()
     finally:
@@ -165,7 +176,14 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def _fit_point(
-    cfg: DictConfig, backbone, datamodule, output_dir: Path, curve: bool, curve_run, start: float
+    cfg: DictConfig,
+    backbone,
+    datamodule,
+    output_dir: Path,
+    curve: bool,
+    curve_run,
+    start: float,
+    features=None,
 ) -> dict[str, Any]:
     """Adapt a copy of ``backbone`` on one (n, seed) point, test it, write its record."""
     import pytorch_lightning as pl
@@ -196,6 +214,7 @@ def _fit_point(
         "pool_size": datamodule.pool_size,
         "n_val": len(datamodule.val_idx),
         "curve": curve,
+        "features_cached": features is not None,
         "caulk_version": __version__,
         "torch_version": torch.__version__,
         "host": platform.node(),
@@ -212,6 +231,7 @@ def _fit_point(
             scheduler=cfg.scheduler,
             head_norm=bool(cfg.peft.get("head_norm", True)),
             hparams=resolved,
+            inputs_are_features=features is not None,
         )
         record["trainable_params"] = count_params(module, trainable_only=True)
         record["total_params"] = count_params(module)
@@ -237,9 +257,18 @@ def _fit_point(
             callbacks=callbacks,
             default_root_dir=str(output_dir),
         )
-        trainer.fit(module, datamodule=datamodule)
+        if features is None:
+            trainer.fit(module, datamodule=datamodule)
+        else:
+            from caulk.features import CachedFeatureDataModule
+
+            cached = CachedFeatureDataModule(datamodule, features)
+            trainer.fit(module, cached.train_dataloader(), cached.val_dataloader() or None)
         val_error = trainer.callback_metrics.get("val/error")
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        if features is None:
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        else:
+            trainer.test(module, cached.test_dataloader(), verbose=False)
         record["adapter_file"] = str(export_adapter(module, output_dir / ADAPTER_NAME))
         m = trainer.callback_metrics
         record.update(
