@@ -1,0 +1,93 @@
+"""Benchmark: a linear-probe curve (7 n x 3 seeds) with and without feature caching, one run.
+
+    python benchmarks/curve.py [--steps 300] [--model vit_pico]
+
+Prints one JSON object on its last line: name, ratio (uncached / cached wall time, higher is
+better), the raw timings, the cost of one feature-extraction pass (the floor), and whether the
+cached and uncached curves agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from caulk.train import CONFIG_DIR, train_curve
+
+NS = [10, 20, 40, 80, 160, 320, 640]
+SEEDS = [0, 1, 2]
+
+
+def run_curve(model: str, steps: int, cached: bool, out: Path) -> tuple[float, list[dict]]:
+    overrides = [
+        f"model={model}",
+        f"curve.n=[{','.join(map(str, NS))}]",
+        f"curve.seeds=[{','.join(map(str, SEEDS))}]",
+        f"cache.features={str(cached).lower()}",
+        f"trainer.max_steps={steps}",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "callbacks=none",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    start = time.perf_counter()
+    records = train_curve(cfg)
+    return time.perf_counter() - start, records
+
+
+def extraction_pass(model: str) -> float:
+    from caulk.backbones import create_backbone
+    from caulk.data import build_datamodule
+    from caulk.features import extract_features
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}"])
+    bb = create_backbone(cfg.model)
+    dm = build_datamodule(cfg.data, 0)
+    dm.set_input_transform(bb.data_config, augment=False)
+    start = time.perf_counter()
+    extract_features(bb.model, dm)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--model", default="vit_pico")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t_cached, cached = run_curve(args.model, args.steps, True, Path(tmp) / "cached")
+        t_plain, plain = run_curve(args.model, args.steps, False, Path(tmp) / "plain")
+    t_extract = extraction_pass(args.model)
+    max_diff = max(
+        abs(a["test_error"] - b["test_error"]) for a, b in zip(cached, plain, strict=True)
+    )
+    print(
+        json.dumps(
+            {
+                "name": "curve_linear_probe_cache",
+                "ratio": round(t_plain / t_cached, 2),
+                "cached_s": round(t_cached, 2),
+                "uncached_s": round(t_plain, 2),
+                "extraction_pass_s": round(t_extract, 3),
+                "cached_over_extraction": round(t_cached / t_extract, 1),
+                "points": len(cached),
+                "steps_per_point": args.steps,
+                "max_test_error_diff": max_diff,
+                "model": args.model,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
