@@ -46,6 +46,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise CaulkConfigError(
             f"curve.n must be a non-empty list of sizes, e.g. [10,20,40], got {ns!r}"
         )
+    cache = cfg.get("cache", {}).get("features", True)
+    if not isinstance(cache, bool):
+        raise CaulkConfigError(f"cache.features must be true or false, got {cache!r}")
     check_backbone_cfg(cfg.model)
     get_peft(cfg.peft.name)(cfg.peft).validate()
 

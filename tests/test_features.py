@@ -31,3 +31,13 @@ def test_a_cached_curve_matches_its_single_points(fast_cfg, tmp_path):
 def test_methods_that_train_inside_the_backbone_are_not_cached(fast_cfg):
     rec = train(fast_cfg("peft=lora", "data.n=30"))
     assert rec["status"] == "ok" and not rec["features_cached"]
+
+
+def test_a_non_boolean_cache_switch_is_rejected_before_any_work(fast_cfg, tmp_path):
+    from caulk.errors import CaulkConfigError
+
+    with pytest.raises(
+        CaulkConfigError, match="cache.features must be true or false, got 'sometimes'"
+    ):
+        train(fast_cfg("cache.features=sometimes", out=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
