@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from caulk.features import PrefixPlan, run_suffix
 from caulk.peft.base import PeftMethod
 
 
@@ -51,9 +52,12 @@ class TransferModule(pl.LightningModule):
         head_norm: bool = True,
         hparams: dict[str, Any] | None = None,
         inputs_are_features: bool = False,
+        cached_prefix: PrefixPlan | None = None,
     ):
         super().__init__()
-        self.inputs_are_features = inputs_are_features
+        # inputs are the cached output of the frozen prefix (caulk.features), not images
+        self.cached_prefix = cached_prefix or (PrefixPlan(None) if inputs_are_features else None)
+        self.inputs_are_features = self.cached_prefix is not None
         self.save_hyperparameters(hparams or {}, logger=False)
         self.backbone = backbone
         self.method = method
@@ -91,8 +95,8 @@ class TransferModule(pl.LightningModule):
         self.train()  # whatever the caller did to the modes before fit
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.inputs_are_features:  # cached backbone outputs (caulk.features)
-            return x
+        if self.cached_prefix is not None:  # cached prefix outputs: run the rest of the backbone
+            return run_suffix(self.backbone, self.cached_prefix, x)
         if self.method.backbone_is_frozen:
             with torch.no_grad():  # not inference_mode: the output feeds a trainable head
                 return self.backbone(x)

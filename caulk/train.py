@@ -46,9 +46,12 @@ def validate_config(cfg: DictConfig) -> None:
         raise CaulkConfigError(
             f"curve.n must be a non-empty list of sizes, e.g. [10,20,40], got {ns!r}"
         )
-    cache = cfg.get("cache", {}).get("features", True)
-    if not isinstance(cache, bool):
-        raise CaulkConfigError(f"cache.features must be true or false, got {cache!r}")
+    cache = cfg.get("cache") or {}
+    for key in ("features", "disk"):
+        if not isinstance(cache.get(key, True), bool):
+            raise CaulkConfigError(f"cache.{key} must be true or false, got {cache.get(key)!r}")
+    if cache.get("loop", "fast") not in ("fast", "lightning"):
+        raise CaulkConfigError(f"cache.loop must be fast or lightning, got {cache.get('loop')!r}")
     check_backbone_cfg(cfg.model)
     get_peft(cfg.peft.name)(cfg.peft).validate()
 
@@ -133,16 +136,9 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     backbone = create_backbone(cfg.model)
     from caulk.peft import apply_peft
 
-    probe = apply_peft(
-        copy.deepcopy(backbone.model), cfg.peft
-    )  # e.g. LoRA targets matching nothing
-    features = None
-    augmented = str(cfg.data.get("augment", "none")) != "none"  # augmentation and caching exclude
-    if cfg.get("cache", {}).get("features", True) and probe.backbone_is_frozen and not augmented:
-        from caulk.features import extract_features
-
-        datamodules[0].set_input_transform(backbone.data_config, augment=False)
-        features = extract_features(backbone.model, datamodules[0])
+    probe_model = copy.deepcopy(backbone.model)
+    probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing
+    features = _cached_prefix(cfg, backbone, probe_model, probe, datamodules[0])
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run = None
@@ -176,6 +172,23 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
             f"{len(failed)} of {len(records)} curve points failed; first: {failed[0]['message']}"
         )
     return records
+
+
+def _cached_prefix(cfg: DictConfig, backbone, probe_model, probe, datamodule):
+    """The frozen prefix's outputs over pool and test when caching applies (caulk.features)."""
+    cache = cfg.get("cache") or {}
+    augmented = str(cfg.data.get("augment", "none")) != "none"  # augmentation and caching exclude
+    if not cache.get("features", True) or augmented:
+        return None
+    from caulk.feature_store import load_or_extract
+    from caulk.features import plan_prefix
+
+    plan = plan_prefix(probe_model, probe)
+    if plan is None:
+        return None
+    datamodule.set_input_transform(backbone.data_config, augment=False)
+    disk = cache.get("dir") if cache.get("disk", True) else None
+    return load_or_extract(probe_model, plan, datamodule, backbone.data_config, disk)
 
 
 def _fit_point(
@@ -218,6 +231,8 @@ def _fit_point(
         "n_val": len(datamodule.val_idx),
         "curve": curve,
         "features_cached": features is not None,
+        "cache_prefix": None if features is None else features.plan.tag,
+        "cache_source": None if features is None else features.source,
         "caulk_version": __version__,
         "torch_version": torch.__version__,
         "host": platform.node(),
@@ -234,7 +249,7 @@ def _fit_point(
             scheduler=cfg.scheduler,
             head_norm=bool(cfg.peft.get("head_norm", True)),
             hparams=resolved,
-            inputs_are_features=features is not None,
+            cached_prefix=None if features is None else features.plan,
         )
         record["trainable_params"] = count_params(module, trainable_only=True)
         record["total_params"] = count_params(module)
@@ -246,6 +261,33 @@ def _fit_point(
                 cfg.get("logger"), output_dir, run_name, {**point, "config": resolved}
             )
             loggers += lightning_wandb_logger(run)
+        fast = features is not None and _use_fast_loop(cfg)
+        record["train_loop"] = "fast" if fast else "lightning"
+        if fast:
+            from caulk.callbacks.scaling import log_scaling_point
+            from caulk.fastfit import fit_cached
+            from caulk.features import CachedFeatureDataModule
+
+            m = fit_cached(
+                module, CachedFeatureDataModule(datamodule, features), cfg.trainer, loggers
+            )
+            if curve_run or run:
+                tests = {k: v for k, v in m.items() if k.startswith("test/")}
+                log_scaling_point(curve_run or run, point, tests)
+            record["adapter_file"] = str(export_adapter(module, output_dir / ADAPTER_NAME))
+            record.update(
+                status="ok",
+                message="",
+                test_error=m["test/error"],
+                test_loss=m["test/loss"],
+                val_error=m.get("val/error"),
+                n_test=int(m["test/n_test"]),
+                n_train_seen=module.n_train_seen,
+                train_samples_per_epoch=module.train_samples_per_epoch,
+                global_steps=m["global_steps"],
+                epochs=m["epochs"],
+            )
+            return record
         callbacks = [
             instantiate(c, dirpath=str(output_dir / "checkpoints"))
             if "ModelCheckpoint" in str(c.get("_target_", ""))
@@ -298,6 +340,19 @@ def _fit_point(
         if run is not None:
             _finish_wandb(run, failed=record.get("status") != "ok")
     return record
+
+
+def _use_fast_loop(cfg: DictConfig) -> bool:
+    """Cached prefixes train in caulk's light loop unless cache.loop=lightning or the trainer
+    settings need Lightning (caulk.fastfit.fast_loop_unsupported)."""
+    from caulk.fastfit import fast_loop_unsupported
+
+    if (cfg.get("cache") or {}).get("loop", "fast") != "fast":
+        return False
+    why = fast_loop_unsupported(cfg)
+    if why:
+        log.info("cached prefix trains through Lightning: %s", why)
+    return why is None
 
 
 def _finish_wandb(run, failed: bool) -> None:

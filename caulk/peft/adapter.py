@@ -16,7 +16,9 @@ from caulk.errors import CaulkConfigError
 from caulk.peft.base import (
     PeftMethod,
     arch_name,
+    check_last_k_blocks,
     check_positive_int,
+    last_blocks,
     is_vit,
     register_peft,
     replace_module,
@@ -108,6 +110,7 @@ class Adapter(PeftMethod):
             )
         if float(self.cfg.scale) <= 0:
             raise CaulkConfigError(f"peft.scale must be positive, got {self.cfg.scale}")
+        check_last_k_blocks(self.cfg)
 
     def apply(self, backbone: nn.Module) -> None:
         width, style, scale = int(self.cfg.width), self.cfg.style, float(self.cfg.scale)
@@ -117,6 +120,7 @@ class Adapter(PeftMethod):
                 f"peft=adapter: {arch_name(backbone)} has no residual blocks "
                 "(blocks.N, layerN.M or stages.N.blocks.M)"
             )
+        blocks = last_blocks(backbone, self.cfg) or blocks  # peft.last_k_blocks
         if is_vit(backbone):
             d = int(backbone.embed_dim)
             for _, blk in blocks:

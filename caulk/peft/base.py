@@ -130,6 +130,24 @@ def is_vit(backbone: nn.Module) -> bool:
     return isinstance(backbone, VisionTransformer)
 
 
+def last_blocks(backbone: nn.Module, cfg: Any) -> list[tuple[str, nn.Module]] | None:
+    """The residual blocks that ``peft.last_k_blocks`` selects (None: no restriction)."""
+    k = cfg.get("last_k_blocks")
+    if k is None:
+        return None
+    blocks = residual_blocks(backbone)
+    if k > len(blocks):
+        raise CaulkConfigError(
+            f"peft.last_k_blocks={k} but {arch_name(backbone)} has only {len(blocks)} blocks"
+        )
+    return blocks[len(blocks) - k :]
+
+
+def check_last_k_blocks(cfg: Any) -> None:
+    if cfg.get("last_k_blocks") is not None:
+        check_positive_int(cfg, "last_k_blocks")
+
+
 def check_positive_int(cfg: Any, key: str, minimum: int = 1) -> int:
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -16,7 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from caulk.errors import CaulkConfigError
-from caulk.peft.base import PeftMethod, register_peft, replace_module
+from caulk.peft.base import (
+    PeftMethod,
+    check_last_k_blocks,
+    last_blocks,
+    register_peft,
+    replace_module,
+)
 
 #: Shorthand target names -> regexes over module names (timm naming).
 TARGET_ALIASES = {
@@ -203,6 +209,7 @@ class LoRA(PeftMethod):
             raise CaulkConfigError(
                 "peft.targets: qkv and q/k/v both target the fused qkv layer; use one of them"
             )
+        check_last_k_blocks(c)
         for pattern in resolve_targets(c.targets):
             try:
                 re.compile(pattern)
@@ -216,6 +223,10 @@ class LoRA(PeftMethod):
         patterns = [re.compile(p) for p in resolve_targets(c.targets)]
         qkv = re.compile(TARGET_ALIASES["qkv"])
         layers = dict(backbone.named_modules())
+        chosen = last_blocks(backbone, c)
+        if chosen is not None:  # peft.last_k_blocks: only layers inside the last k blocks
+            inside = tuple(f"{n}." for n, _ in chosen)
+            layers = {n: m for n, m in layers.items() if n.startswith(inside)}
         wrapped: list[str] = []
         for name, m in layers.items():
             if slices and isinstance(m, nn.Linear) and qkv.fullmatch(name):
