@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 _ALLOWED_CALLBACKS = ("ModelCheckpoint",)
 
