@@ -106,7 +106,7 @@ def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> d
                 scheduler.step()
             step += 1
             if step % log_every == 0:
-                _log(loggers, {"train/loss": float(loss), "epoch": epochs}, step - 1)
+                _log(loggers, {"train/loss": float(loss.detach()), "epoch": epochs}, step - 1)
             if val_loader and step % interval == 0:
                 val = _evaluate(module, val_loader, "val", device)
                 metrics.update(val)

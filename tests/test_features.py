@@ -1,6 +1,7 @@
 """Feature caching: same results as the uncached path; used only where the backbone is frozen."""
 
 import pytest
+import torch
 
 from caulk.train import train, train_curve
 
@@ -41,3 +42,114 @@ def test_a_non_boolean_cache_switch_is_rejected_before_any_work(fast_cfg, tmp_pa
     ):
         train(fast_cfg("cache.features=sometimes", out=tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+PREFIX_CASES = {
+    "linear": ["peft=linear"],
+    "partial": ["peft=partial"],
+    "lora_last1": ["peft=lora", "peft.last_k_blocks=1"],
+    "adapter_last2": ["peft=adapter", "peft.last_k_blocks=2"],
+}
+SMALL = ["data.n=50", "seed=3", "data.batch_size=16", "trainer.max_steps=11"]
+SMALL += ["trainer.val_check_interval=4", "cache.disk=false"]
+
+
+def _adapter_tensors(record):
+    from safetensors.torch import load_file
+
+    return load_file(record["adapter_file"])
+
+
+@pytest.mark.parametrize("case", ["linear", "partial", "lora_last1"])
+def test_the_fast_loop_reproduces_the_lightning_trainer(fast_cfg, tmp_path, case):
+    """Same batches, steps, validation checks, counts and weights as Trainer.fit on the cache."""
+    args = [*SMALL, *PREFIX_CASES[case]]
+    fast = train(fast_cfg(*args, out=tmp_path / "fast"))
+    pl = train(fast_cfg(*args, "cache.loop=lightning", out=tmp_path / "pl"))
+    assert (fast["train_loop"], pl["train_loop"]) == ("fast", "lightning")
+    for key in ("test_error", "val_error", "n_train_seen", "train_samples_per_epoch", "n_test"):
+        assert fast[key] == pl[key], key
+    assert (fast["global_steps"], fast["epochs"]) == (pl["global_steps"], pl["epochs"]) == (11, 3)
+    assert fast["test_loss"] == pytest.approx(pl["test_loss"], rel=1e-6)
+    a, b = _adapter_tensors(fast), _adapter_tensors(pl)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+    assert (tmp_path / "fast" / "csv" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("case", ["partial", "lora_last1", "adapter_last2"])
+def test_a_cached_prefix_gives_the_uncached_results(fast_cfg, tmp_path, case):
+    args = [*SMALL, *PREFIX_CASES[case]]
+    cached = train(fast_cfg(*args, out=tmp_path / "cached"))
+    plain = train(fast_cfg(*args, "cache.features=false", out=tmp_path / "plain"))
+    depth = {"partial": 3, "lora_last1": 3, "adapter_last2": 2}[case]  # vit_pico: 4 blocks
+    assert cached["cache_prefix"] == f"vit_blocks_{depth}" and plain["cache_prefix"] is None
+    assert cached["test_error"] == pytest.approx(plain["test_error"], abs=1 / 450)
+    assert cached["test_loss"] == pytest.approx(plain["test_loss"], rel=1e-4)
+    assert cached["n_train_seen"] == plain["n_train_seen"] == 50
+    a, b = _adapter_tensors(cached), _adapter_tensors(plain)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-4), k
+
+
+@pytest.mark.parametrize(
+    "peft, depth",
+    [
+        (["peft=linear"], None),
+        (["peft=partial", "peft.blocks=2"], 2),
+        (["peft=lora", "peft.last_k_blocks=1"], 3),
+        (["peft=lora"], "none"),  # LoRA in every block: nothing frozen before the first one
+        (["peft=adapter"], "none"),
+        (["peft=vpt"], "none"),  # prompts join before the blocks
+        (["peft=ssf"], "none"),
+        (["peft=bitfit"], "none"),
+        (["peft=full"], "none"),
+    ],
+)
+def test_the_cached_prefix_ends_before_the_first_trained_block(peft, depth):
+    from caulk.backbones import create_backbone
+    from caulk.features import plan_prefix
+    from caulk.peft import apply_peft
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(peft)
+    model = create_backbone(cfg.model).model
+    plan = plan_prefix(model, apply_peft(model, cfg.peft))
+    assert (plan is None) if depth == "none" else (plan.depth == depth)
+
+
+def test_last_k_blocks_puts_lora_and_adapters_in_the_last_blocks_only():
+    from caulk.backbones import create_backbone
+    from caulk.peft import apply_peft
+    from tests.conftest import compose_cfg
+
+    for peft in (["peft=lora", "peft.targets=[qkv,mlp]"], ["peft=adapter"]):
+        cfg = compose_cfg([*peft, "peft.last_k_blocks=2"])
+        model = create_backbone(cfg.model).model
+        apply_peft(model, cfg.peft)
+        trained = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+        assert trained == {"2", "3"}, peft
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("peft.last_k_blocks=0", "peft.last_k_blocks must be an integer >= 1, got 0"),
+        ("cache.loop=turbo", "cache.loop must be fast or lightning, got 'turbo'"),
+        ("cache.disk=maybe", "cache.disk must be true or false, got 'maybe'"),
+    ],
+)
+def test_bad_cache_and_last_k_settings_fail_before_any_work(fast_cfg, tmp_path, override, message):
+    from caulk.errors import CaulkConfigError
+
+    with pytest.raises(CaulkConfigError, match=message):
+        train(fast_cfg("peft=lora", override, out=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_too_many_last_k_blocks_is_a_config_error(fast_cfg, tmp_path):
+    from caulk.errors import CaulkConfigError
+
+    with pytest.raises(CaulkConfigError, match="peft.last_k_blocks=9 but .* has only 4 blocks"):
+        train(fast_cfg("peft=lora", "peft.last_k_blocks=9", out=tmp_path / "run"))
