@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 _ALLOWED_CALLBACKS = ("ModelCheckpoint",)
 
@@ -59,6 +60,15 @@ def fast_loop_device(trainer_cfg: Any) -> torch.device:
 def _log(loggers: list, metrics: dict[str, float], step: int) -> None:
     for lg in loggers:
         lg.log_metrics(metrics, step=step)
+
+
+def replay_logs(loggers: list, history: list[tuple[int, dict[str, float]]]) -> None:
+    """Log the metrics a batched fit recorded for one point, then close the loggers."""
+    for step, metrics in history:
+        _log(loggers, metrics, step)
+    for lg in loggers:
+        lg.save()
+        lg.finalize("success")
 
 
 @torch.no_grad()
@@ -136,3 +146,188 @@ def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> d
         lg.finalize("success")
     metrics.update(test)
     return {**metrics, "global_steps": step, "epochs": epochs}
+
+
+#: optimizers whose update is elementwise: stacking the heads of many points changes nothing
+ELEMENTWISE_OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad")
+
+
+def batched_heads_unsupported(cfg: Any, features) -> str | None:
+    """Why the heads of a curve's points cannot train as one batched computation (None: they can)."""
+    opt = cfg.optimizer.get("_target_", "")
+    checks = {
+        "cache.batch_points is off": (cfg.get("cache") or {}).get("batch_points", True),
+        "the prefix is not the whole backbone": features.plan.depth is None,
+        f"optimizer {opt} is not elementwise": opt.rsplit(".", 1)[-1] in ELEMENTWISE_OPTIMIZERS,
+        "scheduler must be cosine or none": cfg.get("scheduler", "cosine") in ("cosine", "none"),
+    }
+    failed = [why for why, ok in checks.items() if not ok]
+    return "; ".join(failed) or fast_loop_unsupported(cfg)
+
+
+def _index_loader(cached) -> torch.utils.data.DataLoader:
+    """The point's training DataLoader (same sampler and seed) yielding pool positions only."""
+    from caulk.features import IndexedBatches, _take_batch
+
+    t = torch.as_tensor(cached.dm.train_idx)
+    return torch.utils.data.DataLoader(
+        IndexedBatches(t, t, t),
+        batch_size=int(cached.dm.cfg.batch_size),
+        shuffle=True,
+        collate_fn=_take_batch,
+        generator=torch.Generator().manual_seed(cached.dm.seed),
+    )
+
+
+def _schedule(loader, max_steps: int, batch: int):
+    """Positions (steps, batch) and mask of every step, with the epoch counts Lightning keeps."""
+    idx = torch.zeros(max_steps, batch, dtype=torch.long)
+    mask = torch.zeros(max_steps, batch, dtype=torch.bool)
+    step = epochs = seen_best = drawn_best = 0
+    while step < max_steps:
+        seen: set[int] = set()
+        drawn = 0
+        for _, _, rows in loader:
+            idx[step, : len(rows)] = rows
+            mask[step, : len(rows)] = True
+            seen.update(rows.tolist())
+            drawn += len(rows)
+            step += 1
+            if step >= max_steps:
+                break
+        if len(seen) > seen_best:
+            seen_best, drawn_best = len(seen), drawn
+        epochs += 1
+    return idx, mask, {"epochs": epochs, "n_train_seen": seen_best, "per_epoch": drawn_best}
+
+
+def _standardize(x, mean, var, eps):
+    return (x - mean.unsqueeze(1)) / torch.sqrt(var.unsqueeze(1) + eps)
+
+
+def fit_linear_heads(
+    points: list, features, labels: tuple, cfg: Any, optimizer_factory, head_norm: bool
+) -> list[dict[str, Any]]:
+    """Train the linear heads of many (n, seed) points on cached features as one computation.
+
+    ``points`` are CachedFeatureDataModules. Each point keeps its own head (BatchNorm without
+    affine + Linear, initialised as ``TransferModule`` does after ``seed_everything(seed)``), its
+    own batches (its own seeded sampler; short batches padded and masked), BatchNorm statistics,
+    loss and optimizer state; stacking only batches the arithmetic, because the optimizers in
+    ``ELEMENTWISE_OPTIMIZERS`` update each element on its own. Results equal one fast loop per
+    point to floating-point noise (tested). Returns per point: ``head_state`` (for
+    ``module.head.load_state_dict``), the metrics ``fit_cached`` returns, counts and a ``history``
+    of logged metrics.
+    """
+    import pytorch_lightning as pl
+    from torch import nn
+
+    t_cfg = cfg.trainer
+    if t_cfg.get("deterministic"):
+        torch.use_deterministic_algorithms(True)
+    device = fast_loop_device(t_cfg)
+    steps, interval = int(t_cfg.max_steps), int(t_cfg.val_check_interval)
+    log_every = int(t_cfg.get("log_every_n_steps", 50) or 50)
+    batch = max(int(p.dm.cfg.batch_size) for p in points)
+    pool, test = features.pool.to(device), features.test.to(device)
+    y_pool, y_test = labels[0].to(device), labels[1].to(device)
+    n_cls, dim, n_pts = points[0].num_classes, pool.shape[1], len(points)
+    weights, biases = torch.empty(n_pts, n_cls, dim), torch.empty(n_pts, n_cls)
+    idx = torch.zeros(steps, n_pts, batch, dtype=torch.long)
+    mask = torch.zeros(steps, n_pts, batch, dtype=torch.bool)
+    counts = []
+    for p, point in enumerate(points):
+        pl.seed_everything(point.dm.seed, workers=True, verbose=False)
+        lin = nn.Linear(dim, n_cls)  # consumes the RNG exactly as TransferModule's head does
+        weights[p], biases[p] = lin.weight.detach(), lin.bias.detach()
+        i, m, c = _schedule(_index_loader(point), steps, batch)
+        idx[:, p], mask[:, p] = i, m
+        counts.append(c)
+    w = nn.Parameter(weights.to(device))
+    b = nn.Parameter(biases.to(device))
+    optimizer = optimizer_factory([w, b])
+    scheduler = None
+    if cfg.get("scheduler", "cosine") != "none":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    bn = nn.BatchNorm1d(dim, affine=False)  # FeatureStandardize's eps and momentum
+    eps, mom = bn.eps, bn.momentum
+    r_mean = torch.zeros(n_pts, dim, device=device)
+    r_var = torch.ones(n_pts, dim, device=device)
+    tracked = torch.zeros(n_pts, dtype=torch.long, device=device)
+    idx, mask = idx.to(device), mask.to(device)
+    history: list[list[tuple[int, dict[str, float]]]] = [[] for _ in points]
+    last_val: list[dict[str, float]] = [{} for _ in points]
+
+    def evaluate(x_all, y_all, rows_per_point, split):
+        out = []
+        with torch.no_grad():
+            for p, rows in enumerate(rows_per_point):
+                x, y = x_all[rows], y_all[rows]
+                if head_norm:
+                    x = (x - r_mean[p]) / torch.sqrt(r_var[p] + eps)
+                logits = torch.addmm(b[p], x, w[p].T)
+                err = (logits.argmax(1) != y).float().mean().item()
+                loss = F.cross_entropy(logits, y).item()
+                out.append({f"{split}/error": err, f"{split}/loss": loss})
+        return out
+
+    val_rows = [torch.as_tensor(p.dm.val_idx, device=device) for p in points]
+    for t in range(steps):
+        rows, m = idx[t], mask[t]
+        mf = m.to(pool.dtype)
+        x, y = pool[rows], y_pool[rows]
+        c = mf.sum(1)
+        if head_norm:
+            with torch.no_grad():
+                mean = (x * mf.unsqueeze(2)).sum(1) / c.unsqueeze(1)
+                var = (((x - mean.unsqueeze(1)) ** 2) * mf.unsqueeze(2)).sum(1) / c.unsqueeze(1)
+                single = (c == 1).unsqueeze(1)  # a batch of one uses the running statistics
+                x = _standardize(
+                    x, torch.where(single, r_mean, mean), torch.where(single, r_var, var), eps
+                )
+                upd = ~single
+                unbiased = var * (c / (c - 1).clamp(min=1)).unsqueeze(1)
+                r_mean = torch.where(upd, (1 - mom) * r_mean + mom * mean, r_mean)
+                r_var = torch.where(upd, (1 - mom) * r_var + mom * unbiased, r_var)
+                tracked += upd.squeeze(1).long()
+        logits = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        ce = F.cross_entropy(logits.reshape(-1, n_cls), y.reshape(-1), reduction="none")
+        losses = (ce.view(n_pts, batch) * mf).sum(1) / c
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if (t + 1) % log_every == 0:
+            for p, v in enumerate(losses.detach().tolist()):
+                history[p].append((t, {"train/loss": v}))
+        if (t + 1) % interval == 0 and any(len(r) for r in val_rows):
+            for p, val in enumerate(evaluate(pool, y_pool, val_rows, "val")):
+                if len(val_rows[p]):
+                    last_val[p] = val
+                    history[p].append((t, val))
+    test_rows = [torch.arange(len(test), device=device)] * n_pts
+    results = []
+    for p, tst in enumerate(evaluate(test, y_test, test_rows, "test")):
+        tst["test/n_test"] = float(len(test))
+        history[p].append((steps, tst))
+        head_state = {
+            "1.weight": w[p].detach().cpu().clone(),
+            "1.bias": b[p].detach().cpu().clone(),
+        }
+        if head_norm:
+            head_state.update(
+                {
+                    "0.running_mean": r_mean[p].cpu().clone(),
+                    "0.running_var": r_var[p].cpu().clone(),
+                    "0.num_batches_tracked": tracked[p].cpu().clone(),
+                }
+            )
+        results.append(
+            {
+                "head_state": head_state,
+                "metrics": {**last_val[p], **tst, "global_steps": steps, **counts[p]},
+                "history": history[p],
+            }
+        )
+    return results

@@ -139,6 +139,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     probe_model = copy.deepcopy(backbone.model)
     probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing
     features = _cached_prefix(cfg, backbone, probe_model, probe, datamodules[0])
+    trained = _batched_heads(cfg, datamodules, features) if features is not None else None
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run = None
@@ -156,12 +157,12 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
             run = init_wandb_run(
                 cfg.get("logger"), output_dir, name, {**curve_info, "config": resolved}
             )
-        for (n, seed), dm in zip(points, datamodules, strict=True):
+        for i, ((n, seed), dm) in enumerate(zip(points, datamodules, strict=True)):
             point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
+            point_cfg = _point_cfg(cfg, n, seed)
+            head = None if trained is None else trained[i]
             records.append(
-                _fit_point(
-                    _point_cfg(cfg, n, seed), backbone, dm, point_dir, curve, run, start, features
-                )
+                _fit_point(point_cfg, backbone, dm, point_dir, curve, run, start, features, head)
             )
             start = time.perf_counter()
     finally:
@@ -191,6 +192,28 @@ def _cached_prefix(cfg: DictConfig, backbone, probe_model, probe, datamodule):
     return load_or_extract(probe_model, plan, datamodule, backbone.data_config, disk)
 
 
+def _batched_heads(cfg: DictConfig, datamodules: list, features) -> list[dict] | None:
+    """Linear-probe heads of all points trained at once on the cached features, when the fast
+    loop applies and the optimizer is elementwise (caulk.fastfit.fit_linear_heads); else None."""
+    from hydra.utils import instantiate
+
+    from caulk.fastfit import batched_heads_unsupported, fit_linear_heads
+    from caulk.features import CachedFeatureDataModule
+
+    if not _use_fast_loop(cfg) or batched_heads_unsupported(cfg, features):
+        return None
+    cached = [CachedFeatureDataModule(dm, features) for dm in datamodules]
+    labels = (cached[0]._labels("pool"), cached[0]._labels("test"))
+    return fit_linear_heads(
+        cached,
+        features,
+        labels,
+        cfg,
+        instantiate(cfg.optimizer),
+        head_norm=bool(cfg.peft.get("head_norm", True)),
+    )
+
+
 def _fit_point(
     cfg: DictConfig,
     backbone,
@@ -200,6 +223,7 @@ def _fit_point(
     curve_run,
     start: float,
     features=None,
+    trained: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Adapt a copy of ``backbone`` on one (n, seed) point, test it, write its record."""
     import pytorch_lightning as pl
@@ -262,15 +286,22 @@ def _fit_point(
             )
             loggers += lightning_wandb_logger(run)
         fast = features is not None and _use_fast_loop(cfg)
-        record["train_loop"] = "fast" if fast else "lightning"
+        record["train_loop"] = ("fast_batched" if trained else "fast") if fast else "lightning"
         if fast:
             from caulk.callbacks.scaling import log_scaling_point
-            from caulk.fastfit import fit_cached
+            from caulk.fastfit import fit_cached, replay_logs
             from caulk.features import CachedFeatureDataModule
 
-            m = fit_cached(
-                module, CachedFeatureDataModule(datamodule, features), cfg.trainer, loggers
-            )
+            if trained is not None:  # trained with the other points of the curve
+                module.head.load_state_dict(trained["head_state"])
+                module.n_train_seen = trained["metrics"]["n_train_seen"]
+                module.train_samples_per_epoch = trained["metrics"]["per_epoch"]
+                replay_logs(loggers, trained["history"])
+                m = trained["metrics"]
+            else:
+                m = fit_cached(
+                    module, CachedFeatureDataModule(datamodule, features), cfg.trainer, loggers
+                )
             if curve_run or run:
                 tests = {k: v for k, v in m.items() if k.startswith("test/")}
                 log_scaling_point(curve_run or run, point, tests)

@@ -1,5 +1,7 @@
 """Feature caching: same results as the uncached path; used only where the backbone is frozen."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -153,3 +155,23 @@ def test_too_many_last_k_blocks_is_a_config_error(fast_cfg, tmp_path):
 
     with pytest.raises(CaulkConfigError, match="peft.last_k_blocks=9 but .* has only 4 blocks"):
         train(fast_cfg("peft=lora", "peft.last_k_blocks=9", out=tmp_path / "run"))
+
+
+def test_batched_heads_equal_one_fast_loop_per_point(fast_cfg, tmp_path):
+    """n=33 with batches of 16 ends each epoch on a batch of one (running statistics)."""
+    args = ["curve.n=[10,33]", "curve.seeds=[0,1]", *SMALL[2:]]
+    batched = train_curve(fast_cfg(*args, out=tmp_path / "batched"))
+    single = train_curve(fast_cfg(*args, "cache.batch_points=false", out=tmp_path / "single"))
+    assert {r["train_loop"] for r in batched} == {"fast_batched"}
+    assert {r["train_loop"] for r in single} == {"fast"}
+    for a, b in zip(batched, single, strict=True):
+        for key in ("test_error", "val_error", "n_train_seen", "train_samples_per_epoch"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+        for key in ("global_steps", "epochs", "n_test"):
+            assert a[key] == b[key], key
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
+        wa, wb = _adapter_tensors(a), _adapter_tensors(b)
+        assert sorted(wa) == sorted(wb)
+        for k in wa:
+            assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5), k
+        assert (Path(a["output_dir"]) / "csv" / "metrics.csv").exists()
