@@ -13,6 +13,7 @@ Lightning.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -179,26 +180,62 @@ def _index_loader(cached) -> torch.utils.data.DataLoader:
     )
 
 
-def _schedule(loader, max_steps: int, batch: int):
-    """Positions (steps, batch) and mask of every step, with the epoch counts Lightning keeps."""
+def _sampler_batches(loader):
+    """One epoch of ``loader``'s batches of positions, drawn the way its iterator draws them (a
+    base seed from the generator, then the batch sampler) without fetching any data."""
+    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+    t = loader.dataset.index
+    for rows in loader.batch_sampler:
+        yield t[torch.as_tensor(rows)]
+
+
+def _loader_batches(loader):
+    for _, _, rows in loader:
+        yield rows
+
+
+def _schedule(make_loader, max_steps: int, batch: int):
+    """Positions (steps, batch) and mask of every step, with the epoch counts Lightning keeps.
+
+    Reads the sampler directly (fast); checks its first two epochs against a real DataLoader
+    iteration and uses the DataLoader instead if they differ (another torch's iterator).
+    """
+    check = min(max_steps, 2 * len(make_loader()))
+    real = [r for _, r in zip(range(check), _epochs(make_loader(), _loader_batches), strict=False)]
+    fast = [r for _, r in zip(range(check), _epochs(make_loader(), _sampler_batches), strict=False)]
+    same = all(
+        (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+        for a, b in zip(real, fast, strict=True)
+    )
+    batches = _epochs(make_loader(), _sampler_batches if same else _loader_batches)
     idx = torch.zeros(max_steps, batch, dtype=torch.long)
     mask = torch.zeros(max_steps, batch, dtype=torch.bool)
-    step = epochs = seen_best = drawn_best = 0
-    while step < max_steps:
-        seen: set[int] = set()
-        drawn = 0
-        for _, _, rows in loader:
-            idx[step, : len(rows)] = rows
-            mask[step, : len(rows)] = True
-            seen.update(rows.tolist())
-            drawn += len(rows)
-            step += 1
-            if step >= max_steps:
-                break
-        if len(seen) > seen_best:
-            seen_best, drawn_best = len(seen), drawn
-        epochs += 1
+    epochs = seen_best = drawn_best = 0
+    seen: set[int] = set()
+    drawn = 0
+    for step in range(max_steps):
+        rows = next(batches)
+        if rows is None:  # epoch boundary
+            if len(seen) > seen_best:
+                seen_best, drawn_best = len(seen), drawn
+            seen, drawn = set(), 0
+            rows = next(batches)
+        if step == 0 or drawn == 0:
+            epochs += 1
+        idx[step, : len(rows)] = rows
+        mask[step, : len(rows)] = True
+        seen.update(rows.tolist())
+        drawn += len(rows)
+    if len(seen) > seen_best:
+        seen_best, drawn_best = len(seen), drawn
     return idx, mask, {"epochs": epochs, "n_train_seen": seen_best, "per_epoch": drawn_best}
+
+
+def _epochs(loader, batches):
+    """Batches of endless epochs, with None between epochs."""
+    while True:
+        yield from batches(loader)
+        yield None
 
 
 def _standardize(x, mean, var, eps):
@@ -240,7 +277,7 @@ def fit_linear_heads(
         pl.seed_everything(point.dm.seed, workers=True, verbose=False)
         lin = nn.Linear(dim, n_cls)  # consumes the RNG exactly as TransferModule's head does
         weights[p], biases[p] = lin.weight.detach(), lin.bias.detach()
-        i, m, c = _schedule(_index_loader(point), steps, batch)
+        i, m, c = _schedule(partial(_index_loader, point), steps, batch)
         idx[:, p], mask[:, p] = i, m
         counts.append(c)
     w = nn.Parameter(weights.to(device))
@@ -331,3 +368,25 @@ def fit_linear_heads(
             }
         )
     return results
+
+
+def save_checkpoint(module, path, global_step: int, epochs: int) -> None:
+    """What ModelCheckpoint keeps of a TransferModule (trainable tensors + plain config),
+    loadable with ``torch.load(weights_only=True)``; written atomically."""
+    import os
+
+    import pytorch_lightning as pl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in module.trainable_state_dict().items()}
+    ckpt = {
+        "state_dict": state,
+        "hyper_parameters": dict(module.hparams),
+        "global_step": int(global_step),
+        "epoch": int(epochs),
+        "pytorch-lightning_version": pl.__version__,
+        "caulk_train_loop": "fast",  # no optimizer state: a cached point is rerun, not resumed
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)

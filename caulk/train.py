@@ -128,9 +128,10 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     curve = is_curve(cfg)
     points = curve_points(cfg)
     datamodules = []
-    for n, seed in points:  # validates every n before anything is built or written
+    point_cfgs = [_point_cfg(cfg, n, seed) for n, seed in points]
+    for (_, seed), point_cfg in zip(points, point_cfgs, strict=True):  # validates every n first
         pl.seed_everything(seed, workers=True, verbose=False)
-        datamodules.append(build_datamodule(_point_cfg(cfg, n, seed).data, seed))
+        datamodules.append(build_datamodule(point_cfg.data, seed))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
     backbone = create_backbone(cfg.model)
@@ -157,12 +158,13 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
             run = init_wandb_run(
                 cfg.get("logger"), output_dir, name, {**curve_info, "config": resolved}
             )
-        for i, ((n, seed), dm) in enumerate(zip(points, datamodules, strict=True)):
+        for i, ((_, seed), dm) in enumerate(zip(points, datamodules, strict=True)):
             point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
-            point_cfg = _point_cfg(cfg, n, seed)
             head = None if trained is None else trained[i]
             records.append(
-                _fit_point(point_cfg, backbone, dm, point_dir, curve, run, start, features, head)
+                _fit_point(
+                    point_cfgs[i], backbone, dm, point_dir, curve, run, start, features, head
+                )
             )
             start = time.perf_counter()
     finally:
@@ -238,7 +240,9 @@ def _fit_point(
 
     seed = int(cfg.seed)
     pl.seed_everything(seed, workers=True, verbose=False)
-    model = copy.deepcopy(backbone.model)
+    # a linear probe on cached features never runs or changes the backbone: no copy needed
+    whole = features is not None and features.plan.depth is None
+    model = backbone.model if whole else copy.deepcopy(backbone.model)
     datamodule.set_input_transform(backbone.data_config)
     method = apply_peft(model, cfg.peft)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -289,7 +293,7 @@ def _fit_point(
         record["train_loop"] = ("fast_batched" if trained else "fast") if fast else "lightning"
         if fast:
             from caulk.callbacks.scaling import log_scaling_point
-            from caulk.fastfit import fit_cached, replay_logs
+            from caulk.fastfit import fit_cached, replay_logs, save_checkpoint
             from caulk.features import CachedFeatureDataModule
 
             if trained is not None:  # trained with the other points of the curve
@@ -305,6 +309,12 @@ def _fit_point(
             if curve_run or run:
                 tests = {k: v for k, v in m.items() if k.startswith("test/")}
                 log_scaling_point(curve_run or run, point, tests)
+            for c in (cfg.get("callbacks") or {}).values():  # ModelCheckpoint's last.ckpt
+                if c and "ModelCheckpoint" in str(c.get("_target_", "")):
+                    name = f"{c.get('filename') or 'last'}.ckpt"
+                    save_checkpoint(
+                        module, output_dir / "checkpoints" / name, m["global_steps"], m["epochs"]
+                    )
             record["adapter_file"] = str(export_adapter(module, output_dir / ADAPTER_NAME))
             record.update(
                 status="ok",

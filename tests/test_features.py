@@ -48,6 +48,7 @@ def test_a_non_boolean_cache_switch_is_rejected_before_any_work(fast_cfg, tmp_pa
 
 PREFIX_CASES = {
     "linear": ["peft=linear"],
+    "linear_per_point": ["peft=linear", "cache.batch_points=false"],
     "partial": ["peft=partial"],
     "lora_last1": ["peft=lora", "peft.last_k_blocks=1"],
     "adapter_last2": ["peft=adapter", "peft.last_k_blocks=2"],
@@ -62,13 +63,14 @@ def _adapter_tensors(record):
     return load_file(record["adapter_file"])
 
 
-@pytest.mark.parametrize("case", ["linear", "partial", "lora_last1"])
+@pytest.mark.parametrize("case", ["linear", "linear_per_point", "partial", "lora_last1"])
 def test_the_fast_loop_reproduces_the_lightning_trainer(fast_cfg, tmp_path, case):
     """Same batches, steps, validation checks, counts and weights as Trainer.fit on the cache."""
     args = [*SMALL, *PREFIX_CASES[case]]
     fast = train(fast_cfg(*args, out=tmp_path / "fast"))
     pl = train(fast_cfg(*args, "cache.loop=lightning", out=tmp_path / "pl"))
-    assert (fast["train_loop"], pl["train_loop"]) == ("fast", "lightning")
+    loop = "fast_batched" if case == "linear" else "fast"
+    assert (fast["train_loop"], pl["train_loop"]) == (loop, "lightning")
     for key in ("test_error", "val_error", "n_train_seen", "train_samples_per_epoch", "n_test"):
         assert fast[key] == pl[key], key
     assert (fast["global_steps"], fast["epochs"]) == (pl["global_steps"], pl["epochs"]) == (11, 3)
