@@ -1,0 +1,85 @@
+"""Benchmark: a partial fine-tuning curve (last k=1 of the blocks trains) with and without the
+cached frozen prefix, measured in one run.
+
+    python benchmarks/partial_k.py [--steps 300] [--model vit_nano] [--blocks 1]
+
+Also runs ``peft=lora peft.last_k_blocks=1`` the same way. Prints one JSON object on its last
+line: name, ratio (uncached / cached wall time of the partial curve, higher is better), the raw
+timings, and the largest test-error difference between the cached and uncached curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from caulk.train import CONFIG_DIR, train_curve
+
+NS = [10, 20, 40, 80, 160, 320, 640]
+SEEDS = [0, 1, 2]
+
+
+def run_curve(overrides: list[str], cached: bool, out: Path) -> tuple[float, list[dict]]:
+    overrides = [
+        *overrides,
+        f"curve.n=[{','.join(map(str, NS))}]",
+        f"curve.seeds=[{','.join(map(str, SEEDS))}]",
+        f"cache.features={str(cached).lower()}",
+        "cache.disk=false",  # the in-process cache only: the prefix is computed inside the timing
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "callbacks=none",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    start = time.perf_counter()
+    records = train_curve(cfg)
+    return time.perf_counter() - start, records
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--model", default="vit_nano")
+    p.add_argument("--blocks", type=int, default=1)
+    args = p.parse_args()
+    base = [f"model={args.model}", f"trainer.max_steps={args.steps}"]
+    methods = {
+        "partial": ["peft=partial", f"peft.blocks={args.blocks}"],
+        "lora_last_k": ["peft=lora", f"peft.last_k_blocks={args.blocks}"],
+    }
+    result = {"name": "partial_k_prefix_cache", "model": args.model, "k": args.blocks}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, peft in methods.items():
+            t_cached, cached = run_curve([*base, *peft], True, Path(tmp) / f"{name}_c")
+            t_plain, plain = run_curve([*base, *peft], False, Path(tmp) / f"{name}_u")
+            diff = max(
+                abs(a["test_error"] - b["test_error"]) for a, b in zip(cached, plain, strict=True)
+            )
+            result[name] = {
+                "ratio": round(t_plain / t_cached, 2),
+                "cached_s": round(t_cached, 2),
+                "uncached_s": round(t_plain, 2),
+                "cache_prefix": cached[0]["cache_prefix"],
+                "train_loop": cached[0]["train_loop"],
+                "max_test_error_diff": diff,
+            }
+            print(name, json.dumps(result[name]), flush=True)
+    result["ratio"] = result["partial"]["ratio"]
+    result.update(points=len(NS) * len(SEEDS), steps_per_point=args.steps)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
