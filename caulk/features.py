@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from caulk.data.base import IndexedTensorDataset
+from caulk.data.sharding import eval_loader, train_loader
 
 
 @dataclass
@@ -58,12 +59,10 @@ class CachedFeatureDataModule:
 
     def _loader(self, x: torch.Tensor, y: torch.Tensor, idx, shuffle: bool) -> DataLoader:
         t = torch.as_tensor(idx)
-        return DataLoader(
-            IndexedTensorDataset(x[t], y[t], t),
-            batch_size=int(self.dm.cfg.batch_size),
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.dm.seed) if shuffle else None,
-        )
+        ds = IndexedTensorDataset(x[t], y[t], t)
+        if shuffle:  # the same exact-n, seeded, resumable samplers as the uncached path
+            return train_loader(ds, int(self.dm.cfg.batch_size), self.dm.seed)
+        return eval_loader(ds, int(self.dm.cfg.batch_size))
 
     def _labels(self, part: str) -> torch.Tensor:
         s = self.dm.splits

@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk import __version__
+from caulk.cluster import finished_record, is_global_zero
 from caulk.errors import CaulkConfigError, exit_on_config_error
 from caulk.records import RECORD_NAME, write_json_atomic
 
@@ -130,6 +131,17 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
         datamodules.append(build_datamodule(_point_cfg(cfg, n, seed).data, seed))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
+    point_dirs = [
+        output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
+        for dm, (_, seed) in zip(datamodules, points, strict=True)
+    ]
+    done = [
+        finished_record(d, _point_cfg(cfg, n, seed))
+        for d, (n, seed) in zip(point_dirs, points, strict=True)
+    ]
+    if all(r is not None for r in done):  # a re-launched sweep: nothing left to do here
+        log.info("all %d point(s) already have an ok record: skipped", len(done))
+        return done
     backbone = create_backbone(cfg.model)
     from caulk.peft import apply_peft
 
@@ -157,11 +169,17 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
                 "curve_n": [dm.n for dm in datamodules],
                 "curve_seeds": curve_seeds(cfg),
             }
-            run = init_wandb_run(
-                cfg.get("logger"), output_dir, name, {**curve_info, "config": resolved}
-            )
-        for (n, seed), dm in zip(points, datamodules, strict=True):
-            point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
+            if is_global_zero():
+                run = init_wandb_run(
+                    cfg.get("logger"), output_dir, name, {**curve_info, "config": resolved}
+                )
+        for (n, seed), dm, point_dir, record in zip(
+            points, datamodules, point_dirs, done, strict=True
+        ):
+            if record is not None:
+                log.info("point n=%s seed=%s already has an ok record: skipped", dm.n, seed)
+                records.append(record)
+                continue
             records.append(
                 _fit_point(
                     _point_cfg(cfg, n, seed), backbone, dm, point_dir, curve, run, start, features
@@ -195,6 +213,12 @@ def _fit_point(
 
     from caulk.backbones import count_params
     from caulk.callbacks import ScalingPointLogger
+    from caulk.cluster import (
+        RngStateCheckpoint,
+        cluster_plugins,
+        prepare_ddp_children,
+        resume_checkpoint,
+    )
     from caulk.loggers import csv_logger, init_wandb_run, lightning_wandb_logger
     from caulk.module import TransferModule
     from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
@@ -240,7 +264,7 @@ def _fit_point(
         record["total_params"] = count_params(module)
         record["backbone_params"] = count_params(backbone.model)
         loggers = csv_logger(cfg.get("logger"), output_dir)
-        if not curve:
+        if not curve and is_global_zero():
             run_name = f"{cfg.model.name}-{cfg.peft.name}-n{datamodule.n}-s{seed}"
             run = init_wandb_run(
                 cfg.get("logger"), output_dir, run_name, {**point, "config": resolved}
@@ -253,20 +277,32 @@ def _fit_point(
             for c in (cfg.get("callbacks") or {}).values()
             if c
         ]
-        callbacks.append(ScalingPointLogger(point, run=curve_run or run))
+        callbacks += [ScalingPointLogger(point, run=curve_run or run), RngStateCheckpoint()]
+        trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+        plugins = cluster_plugins()
+        if plugins:
+            trainer_kwargs["plugins"] = plugins
+        prepare_ddp_children(trainer_kwargs)
         trainer = pl.Trainer(
-            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            **trainer_kwargs,
             logger=loggers or False,
             callbacks=callbacks,
             default_root_dir=str(output_dir),
         )
+        ckpt_path = resume_checkpoint(output_dir, resolved)
+        record["resumed_from"] = None if ckpt_path is None else str(ckpt_path)
         if features is None:
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         else:
             from caulk.features import CachedFeatureDataModule
 
             cached = CachedFeatureDataModule(datamodule, features)
-            trainer.fit(module, cached.train_dataloader(), cached.val_dataloader() or None)
+            trainer.fit(
+                module,
+                cached.train_dataloader(),
+                cached.val_dataloader() or None,
+                ckpt_path=ckpt_path,
+            )
         val_error = trainer.callback_metrics.get("val/error")
         if features is None:
             trainer.test(module, datamodule=datamodule, verbose=False)
@@ -294,7 +330,8 @@ def _fit_point(
             raise
     finally:
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
-        write_json_atomic(output_dir / RECORD_NAME, record)
+        if is_global_zero():  # DDP: one record per point, written by rank 0
+            write_json_atomic(output_dir / RECORD_NAME, record)
         if run is not None:
             _finish_wandb(run, failed=record.get("status") != "ok")
     return record
