@@ -31,6 +31,7 @@ log = logging.getLogger("caulk.train")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -320,7 +321,8 @@ def _fit_point(
             n_train_seen=module.n_train_seen,
             train_samples_per_epoch=module.train_samples_per_epoch,
             global_steps=int(trainer.global_step),
-            epochs=int(trainer.current_epoch),
+            # completed epochs from the step count (Lightning's counter is off by one on resume)
+            epochs=int(trainer.global_step // max(1, trainer.num_training_batches)),
         )
     except Exception as e:
         record.update(
