@@ -393,7 +393,10 @@ GROUPS = (
     "hydra",
     "experiment",
     "debug",
+    "hydra/launcher",
 )
+# options that Hydra and its plugins provide without a file under conf/
+BUILTIN_OPTIONS = {"hydra/launcher": ("basic", "submitit_local", "submitit_slurm")}
 _SIMPLE_VALUES = re.compile(r"[\w.-]+(,[\w.-]+)*")
 
 
@@ -403,7 +406,8 @@ def check_group_overrides(args: list[str], config_dir: str = CONFIG_DIR) -> None
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or not _SIMPLE_VALUES.fullmatch(value) or value == "null":
             continue
-        available = sorted(p.stem for p in Path(config_dir, key).glob("*.yaml"))
+        files = {p.stem for p in Path(config_dir, key).glob("*.yaml")}
+        available = sorted(files | set(BUILTIN_OPTIONS.get(key, ())))
         for option in value.split(","):
             if option not in available:
                 raise CaulkConfigError(
