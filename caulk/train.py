@@ -330,6 +330,9 @@ def _fit_point(
         )
         if not curve:
             raise
+    except BaseException as e:  # preempted (submitit requeues and exits) or interrupted
+        record.update(status="interrupted", message=f"{type(e).__name__}: {e}")
+        raise
     finally:
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
         if is_global_zero():  # DDP: one record per point, written by rank 0
@@ -341,8 +344,12 @@ def _fit_point(
 
 def _finish_wandb(run, failed: bool) -> None:
     """Close a W&B run (multirun jobs in one process must not share a run)."""
-    if run is not None:
+    if run is None:
+        return
+    try:
         run.finish(exit_code=1 if failed else 0)
+    except Exception as e:  # e.g. the W&B service was killed with a preempted job: never mask that
+        log.warning("could not finish the W&B run: %s: %s", type(e).__name__, e)
 
 
 def format_summary(record: dict[str, Any]) -> str:

@@ -98,6 +98,7 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(
         )
         assert signal.returncode == 0, signal.stderr
         out, _ = proc.communicate(timeout=600)
+        (tmp_path / "launcher.out").write_text(out)
     finally:
         if proc.poll() is None:
             proc.kill()
