@@ -131,19 +131,53 @@ def _spawns_script_children(trainer_kwargs: dict[str, Any]) -> bool:
     return not external
 
 
+# Set by Lightning's subprocess launcher in the launching process (children inherit them).
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_launched: dict[str, Any] = {}  # the Hydra job whose DDP children this process started
+
+
+def _hydra_job() -> tuple[str | None, bool]:
+    """(this Hydra job's output dir, whether it is a multirun job); (None, False) outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, False
+    hc = HydraConfig.get()
+    return hc.runtime.output_dir, hc.mode == RunMode.MULTIRUN
+
+
+def _end_previous_ddp() -> None:
+    """Forget the DDP group of an earlier job in this process (its children have exited)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in _launched.pop("env").items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _launched.clear()
+
+
 def prepare_ddp_children(trainer_kwargs: dict[str, Any]) -> None:
     """Make Lightning's DDP children (``sys.argv`` re-run) join this job, not re-launch a sweep.
 
     In a Hydra multirun job, the children get this job's own overrides as a single run whose
-    run dir is this job's output dir (Lightning adds ``hydra.run.dir=<run.dir>``).
+    run dir is this job's output dir (Lightning adds ``hydra.run.dir=<run.dir>``). The next job
+    of a sequential sweep starts its own children (the earlier ones ended with their job).
     """
+    job, multirun = _hydra_job()
+    if _launched and _launched["job"] != job:
+        _end_previous_ddp()
     if not _spawns_script_children(trainer_kwargs):
         return
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    _launched.update(job=job, env={k: os.environ.get(k) for k in LAUNCH_ENV})
+    if not multirun:
         return
+    from hydra.core.hydra_config import HydraConfig
+
     hc = HydraConfig.get()
     with read_write(hc), open_dict(hc):
         hc.run.dir = hc.runtime.output_dir

@@ -168,6 +168,17 @@ class SlurmCluster:
         out = self._run(["squeue", "-h", "-o", "%i"]).stdout.split()
         return [j for j in out if j]
 
+    def start_requeued_now(self, job_id: str, timeout: float = 120.0) -> None:
+        """Slurm holds a requeued job until a begin time ~2 minutes ahead; start it at once."""
+
+        def held() -> bool:
+            return (
+                self._run(["squeue", "-h", "-j", job_id, "-o", "%r"]).stdout.strip() == "BeginTime"
+            )
+
+        self._wait(f"job {job_id} requeued", held, timeout)
+        self._run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+
     def wait_empty(self, timeout: float = 300.0) -> None:
         self._wait("an empty queue", lambda: not self.queue(), timeout)
 

@@ -97,6 +97,7 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(
             text=True,
         )
         assert signal.returncode == 0, signal.stderr
+        slurm_cluster.start_requeued_now(job_id)
         out, _ = proc.communicate(timeout=600)
         (tmp_path / "launcher.out").write_text(out)
     finally:
