@@ -428,7 +428,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         records = train_curve(cfg)
     except CaulkConfigError as e:
         exit_on_config_error(e, cfg.paths.output_dir)
-    if len(records) == 1:
+    if not is_global_zero():  # a DDP child: rank 0 reports
+        pass
+    elif len(records) == 1:
         print(format_summary(records[0]), flush=True)
     else:
         print(format_curve_summary(records), flush=True)
