@@ -139,3 +139,21 @@ def test_a_relaunched_sweep_reruns_only_failed_and_missing_points(tmp_path):
     assert {k: r["status"] for k, r in again.items()} == {"0": "ok", "1": "ok", "2": "ok"}
     assert again["0"]["wall_time_s"] == first["0"]["wall_time_s"]  # not trained again
     assert "skipped" in proc.stdout + proc.stderr
+
+
+def test_analysis_reports_the_missing_points_of_a_curve_job(tmp_path):
+    from omegaconf import OmegaConf
+
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create(
+            {"curve": {"n": [20, 40], "seeds": [0, 1]}, "data": {"n": None}, "seed": 0}
+        ),
+        job / ".hydra" / "config.yaml",
+    )
+    for point in ("n20_s0", "n20_s1", "n40_s0"):
+        (job / point).mkdir()
+        (job / point / "record.json").write_text(json.dumps({"status": "ok", "n": 20}))
+    coll = collect_records([tmp_path / "sweep"])
+    assert coll.missing == [str(job / "n40_s1")]
