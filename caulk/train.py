@@ -50,6 +50,10 @@ def validate_config(cfg: DictConfig) -> None:
     if not isinstance(cache, bool):
         raise CaulkConfigError(f"cache.features must be true or false, got {cache!r}")
     check_backbone_cfg(cfg.model)
+    if cfg.model.weights == "zoo":
+        from caulk.pretrain import check_source_cfg
+
+        check_source_cfg(cfg.model, cfg.get("source"))
     get_peft(cfg.peft.name)(cfg.peft).validate()
 
 
@@ -75,7 +79,7 @@ def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
         "model": cfg.model.name,
         "backbone_tag": backbone.backbone_tag,
         "weights": backbone.weights,
-        "source_m": cfg.model.get("source_m"),
+        "source_m": cfg.model.get("source_m") if backbone.weights == "zoo" else None,
         "peft": cfg.peft.name,
         "data": cfg.data.name,
         "n": n,
@@ -130,7 +134,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
         datamodules.append(build_datamodule(_point_cfg(cfg, n, seed).data, seed))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
-    backbone = create_backbone(cfg.model)
+    backbone = create_backbone(cfg.model, cfg.get("source"), cfg.paths.get("zoo_dir"))
     from caulk.peft import apply_peft
 
     probe = apply_peft(
@@ -210,6 +214,8 @@ def _fit_point(
         **point,
         "arch": backbone.arch,
         "weights_file": backbone.weights_file,
+        "zoo_entry": (backbone.zoo_meta or {}).get("name"),
+        "source_accuracy": (backbone.zoo_meta or {}).get("source_accuracy"),
         "init_seed": cfg.model.get("init_seed", 0) if backbone.weights == "none" else None,
         "peft_knob": method.knob,
         "peft_knob_value": method.knob_value(),
@@ -347,6 +353,7 @@ GROUPS = (
     "model",
     "peft",
     "data",
+    "source",
     "trainer",
     "logger",
     "callbacks",
