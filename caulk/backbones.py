@@ -112,7 +112,7 @@ def create_backbone(
 ) -> Backbone:
     """Build the frozen-to-be timm feature extractor described by a ``model`` config.
 
-    ``weights=zoo`` needs the source recipe (``source_cfg``, the ``source`` config group) and
+    ``weights=zoo`` needs the source recipe (``source_cfg``, the ``source_task`` config group) and
     ``zoo_dir``: the entry for (arch, kwargs, source_m, source_seed) is pre-trained first if the
     zoo lacks it, then loaded through the same local-file path as ``weights=file``.
     """

@@ -1,8 +1,8 @@
 """The source stage: pre-train a timm backbone on a source task of size m into caulk's zoo.
 
 ``python -m caulk.pretrain model=vit_nano model.source_m=20000`` trains ``caulk_vit_nano`` on
-20000 generated glyph images (``source=glyphs``) or on a user's ImageFolder
-(``source=imagefolder source.root=DIR``), deterministically from ``model.source_seed``, and
+20000 generated glyph images (``source_task=glyphs``) or on a user's ImageFolder
+(``source_task=imagefolder source_task.root=DIR``), deterministically from ``model.source_seed``, and
 saves the backbone (safetensors, without the source head) plus metadata into
 ``paths.zoo_dir``. ``python -m caulk.train model.weights=zoo model.source_m=20000`` loads that
 very entry (building it first if it is missing). ``source_m=0`` stores the random initialisation.
@@ -39,15 +39,15 @@ def check_source_cfg(model_cfg: Any, source_cfg: Any) -> None:
         )
     if source_cfg is None or source_cfg.get("name") not in SOURCES:
         name = None if source_cfg is None else source_cfg.get("name")
-        raise CaulkConfigError(f"unknown source {name!r}; expected one of {', '.join(SOURCES)}")
+        raise CaulkConfigError(f"unknown source_task {name!r}; expected one of {', '.join(SOURCES)}")
     for key in ("steps", "batch_size", "val_size"):
         v = source_cfg.get(key)
         if not isinstance(v, int) or v < 1:
-            raise CaulkConfigError(f"source.{key} must be a positive integer, got {v!r}")
+            raise CaulkConfigError(f"source_task.{key} must be a positive integer, got {v!r}")
     if source_cfg.name == "imagefolder":
         root = source_cfg.get("root")
         if not root or not Path(root).is_dir():
-            raise CaulkConfigError(f"source=imagefolder needs source.root=DIR (not found: {root})")
+            raise CaulkConfigError(f"source_task=imagefolder needs source_task.root=DIR (not found: {root})")
 
 
 def _source_datasets(source_cfg: Any, m: int, seed: int):
@@ -81,7 +81,7 @@ def _imagefolder_datasets(source_cfg: Any, m: int, seed: int):
     val_size = int(source_cfg.val_size)
     if m + val_size > len(folder):
         raise CaulkConfigError(
-            f"source.root has {len(folder)} images: fewer than source_m={m} + source.val_size={val_size}"
+            f"source_task.root has {len(folder)} images: fewer than source_m={m} + source_task.val_size={val_size}"
         )
     order = np.random.default_rng(seed).permutation(len(folder))
 
@@ -247,16 +247,16 @@ def build_zoo_entry(
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
-    """Build (or find) the zoo entry of ``cfg.model`` under ``cfg.source``; return its metadata."""
+    """Build (or find) the zoo entry of ``cfg.model`` under ``cfg.source_task``; return its metadata."""
     from caulk.backbones import check_arch
 
     check_arch(cfg.model.arch)
-    check_source_cfg(cfg.model, cfg.source)
-    entry = entry_for(cfg.model, cfg.source, cfg.paths.zoo_dir)
+    check_source_cfg(cfg.model, cfg.source_task)
+    entry = entry_for(cfg.model, cfg.source_task, cfg.paths.zoo_dir)
     meta, built = ensure_entry(
         entry,
         lambda: build_zoo_entry(
-            cfg.model, cfg.source, entry, progress_bar=bool(cfg.get("progress_bar", True))
+            cfg.model, cfg.source_task, entry, progress_bar=bool(cfg.get("progress_bar", True))
         ),
     )
     return {**meta, "built": built}

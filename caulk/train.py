@@ -53,7 +53,7 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.model.weights == "zoo":
         from caulk.pretrain import check_source_cfg
 
-        check_source_cfg(cfg.model, cfg.get("source"))
+        check_source_cfg(cfg.model, cfg.get("source_task"))
     get_peft(cfg.peft.name)(cfg.peft).validate()
 
 
@@ -134,7 +134,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
         datamodules.append(build_datamodule(_point_cfg(cfg, n, seed).data, seed))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
-    backbone = create_backbone(cfg.model, cfg.get("source"), cfg.paths.get("zoo_dir"))
+    backbone = create_backbone(cfg.model, cfg.get("source_task"), cfg.paths.get("zoo_dir"))
     from caulk.peft import apply_peft
 
     probe = apply_peft(
@@ -353,7 +353,7 @@ GROUPS = (
     "model",
     "peft",
     "data",
-    "source",
+    "source_task",
     "trainer",
     "logger",
     "callbacks",

@@ -76,7 +76,7 @@ def test_reduced_demo_end_to_end(tmp_path):
             str(out),
             "curve.n=[20,40,80]",
             "curve.seeds=[0,1]",
-            "source.steps=200",
+            "source_task.steps=200",
         ],
         cwd=REPO,
         env=cli_env(CAULK_CACHE=str(tmp_path / "cache"), CAULK_ROOT=str(tmp_path)),

@@ -24,7 +24,7 @@ from caulk.train import train
 from caulk.zoo import entry_for, verify
 from tests.conftest import CONF, REPO, cli_env
 
-TINY_SOURCE = ["source.steps=3", "source.batch_size=16", "source.val_size=32"]
+TINY_SOURCE = ["source_task.steps=3", "source_task.batch_size=16", "source_task.val_size=32"]
 META_KEYS = {
     "arch",
     "kwargs",
@@ -118,7 +118,7 @@ def test_zoo_entry_loads_through_timm_and_equals_the_saved_tensors(tmp_path):
     meta = pretrain(cfg)
     with open_dict(cfg):
         cfg.model.weights = "zoo"
-    backbone = create_backbone(cfg.model, cfg.source, cfg.paths.zoo_dir)
+    backbone = create_backbone(cfg.model, cfg.source_task, cfg.paths.zoo_dir)
     saved = load_file(meta["weights_file"])
     loaded = backbone.model.state_dict()
     assert set(loaded) == set(saved) and all(torch.equal(loaded[k], saved[k]) for k in saved)
@@ -140,7 +140,7 @@ def test_corrupt_zoo_file_is_detected_and_never_loaded(tmp_path, damage):
     with open_dict(cfg):
         cfg.model.weights = "zoo"
     with pytest.raises(CaulkConfigError, match="corrupt.*delete"):
-        create_backbone(cfg.model, cfg.source, cfg.paths.zoo_dir)
+        create_backbone(cfg.model, cfg.source_task, cfg.paths.zoo_dir)
     with pytest.raises(CaulkConfigError, match="corrupt"):
         pretrain(cfg)  # the CLI does not silently rebuild over it either
 
@@ -148,7 +148,7 @@ def test_corrupt_zoo_file_is_detected_and_never_loaded(tmp_path, damage):
 def test_unreadable_metadata_is_reported(tmp_path):
     cfg = pretrain_cfg(tmp_path / "zoo")
     meta = pretrain(cfg)
-    entry = entry_for(cfg.model, cfg.source, cfg.paths.zoo_dir)
+    entry = entry_for(cfg.model, cfg.source_task, cfg.paths.zoo_dir)
     entry.meta_path.write_text('{"name": ')
     with pytest.raises(CaulkConfigError, match="unreadable"):
         verify(entry)
@@ -158,17 +158,17 @@ def test_unreadable_metadata_is_reported(tmp_path):
 def test_recipe_changes_give_another_entry(tmp_path):
     base = pretrain_cfg(tmp_path / "zoo")
     names = {
-        entry_for(c.model, c.source, c.paths.zoo_dir).name
+        entry_for(c.model, c.source_task, c.paths.zoo_dir).name
         for c in (
             base,
-            pretrain_cfg(tmp_path / "zoo", "source.steps=4"),
+            pretrain_cfg(tmp_path / "zoo", "source_task.steps=4"),
             pretrain_cfg(tmp_path / "zoo", "model.source_m=41"),
-            pretrain_cfg(tmp_path / "zoo", "source.task_seed=3"),
+            pretrain_cfg(tmp_path / "zoo", "source_task.task_seed=3"),
         )
     }
     assert len(names) == 4
-    same = pretrain_cfg(tmp_path / "zoo", "source.num_workers=1")  # does not change weights
-    assert entry_for(same.model, same.source, same.paths.zoo_dir).name in names
+    same = pretrain_cfg(tmp_path / "zoo", "source_task.num_workers=1")  # does not change weights
+    assert entry_for(same.model, same.source_task, same.paths.zoo_dir).name in names
 
 
 def test_source_m_zero_stores_the_random_init(tmp_path):
@@ -190,20 +190,20 @@ def test_pretrain_on_a_user_imagefolder(tmp_path):
     meta = pretrain(
         pretrain_cfg(
             tmp_path / "zoo",
-            "source=imagefolder",
-            f"source.root={tmp_path / 'src'}",
+            "source_task=imagefolder",
+            f"source_task.root={tmp_path / 'src'}",
             "model.source_m=16",
-            "source.val_size=8",
-            "source.steps=2",
-            "source.batch_size=8",
+            "source_task.val_size=8",
+            "source_task.steps=2",
+            "source_task.batch_size=8",
         )
     )
     assert meta["source"]["name"] == "imagefolder" and meta["source_classes"] == 2
     assert meta["source_val_size"] == 8
     too_many = pretrain_cfg(
         tmp_path / "zoo2",
-        "source=imagefolder",
-        f"source.root={tmp_path / 'src'}",
+        "source_task=imagefolder",
+        f"source_task.root={tmp_path / 'src'}",
         "model.source_m=20",
     )
     with pytest.raises(CaulkConfigError, match="fewer than source_m"):
@@ -236,7 +236,7 @@ def test_weights_zoo_builds_a_missing_entry_once_then_reuses_it(fast_cfg, tmp_pa
     [
         (["model.weights=zoo"], "model.weights=zoo needs model.source_m"),
         (["model.weights=zoo", "model.source_m=-3"], "source_m"),
-        (["model.weights=zoo", "model.source_m=10", "source.steps=0"], "source.steps"),
+        (["model.weights=zoo", "model.source_m=10", "source_task.steps=0"], "source_task.steps"),
     ],
 )
 def test_bad_zoo_config_fails_before_any_work(fast_cfg, tmp_path, overrides, message):
