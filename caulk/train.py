@@ -52,6 +52,10 @@ def validate_config(cfg: DictConfig) -> None:
     if not isinstance(cache, bool):
         raise CaulkConfigError(f"cache.features must be true or false, got {cache!r}")
     check_backbone_cfg(cfg.model)
+    if cfg.model.weights == "zoo":
+        from caulk.pretrain import check_source_cfg
+
+        check_source_cfg(cfg.model, cfg.get("source_task"))
     get_peft(cfg.peft.name)(cfg.peft).validate()
 
 
@@ -77,7 +81,7 @@ def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
         "model": cfg.model.name,
         "backbone_tag": backbone.backbone_tag,
         "weights": backbone.weights,
-        "source_m": cfg.model.get("source_m"),
+        "source_m": cfg.model.get("source_m") if backbone.weights == "zoo" else None,
         "peft": cfg.peft.name,
         "data": cfg.data.name,
         "n": n,
@@ -143,7 +147,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     if all(r is not None for r in done):  # a re-launched sweep: nothing left to do here
         log.info("all %d point(s) already have an ok record: skipped", len(done))
         return done
-    backbone = create_backbone(cfg.model)
+    backbone = create_backbone(cfg.model, cfg.get("source_task"), cfg.paths.get("zoo_dir"))
     from caulk.peft import apply_peft
 
     probe = apply_peft(
@@ -235,6 +239,8 @@ def _fit_point(
         **point,
         "arch": backbone.arch,
         "weights_file": backbone.weights_file,
+        "zoo_entry": (backbone.zoo_meta or {}).get("name"),
+        "source_accuracy": (backbone.zoo_meta or {}).get("source_accuracy"),
         "init_seed": cfg.model.get("init_seed", 0) if backbone.weights == "none" else None,
         "peft_knob": method.knob,
         "peft_knob_value": method.knob_value(),
@@ -393,6 +399,7 @@ GROUPS = (
     "model",
     "peft",
     "data",
+    "source_task",
     "trainer",
     "logger",
     "callbacks",
