@@ -21,8 +21,10 @@ venv: $(STAMP)
 	@$(BIN)/python -I -c "import caulk, pathlib, sys; sys.exit(pathlib.Path(caulk.__file__).resolve().parent != pathlib.Path(sys.argv[1]).resolve())" $(CURDIR)/caulk 2>/dev/null \
 		|| $(BIN)/python -m pip install -q --no-deps -e .
 
+# The demo: zoo backbones (pre-trained on first use, cached in ~/.cache/caulk/zoo) x {linear, lora}
+# x n x seeds on digits + an m sweep, then the report (logs/demo/<time>/analysis/report.html).
 demo: venv
-	$(BIN)/python -m caulk.train
+	$(BIN)/python -m caulk.demo
 
 test: venv
 	$(BIN)/python -m pytest -m "not slow and not slurm and not ddp" $(PYTEST_ARGS)

@@ -71,7 +71,13 @@ def analyze(
     """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``."""
     from caulk.analysis.collect import collect_records
     from caulk.analysis.fits import CurveFit, fit_groups, seed_means
-    from caulk.analysis.plots import plot_curves, plot_exponents, plot_transfer
+    from caulk.analysis.plots import (
+        plot_curves,
+        plot_exponents,
+        plot_source_m,
+        plot_transfer,
+        source_m_table,
+    )
     from caulk.analysis.report import write_report
     from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 
@@ -162,6 +168,10 @@ def analyze(
         figures.append(plot_curves(ok, fits, keys, metric, out / "error_vs_n.png"))
         if "backbone_params" in fits and np.isfinite(fits["c"]).any():
             figures.append(plot_exponents(fits, out / "exponents.png"))
+    by_source_m = source_m_table(ok, metric) if len(ok) else pd.DataFrame()
+    if not by_source_m.empty:
+        figures.append(plot_source_m(ok, metric, out / "error_vs_source_m.png"))
+        files["source_m.csv"] = _write_atomic(out / "source_m.csv", by_source_m.to_csv)
     if transfer is not None:
         figures.append(plot_transfer(transfer, law, out / "transfer.png"))
     files.update({f.name: f for f in figures})
@@ -184,7 +194,7 @@ def analyze(
         "transfer_note": transfer_note,
     }
     files["report.html"] = write_report(
-        out, summary, fits, figures, law, collection.failed, collection.missing
+        out, summary, fits, figures, law, collection.failed, collection.missing, by_source_m
     )
     files["summary.json"] = _write_atomic(
         out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=str))

@@ -17,7 +17,7 @@ from torch import nn
 from caulk import zoo_models  # noqa: F401  (registers caulk's own small timm architectures)
 from caulk.errors import CaulkConfigError
 
-WEIGHT_SOURCES = ("hub", "file", "none")
+WEIGHT_SOURCES = ("hub", "file", "zoo", "none")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -31,6 +31,7 @@ class Backbone:
     weights: str
     weights_file: str | None
     data_config: dict[str, Any]
+    zoo_meta: dict[str, Any] | None = None  # the zoo entry's metadata (weights=zoo)
 
     @property
     def num_features(self) -> int:
@@ -41,18 +42,28 @@ class Backbone:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
 
-def check_backbone_cfg(model_cfg: Any) -> None:
-    """Validate a ``model`` config without building anything; raises CaulkConfigError."""
-    arch = model_cfg.arch
+def check_arch(arch: str) -> None:
+    """Raise CaulkConfigError unless ``arch`` is in timm's registry."""
     if not timm.is_model(arch):
         raise CaulkConfigError(
             f"unknown timm architecture model.arch={arch!r} (see timm.list_models())"
         )
+
+
+def check_backbone_cfg(model_cfg: Any) -> None:
+    """Validate a ``model`` config without building anything; raises CaulkConfigError."""
+    check_arch(model_cfg.arch)
     weights = model_cfg.weights
     if weights not in WEIGHT_SOURCES:
         raise CaulkConfigError(
             f"unknown weights source model.weights={weights!r}; expected one of {', '.join(WEIGHT_SOURCES)}"
         )
+    if weights == "zoo":
+        m = model_cfg.get("source_m")
+        if not isinstance(m, int) or isinstance(m, bool) or m < 0:
+            raise CaulkConfigError(
+                f"model.weights=zoo needs model.source_m=M (an integer >= 0), got {m!r}"
+            )
     if weights == "file":
         path = model_cfg.get("weights_file")
         if not path:
@@ -96,39 +107,67 @@ def _check_file_matches(model: nn.Module, path: str, arch: str) -> None:
         )
 
 
-def create_backbone(model_cfg: Any) -> Backbone:
-    """Build the frozen-to-be timm feature extractor described by a ``model`` config."""
+def create_backbone(
+    model_cfg: Any, source_cfg: Any = None, zoo_dir: str | Path | None = None
+) -> Backbone:
+    """Build the frozen-to-be timm feature extractor described by a ``model`` config.
+
+    ``weights=zoo`` needs the source recipe (``source_cfg``, the ``source_task`` config group) and
+    ``zoo_dir``: the entry for (arch, kwargs, source_m, source_seed) is pre-trained first if the
+    zoo lacks it, then loaded through the same local-file path as ``weights=file``.
+    """
     check_backbone_cfg(model_cfg)
     arch, tag, weights = model_cfg.arch, model_cfg.get("tag"), model_cfg.weights
     name = f"{arch}.{tag}" if tag else arch
     kwargs = dict(model_cfg.get("kwargs") or {})
-    weights_file = None
+    weights_file, zoo_meta = None, None
     if weights == "none":
         # the random backbone is fixed by model.init_seed, not by the run seed: a curve's points
         # (n, seed) all adapt the same network, in one process or in many
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(model_cfg.get("init_seed", 0)))
             model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
-    elif weights == "file":
-        weights_file = str(Path(model_cfg.weights_file).resolve())
-        # pretrained_cfg_overlay(file=...) goes through timm's filter (drops a mismatched head).
-        try:
-            model = timm.create_model(
-                name,
-                pretrained=True,
-                num_classes=0,
-                pretrained_cfg_overlay=dict(file=weights_file),
-                **kwargs,
-            )
-        except RuntimeError as e:  # torch's strict load_state_dict report, many lines
-            raise CaulkConfigError(
-                f"weights file {weights_file} does not fit {arch}: {_summarize_load_error(str(e))}"
-            ) from None
-        _check_file_matches(model, weights_file, arch)
+    elif weights in ("file", "zoo"):
+        if weights == "zoo":
+            zoo_meta = _zoo_entry(model_cfg, source_cfg, zoo_dir)
+            weights_file = zoo_meta["weights_file"]
+        else:
+            weights_file = str(Path(model_cfg.weights_file).resolve())
+        model = _create_from_file(name, arch, weights_file, kwargs)
     else:
         model = _create_from_hub(name, kwargs)
     data_config = timm.data.resolve_model_data_config(model)
-    return Backbone(model, arch, tag, weights, weights_file, data_config)
+    return Backbone(model, arch, tag, weights, weights_file, data_config, zoo_meta)
+
+
+def _zoo_entry(model_cfg: Any, source_cfg: Any, zoo_dir: str | Path | None) -> dict[str, Any]:
+    from caulk.pretrain import build_zoo_entry, check_source_cfg
+    from caulk.zoo import ensure_entry, entry_for
+
+    if zoo_dir is None:
+        raise CaulkConfigError("model.weights=zoo needs paths.zoo_dir")
+    check_source_cfg(model_cfg, source_cfg)
+    entry = entry_for(model_cfg, source_cfg, zoo_dir)
+    meta, _ = ensure_entry(entry, lambda: build_zoo_entry(model_cfg, source_cfg, entry))
+    return {**meta, "weights_file": str(entry.weights_path.resolve())}
+
+
+def _create_from_file(name: str, arch: str, weights_file: str, kwargs: dict[str, Any]) -> nn.Module:
+    # pretrained_cfg_overlay(file=...) goes through timm's filter (drops a mismatched head).
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            num_classes=0,
+            pretrained_cfg_overlay=dict(file=weights_file),
+            **kwargs,
+        )
+    except RuntimeError as e:  # torch's strict load_state_dict report, many lines
+        raise CaulkConfigError(
+            f"weights file {weights_file} does not fit {arch}: {_summarize_load_error(str(e))}"
+        ) from None
+    _check_file_matches(model, weights_file, arch)
+    return model
 
 
 def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:

@@ -36,6 +36,7 @@ def fast_loop_unsupported(cfg: Any) -> str | None:
         "trainer.precision must be 32-true": str(t.get("precision", "32-true"))
         in ("32-true", "32"),
         "trainer.devices must be 1": t.get("devices", 1) in (1, "1", "auto"),
+        "trainer.num_nodes must be 1": t.get("num_nodes", 1) in (1, "1"),
         "trainer.accumulate_grad_batches must be 1": t.get("accumulate_grad_batches", 1) == 1,
         "trainer.gradient_clip_val must be unset": not t.get("gradient_clip_val"),
         "trainer.limit_*_batches must be unset": not any(

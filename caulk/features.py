@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from caulk.data.sharding import eval_loader, train_loader
 from caulk.peft.base import PeftMethod, is_vit
 
 #: ViT modules after the blocks (what the module runs after the cached tokens).
@@ -177,13 +178,11 @@ class CachedFeatureDataModule:
 
     def _loader(self, x: torch.Tensor, y: torch.Tensor, idx, shuffle: bool) -> DataLoader:
         t = torch.as_tensor(idx)
-        return DataLoader(
-            IndexedBatches(x[t], y[t], t),
-            batch_size=int(self.dm.cfg.batch_size),
-            shuffle=shuffle,
-            collate_fn=_take_batch,
-            generator=torch.Generator().manual_seed(self.dm.seed) if shuffle else None,
-        )
+        ds = IndexedBatches(x[t], y[t], t)
+        batch_size = int(self.dm.cfg.batch_size)
+        if shuffle:  # the same exact-n, seeded, resumable samplers as the uncached path
+            return train_loader(ds, batch_size, self.dm.seed, collate_fn=_take_batch)
+        return eval_loader(ds, batch_size, collate_fn=_take_batch)
 
     def _labels(self, part: str) -> torch.Tensor:
         s = self.dm.splits

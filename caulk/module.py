@@ -115,6 +115,9 @@ class TransferModule(pl.LightningModule):
         if split == "train":
             self.train_seen.update(idx.tolist())
             self.train_drawn += len(idx)
+            loader = self.trainer.train_dataloader if self._trainer is not None else None
+            if hasattr(loader, "batches_done"):  # caulk.data.sharding.ResumableLoader
+                loader.batches_done += 1
         if split == "test":
             self.test_count.update(torch.tensor(float(len(y)), device=self.device))
         return loss
@@ -130,9 +133,10 @@ class TransferModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # the step budget can end training mid-epoch: keep the fullest epoch's counts
-        if len(self.train_seen) > self.n_train_seen:
-            self.n_train_seen = len(self.train_seen)
-            self.train_samples_per_epoch = self.train_drawn
+        seen, drawn = _gather_union(self.train_seen), _gather_sum(self.train_drawn)
+        if len(seen) > self.n_train_seen:
+            self.n_train_seen = len(seen)  # distinct examples over all ranks
+            self.train_samples_per_epoch = drawn
         self._log_epoch("train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -152,7 +156,7 @@ class TransferModule(pl.LightningModule):
     def _log_epoch(self, split: str) -> None:
         acc = getattr(self, f"{split}_acc")
         loss = getattr(self, f"{split}_loss")
-        if acc.update_count == 0:
+        if acc.update_count == 0 and _world_size() == 1:  # under DDP every rank joins the sync
             return
         err = 1.0 - acc.compute()
         self.log_dict(
@@ -187,3 +191,45 @@ class TransferModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = set(self.trainable_state_dict())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        # what a resumed run needs to end with the same record (this rank's epoch so far)
+        checkpoint["caulk_counts"] = {
+            "train_seen": sorted(self.train_seen),
+            "train_drawn": self.train_drawn,
+            "n_train_seen": self.n_train_seen,
+            "train_samples_per_epoch": self.train_samples_per_epoch,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        counts = checkpoint.get("caulk_counts")
+        if counts:
+            self.train_seen = set(counts["train_seen"])
+            self.train_drawn = int(counts["train_drawn"])
+            self.n_train_seen = int(counts["n_train_seen"])
+            self.train_samples_per_epoch = int(counts["train_samples_per_epoch"])
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_union(items: set[int]) -> set[int]:
+    """The union of a per-rank set over all ranks (the set itself without a process group)."""
+    if _world_size() == 1:
+        return items
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * _world_size()
+    dist.all_gather_object(parts, sorted(items))
+    return set().union(*parts)
+
+
+def _gather_sum(value: int) -> int:
+    if _world_size() == 1:
+        return value
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * _world_size()
+    dist.all_gather_object(parts, int(value))
+    return sum(parts)

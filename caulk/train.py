@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk import __version__
+from caulk.cluster import finished_record, is_global_zero
 from caulk.errors import CaulkConfigError, exit_on_config_error
 from caulk.records import RECORD_NAME, write_json_atomic
 
@@ -30,6 +31,7 @@ log = logging.getLogger("caulk.train")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -53,6 +55,10 @@ def validate_config(cfg: DictConfig) -> None:
     if cache.get("loop", "fast") not in ("fast", "lightning"):
         raise CaulkConfigError(f"cache.loop must be fast or lightning, got {cache.get('loop')!r}")
     check_backbone_cfg(cfg.model)
+    if cfg.model.weights == "zoo":
+        from caulk.pretrain import check_source_cfg
+
+        check_source_cfg(cfg.model, cfg.get("source_task"))
     get_peft(cfg.peft.name)(cfg.peft).validate()
 
 
@@ -78,7 +84,7 @@ def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
         "model": cfg.model.name,
         "backbone_tag": backbone.backbone_tag,
         "weights": backbone.weights,
-        "source_m": cfg.model.get("source_m"),
+        "source_m": cfg.model.get("source_m") if backbone.weights == "zoo" else None,
         "peft": cfg.peft.name,
         "data": cfg.data.name,
         "n": n,
@@ -134,7 +140,17 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
         datamodules.append(build_datamodule(point_cfg.data, seed))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
-    backbone = create_backbone(cfg.model)
+    point_dirs = [
+        output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
+        for dm, (_, seed) in zip(datamodules, points, strict=True)
+    ]
+    done = [
+        finished_record(d, point_cfg) for d, point_cfg in zip(point_dirs, point_cfgs, strict=True)
+    ]
+    if all(r is not None for r in done):  # a re-launched sweep: nothing left to do here
+        log.info("all %d point(s) already have an ok record: skipped", len(done))
+        return done
+    backbone = create_backbone(cfg.model, cfg.get("source_task"), cfg.paths.get("zoo_dir"))
     from caulk.peft import apply_peft
 
     probe_model = copy.deepcopy(backbone.model)
@@ -155,11 +171,17 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
                 "curve_n": [dm.n for dm in datamodules],
                 "curve_seeds": curve_seeds(cfg),
             }
-            run = init_wandb_run(
-                cfg.get("logger"), output_dir, name, {**curve_info, "config": resolved}
-            )
-        for i, ((_, seed), dm) in enumerate(zip(points, datamodules, strict=True)):
-            point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
+            if is_global_zero():
+                run = init_wandb_run(
+                    cfg.get("logger"), output_dir, name, {**curve_info, "config": resolved}
+                )
+        for i, ((_, seed), dm, point_dir, record) in enumerate(
+            zip(points, datamodules, point_dirs, done, strict=True)
+        ):
+            if record is not None:
+                log.info("point n=%s seed=%s already has an ok record: skipped", dm.n, seed)
+                records.append(record)
+                continue
             head = None if trained is None else trained[i]
             records.append(
                 _fit_point(
@@ -234,6 +256,12 @@ def _fit_point(
 
     from caulk.backbones import count_params
     from caulk.callbacks import ScalingPointLogger
+    from caulk.cluster import (
+        RngStateCheckpoint,
+        cluster_plugins,
+        prepare_ddp_children,
+        resume_checkpoint,
+    )
     from caulk.loggers import csv_logger, init_wandb_run, lightning_wandb_logger
     from caulk.module import TransferModule
     from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
@@ -251,6 +279,8 @@ def _fit_point(
         **point,
         "arch": backbone.arch,
         "weights_file": backbone.weights_file,
+        "zoo_entry": (backbone.zoo_meta or {}).get("name"),
+        "source_accuracy": (backbone.zoo_meta or {}).get("source_accuracy"),
         "init_seed": cfg.model.get("init_seed", 0) if backbone.weights == "none" else None,
         "peft_knob": method.knob,
         "peft_knob_value": method.knob_value(),
@@ -283,7 +313,7 @@ def _fit_point(
         record["total_params"] = count_params(module)
         record["backbone_params"] = count_params(backbone.model)
         loggers = csv_logger(cfg.get("logger"), output_dir)
-        if not curve:
+        if not curve and is_global_zero():
             run_name = f"{cfg.model.name}-{cfg.peft.name}-n{datamodule.n}-s{seed}"
             run = init_wandb_run(
                 cfg.get("logger"), output_dir, run_name, {**point, "config": resolved}
@@ -336,20 +366,32 @@ def _fit_point(
             for c in (cfg.get("callbacks") or {}).values()
             if c
         ]
-        callbacks.append(ScalingPointLogger(point, run=curve_run or run))
+        callbacks += [ScalingPointLogger(point, run=curve_run or run), RngStateCheckpoint()]
+        trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+        plugins = cluster_plugins()
+        if plugins:
+            trainer_kwargs["plugins"] = plugins
+        prepare_ddp_children(trainer_kwargs)
         trainer = pl.Trainer(
-            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            **trainer_kwargs,
             logger=loggers or False,
             callbacks=callbacks,
             default_root_dir=str(output_dir),
         )
+        ckpt_path = resume_checkpoint(output_dir, resolved)
+        record["resumed_from"] = None if ckpt_path is None else str(ckpt_path)
         if features is None:
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         else:
             from caulk.features import CachedFeatureDataModule
 
             cached = CachedFeatureDataModule(datamodule, features)
-            trainer.fit(module, cached.train_dataloader(), cached.val_dataloader() or None)
+            trainer.fit(
+                module,
+                cached.train_dataloader(),
+                cached.val_dataloader() or None,
+                ckpt_path=ckpt_path,
+            )
         val_error = trainer.callback_metrics.get("val/error")
         if features is None:
             trainer.test(module, datamodule=datamodule, verbose=False)
@@ -367,7 +409,8 @@ def _fit_point(
             n_train_seen=module.n_train_seen,
             train_samples_per_epoch=module.train_samples_per_epoch,
             global_steps=int(trainer.global_step),
-            epochs=int(trainer.current_epoch),
+            # completed epochs from the step count (Lightning's counter is off by one on resume)
+            epochs=int(trainer.global_step // max(1, trainer.num_training_batches)),
         )
     except Exception as e:
         record.update(
@@ -375,9 +418,13 @@ def _fit_point(
         )
         if not curve:
             raise
+    except BaseException as e:  # preempted (submitit requeues and exits) or interrupted
+        record.update(status="interrupted", message=f"{type(e).__name__}: {e}")
+        raise
     finally:
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
-        write_json_atomic(output_dir / RECORD_NAME, record)
+        if is_global_zero():  # DDP: one record per point, written by rank 0
+            write_json_atomic(output_dir / RECORD_NAME, record)
         if run is not None:
             _finish_wandb(run, failed=record.get("status") != "ok")
     return record
@@ -398,8 +445,12 @@ def _use_fast_loop(cfg: DictConfig) -> bool:
 
 def _finish_wandb(run, failed: bool) -> None:
     """Close a W&B run (multirun jobs in one process must not share a run)."""
-    if run is not None:
+    if run is None:
+        return
+    try:
         run.finish(exit_code=1 if failed else 0)
+    except Exception as e:  # e.g. the W&B service was killed with a preempted job: never mask that
+        log.warning("could not finish the W&B run: %s: %s", type(e).__name__, e)
 
 
 def format_summary(record: dict[str, Any]) -> str:
@@ -443,6 +494,7 @@ GROUPS = (
     "model",
     "peft",
     "data",
+    "source_task",
     "trainer",
     "logger",
     "callbacks",
@@ -450,7 +502,10 @@ GROUPS = (
     "hydra",
     "experiment",
     "debug",
+    "hydra/launcher",
 )
+# options that Hydra and its plugins provide without a file under conf/
+BUILTIN_OPTIONS = {"hydra/launcher": ("basic", "submitit_local", "submitit_slurm")}
 _SIMPLE_VALUES = re.compile(r"[\w.-]+(,[\w.-]+)*")
 
 
@@ -460,7 +515,8 @@ def check_group_overrides(args: list[str], config_dir: str = CONFIG_DIR) -> None
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or not _SIMPLE_VALUES.fullmatch(value) or value == "null":
             continue
-        available = sorted(p.stem for p in Path(config_dir, key).glob("*.yaml"))
+        files = {p.stem for p in Path(config_dir, key).glob("*.yaml")}
+        available = sorted(files | set(BUILTIN_OPTIONS.get(key, ())))
         for option in value.split(","):
             if option not in available:
                 raise CaulkConfigError(
@@ -474,7 +530,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         records = train_curve(cfg)
     except CaulkConfigError as e:
         exit_on_config_error(e, cfg.paths.output_dir)
-    if len(records) == 1:
+    if not is_global_zero():  # a DDP child: rank 0 reports
+        pass
+    elif len(records) == 1:
         print(format_summary(records[0]), flush=True)
     else:
         print(format_curve_summary(records), flush=True)

@@ -30,6 +30,7 @@ def _cfg(**kwargs):
 
 default_cfgs = generate_default_cfgs(
     {
+        "caulk_vit_femto.untrained": _cfg(),
         "caulk_vit_pico.untrained": _cfg(),
         "caulk_vit_nano.untrained": _cfg(),
         "caulk_vit_micro.untrained": _cfg(),
@@ -40,6 +41,14 @@ default_cfgs = generate_default_cfgs(
 def _create(variant: str, pretrained: bool, **kwargs) -> VisionTransformer:
     base = dict(img_size=32, patch_size=8, mlp_ratio=4.0, num_classes=0)
     return _create_vision_transformer(variant, pretrained=pretrained, **{**base, **kwargs})
+
+
+@register_model
+def caulk_vit_femto(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """ViT-Femto/8 @32px: width 32, depth 3, 2 heads (~45K params)."""
+    return _create(
+        "caulk_vit_femto", pretrained, **{**dict(embed_dim=32, depth=3, num_heads=2), **kwargs}
+    )
 
 
 @register_model

@@ -60,3 +60,21 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 3
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node Slurm cluster booted for the session (skips, with the reason, if it can't)."""
+    from tests.slurm_cluster import SlurmCluster
+
+    reason = SlurmCluster.unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except (RuntimeError, TimeoutError) as e:
+        cluster.stop()
+        pytest.skip(f"could not boot the Slurm test cluster: {str(e)[:500]}")
+    yield cluster
+    cluster.stop()

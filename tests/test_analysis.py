@@ -272,3 +272,57 @@ def test_real_multirun_then_analyze_with_a_failed_job_and_wandb_aggregate(tmp_pa
     assert '"points.nrows":12' in dump.stdout and '"fits.nrows":2' in dump.stdout  # the two tables
     assert '"panelDefId":"wandb/lineseries/v0"' in dump.stdout  # wandb.plot.line_series
     assert '"error_vs_n_table.nrows":6' in dump.stdout  # 2 lines (model, peft) x 3 n, long format
+
+
+def test_source_m_sweep_gets_its_table_and_figure(tmp_path):
+    """Zoo records over source sizes m: analyze writes the m table (seed means) and its figure."""
+    rng = np.random.default_rng(3)
+    truth = {0: 0.7, 1000: 0.4, 32000: 0.3}
+    rows = []
+    for m, base in truth.items():
+        for n in (20, 40, 80):
+            for seed in range(3):
+                err = base * (20 / n) ** 0.3 + rng.normal(0, 0.01)
+                rows.append((m, n, seed, err))
+                write_json_atomic(
+                    tmp_path / "sweep" / f"m{m}" / f"n{n}_s{seed}" / "record.json",
+                    {
+                        "status": "ok",
+                        "model": "vit_pico",
+                        "peft": "linear",
+                        "data": "digits",
+                        "weights": "zoo",
+                        "source_m": m,
+                        "n": n,
+                        "seed": seed,
+                        "test_error": err,
+                        "backbone_params": 200_000,
+                    },
+                )
+    # a hub model (source_m null) next to it has no m sweep and stays out of the m table
+    write_json_atomic(
+        tmp_path / "sweep" / "hub" / "record.json",
+        {
+            "status": "ok",
+            "model": "vit_b",
+            "peft": "linear",
+            "data": "digits",
+            "weights": "hub",
+            "source_m": None,
+            "n": 20,
+            "seed": 0,
+            "test_error": 0.2,
+            "backbone_params": 86_000_000,
+        },
+    )
+    result = analyze([tmp_path / "sweep"], replicates=0)
+    assert (result.out / "error_vs_source_m.png").stat().st_size > 0
+    table = pd.read_csv(result.out / "source_m.csv")
+    assert set(table["model"]) == {"vit_pico"} and sorted(table["source_m"]) == [0, 1000, 32000]
+    expected = (
+        pd.DataFrame(rows, columns=["m", "n", "seed", "err"]).groupby(["m", "n"])["err"].mean()
+    )
+    for _, row in table.iterrows():
+        for n in (20, 40, 80):
+            assert row[str(n)] == pytest.approx(expected[(row["source_m"], n)])
+    assert "by source size m" in (result.out / "report.html").read_text()

@@ -194,8 +194,20 @@ def test_group_override_check_accepts_every_real_option():
             "model.weights=none",
             "+trainer.limit_test_batches=1",
             "hydra.run.dir=x",
+            "hydra/launcher=slurm,slurm_1gpu,slurm_multigpu,submitit_local,basic",
+            "trainer=ddp",
         ]
     )
+
+
+def test_group_override_check_rejects_an_unknown_launcher():
+    from caulk.errors import CaulkConfigError
+    from caulk.train import check_group_overrides
+
+    with pytest.raises(
+        CaulkConfigError, match="unknown hydra/launcher 'slurmm'; available: basic, slurm"
+    ):
+        check_group_overrides(["hydra/launcher=slurmm"])
 
 
 @pytest.mark.slow

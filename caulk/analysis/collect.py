@@ -19,7 +19,7 @@ class Collection:
 
     table: pd.DataFrame  # one row per record (ok and failed), scalar fields only
     failed: list[dict[str, Any]] = field(default_factory=list)  # {path, message}
-    missing: list[str] = field(default_factory=list)  # job dirs without any record
+    missing: list[str] = field(default_factory=list)  # job (or curve point) dirs without a record
     unreadable: list[dict[str, str]] = field(default_factory=list)  # {path, message}
 
     @property
@@ -41,6 +41,22 @@ def _scalar_fields(record: dict[str, Any]) -> dict[str, Any]:
 def _job_dirs(root: Path) -> list[Path]:
     """Hydra job dirs under ``root`` (each has a ``.hydra`` folder)."""
     return sorted(p.parent for p in root.rglob(".hydra") if p.is_dir() and p.parent != root)
+
+
+def _curve_point_dirs(job: Path) -> list[Path]:
+    """The point dirs a curve job (``curve.n`` x ``curve.seeds``) should hold; [] otherwise."""
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        ns, seeds = cfg.curve.get("n"), cfg.curve.get("seeds")
+        if ns is None and seeds is None:
+            return []
+        ns = [cfg.data.n] if ns is None else list(ns)
+        seeds = [cfg.seed] if seeds is None else list(seeds)
+        return [job / f"n{int(n)}_s{int(s)}" for n in ns for s in seeds]
+    except Exception:  # no readable Hydra config (or n=null): job-level check only
+        return []
 
 
 def collect_records(sweep_dirs: list[str | Path]) -> Collection:
@@ -65,6 +81,8 @@ def collect_records(sweep_dirs: list[str | Path]) -> Collection:
         for job in _job_dirs(root):
             if not any(h == job or job in h.parents for h in have):
                 missing.append(str(job))
+                continue
+            missing += [str(d) for d in _curve_point_dirs(job) if d not in have]
     if not rows:
         raise CaulkConfigError(f"no {RECORD_NAME} found under {', '.join(map(str, sweep_dirs))}")
     table = pd.DataFrame(rows)

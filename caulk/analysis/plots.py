@@ -158,3 +158,53 @@ def plot_transfer(points: pd.DataFrame, law: dict | None, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def source_m_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Seed-mean ``metric`` per (data, model, peft, source_m) row and n column.
+
+    Only (data, model, peft) groups that ran more than one source size m (``weights=zoo``; m=0
+    is the random initialisation) are kept; empty when there are none.
+    """
+    need = {"source_m", "model", "peft", "n", metric}
+    if not need <= set(table.columns):
+        return pd.DataFrame()
+    zoo = table[pd.to_numeric(table["source_m"], errors="coerce").notna()].copy()
+    zoo["source_m"] = zoo["source_m"].astype(int)
+    cols = [c for c in ("data", "model", "peft") if c in zoo]
+    varied = zoo.groupby(cols)["source_m"].transform("nunique") > 1
+    zoo = zoo[varied]
+    if zoo.empty:
+        return pd.DataFrame()
+    return zoo.pivot_table(index=[*cols, "source_m"], columns="n", values=metric, aggfunc="mean")
+
+
+def plot_source_m(table: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    """``metric`` against source size m (m=0: random init), a line per n, a panel per model+peft."""
+    pivot = source_m_table(table, metric)
+    if pivot.empty:
+        return None
+    groups = pivot.index.droplevel("source_m").unique()
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False, sharey=True
+    )
+    for ax, group in zip(axes[0], groups, strict=True):
+        sub = pivot.xs(group, level=list(range(len(pivot.index.names) - 1)))
+        ms = sub.index.to_numpy()
+        x = np.where(ms == 0, ms[ms > 0].min() / 4 if (ms > 0).any() else 1, ms)
+        colours = plt.cm.plasma(np.linspace(0.05, 0.85, len(sub.columns)))
+        for col, n in zip(colours, sub.columns, strict=True):
+            ax.plot(x, sub[n].to_numpy(), "o-", color=col, ms=4, label=f"n={n}")
+        ax.set_xscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels(["0\n(random)" if m == 0 else f"{m:g}" for m in ms])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(" ".join(str(g) for g in (group if isinstance(group, tuple) else (group,))))
+        ax.set_xlabel("source size m (zoo pre-training examples)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0][0].set_ylabel(metric.replace("_", " "))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

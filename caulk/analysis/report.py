@@ -27,6 +27,7 @@ def write_report(
     transfer_law: dict | None,
     failed: list[dict[str, str]],
     missing: list[str],
+    by_source_m: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``report.html`` (no external files needed to view it) and return its path."""
     parts = [
@@ -47,6 +48,12 @@ def write_report(
     parts.append("<h2>Figures</h2>" + "".join(_img(f) for f in figures))
     parts.append("<h2>Fits: e(n) = a + b n<sup>-c</sup> (95% CIs: bootstrap over seeds)</h2>")
     parts.append(fits.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
+    if by_source_m is not None and not by_source_m.empty:
+        parts.append(
+            f"<h2>{html.escape(summary['metric'])} by source size m (columns: n; m=0 is the "
+            "random initialisation; mean over seeds)</h2>"
+        )
+        parts.append(by_source_m.to_html(float_format=lambda v: f"{v:.3f}"))
     if transfer_law:
         parts.append(
             "<h2>Effective data transferred: D<sub>T</sub> = k n<sup>α</sup> N<sup>β</sup></h2>"

@@ -18,6 +18,7 @@ from caulk.data.base import (
     ToBackboneInput,
 )
 from caulk.data.registry import Splits, load_splits
+from caulk.data.sharding import eval_loader, train_loader
 from caulk.data.subsets import check_n, few_shot_subset, nested_stratified_order, vtab1k_split
 from caulk.data.transforms import check_augment_policy, eval_transform, image_mode, train_transform
 from caulk.errors import CaulkConfigError
@@ -209,16 +210,15 @@ class DownstreamDataModule(pl.LightningDataModule):
         return IndexedImageDataset(source, labels, positions, transform, self.mode)
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
+        """Training: exact-n, seeded, resumable batches; evaluation: one uneven shard per rank."""
         if self.transform is None:
             raise RuntimeError("call set_input_transform(backbone.data_config) before loading data")
-        return DataLoader(
-            ds,
-            batch_size=int(self.cfg.batch_size),
-            shuffle=shuffle,
-            collate_fn=self.transform.collate if self.in_memory else None,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            **self.loader_kwargs,
-        )
+        collate = self.transform.collate if self.in_memory else None
+        if shuffle:
+            return train_loader(
+                ds, int(self.cfg.batch_size), self.seed, collate_fn=collate, **self.loader_kwargs
+            )
+        return eval_loader(ds, int(self.cfg.batch_size), collate_fn=collate, **self.loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("pool", self.train_idx, train=True), shuffle=True)

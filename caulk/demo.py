@@ -1,0 +1,163 @@
+"""The demo behind ``make demo``: zoo backbones of three sizes x {linear, lora} x n x seeds on
+digits, an m sweep (m=0 is random init), then ``caulk.analyze`` into one HTML report.
+
+``python -m caulk.demo`` runs three Hydra multiruns of ``experiment=demo`` (each a real
+``python -m caulk.train -m`` process; missing zoo entries are pre-trained on first use and
+cached), analyses them together, and prints what the report shows: whether the pre-trained
+backbones beat the random ones at small n, and how the error moves with the source size m.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from caulk.errors import CaulkConfigError
+
+MODELS = ("vit_femto", "vit_pico", "vit_nano")
+SOURCE_M = (0, 1000, 4000, 32000)
+SMALL_N = 100  # "small n": the demo's claims are checked at n <= 100
+
+
+def demo_sweeps(
+    models: list[str], source_m: list[int], m_sweep_model: str, lora: bool
+) -> dict[str, list[str]]:
+    """The demo's multiruns, as ``caulk.train -m`` override lists keyed by sweep name."""
+    top = max(source_m)
+    sweeps = {
+        "linear": [f"model={','.join(models)}", "peft=linear", f"model.source_m=0,{top}"],
+    }
+    if lora:
+        sweeps["lora"] = [
+            f"model={','.join(models)}",
+            "peft=lora",
+            "peft.last_k_blocks=1",
+            f"model.source_m={top}",
+        ]
+    middle = [m for m in source_m if m not in (0, top)]
+    if middle:
+        sweeps["source_m"] = [
+            f"model={m_sweep_model}",
+            "peft=linear",
+            f"model.source_m={','.join(map(str, middle))}",
+        ]
+    return sweeps
+
+
+def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> float:
+    """Run one multirun into ``root/name``; its output goes to ``root/name.log``. Returns seconds."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "caulk.train",
+        "-m",
+        "experiment=demo",
+        *overrides,
+        *extra,
+        f"hydra.sweep.dir={root / name}",
+        "hydra.callbacks.analyze.enabled=false",
+    ]
+    start = time.perf_counter()
+    log_path = root / f"{name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-15:])
+        raise RuntimeError(
+            f"demo sweep {name!r} failed (exit {proc.returncode}); see {log_path}\n{tail}"
+        )
+    return time.perf_counter() - start
+
+
+def small_n_comparison(table: pd.DataFrame, small_n: int = SMALL_N) -> pd.DataFrame:
+    """Mean test error over n <= small_n and seeds, per (model, peft, source_m)."""
+    ok = table[(table["status"] == "ok") & (table["n"] <= small_n)].copy()
+    ok["source_m"] = pd.to_numeric(ok["source_m"], errors="coerce")
+    ok = ok.dropna(subset=["source_m"])
+    out = ok.groupby(["model", "peft", "source_m"])["test_error"].agg(["mean", "count"])
+    return out.reset_index()
+
+
+def format_findings(table: pd.DataFrame, small_n: int = SMALL_N) -> list[str]:
+    """The two claims of the demo, measured: pretrained vs random at small n, and error vs m."""
+    cmp = small_n_comparison(table, small_n)
+    lines = [f"mean test error over n <= {small_n} and seeds (linear probe):"]
+    linear = cmp[cmp["peft"] == "linear"]
+    for model, sub in linear.groupby("model", sort=False):
+        sub = sub.sort_values("source_m")
+        errs = ", ".join(
+            f"m={int(m)}: {e:.3f}" for m, e in zip(sub["source_m"], sub["mean"], strict=True)
+        )
+        verdict = ""
+        if 0 in set(sub["source_m"]) and len(sub) > 1:
+            random_err = float(sub.loc[sub["source_m"] == 0, "mean"].iloc[0])
+            best_pre = float(sub.loc[sub["source_m"] > 0, "mean"].min())
+            verdict = (
+                "  -> pre-trained beats random init"
+                if best_pre < random_err
+                else "  -> pre-trained does NOT beat random init"
+            )
+        lines.append(f"  {model:10s} {errs}{verdict}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m caulk.demo [--models ...] [--source-m ...] [--out DIR] [overrides...]``."""
+    p = argparse.ArgumentParser(prog="python -m caulk.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS), help="zoo model configs (sizes)")
+    p.add_argument(
+        "--source-m",
+        default=",".join(map(str, SOURCE_M)),
+        help="source sizes m of the m sweep (0 = random init; the largest is used for the sizes)",
+    )
+    p.add_argument("--m-sweep-model", default="vit_pico", help="the model of the m sweep")
+    p.add_argument("--no-lora", action="store_true", help="linear probes only")
+    p.add_argument("--out", default=None, help="demo dir (default logs/demo/<time>)")
+    p.add_argument("overrides", nargs="*", help="extra caulk.train overrides, e.g. curve.seeds=[0]")
+    args = p.parse_args(argv)
+    try:
+        models = [m for m in args.models.split(",") if m]
+        source_m = sorted({int(m) for m in args.source_m.split(",") if m})
+        if not models or len(source_m) < 2 or min(source_m) < 0:
+            raise CaulkConfigError(
+                "need at least one model and two source sizes m >= 0 (e.g. --source-m 0,32000)"
+            )
+        from caulk.train import check_group_overrides
+
+        check_group_overrides([f"model={m}" for m in [*models, args.m_sweep_model]])
+    except (CaulkConfigError, ValueError) as e:
+        print(f"caulk: error: {e}", file=sys.stderr)
+        return 2
+    root_dir = Path(os.environ.get("CAULK_ROOT", "."))
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    root = Path(args.out) if args.out else root_dir / "logs" / "demo" / stamp
+    root.mkdir(parents=True, exist_ok=True)
+    sweeps = demo_sweeps(models, source_m, args.m_sweep_model, not args.no_lora)
+    start = time.perf_counter()
+    for name, overrides in sweeps.items():
+        print(
+            f"[demo] sweep {name}: caulk.train -m experiment=demo {' '.join(overrides)}", flush=True
+        )
+        seconds = run_sweep(name, overrides, root, args.overrides)
+        print(f"[demo]   done in {seconds:.0f} s (log: {root / name}.log)", flush=True)
+    from caulk.analyze import analyze, format_analysis
+
+    result = analyze([root], out=root / "analysis", wandb_mode="offline")
+    print(format_analysis(result), flush=True)
+    for line in format_findings(result.table):
+        print(f"[demo] {line}", flush=True)
+    print(
+        f"[demo] total {time.perf_counter() - start:.0f} s; report: {root / 'analysis' / 'report.html'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The demo behind `make demo`: its sweeps, bad input, and (slow) a reduced demo end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from caulk.demo import demo_sweeps, main, small_n_comparison
+from tests.conftest import REPO, cli_env
+
+
+def test_demo_sweeps_cover_sizes_pefts_and_the_m_sweep():
+    sweeps = demo_sweeps(["vit_femto", "vit_pico"], [0, 1000, 32000], "vit_pico", lora=True)
+    assert sweeps["linear"] == [
+        "model=vit_femto,vit_pico",
+        "peft=linear",
+        "model.source_m=0,32000",
+    ]
+    assert "model.source_m=32000" in sweeps["lora"] and "peft=lora" in sweeps["lora"]
+    assert sweeps["source_m"] == ["model=vit_pico", "peft=linear", "model.source_m=1000"]
+    assert set(demo_sweeps(["vit_femto"], [0, 500], "vit_femto", lora=False)) == {"linear"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--source-m", "500"], "two source sizes"),
+        (["--source-m=-1,5"], "two source sizes"),
+        (["--models", "vit_zeta"], "unknown model 'vit_zeta'"),
+    ],
+)
+def test_demo_bad_input_is_one_line_before_any_work(tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "demo").exists()
+
+
+def test_small_n_comparison_averages_over_seeds_and_small_n():
+    table = pd.DataFrame(
+        {
+            "status": ["ok"] * 5 + ["failed"],
+            "model": ["m"] * 6,
+            "peft": ["linear"] * 6,
+            "source_m": [0, 0, 10, 10, 10, 10],
+            "n": [20, 50, 20, 50, 500, 20],
+            "test_error": [0.8, 0.6, 0.5, 0.3, 0.0, 0.0],
+        }
+    )
+    cmp = small_n_comparison(table, small_n=100).set_index("source_m")
+    assert cmp.loc[0, "mean"] == pytest.approx(0.7) and cmp.loc[10, "mean"] == pytest.approx(0.4)
+    assert cmp.loc[10, "count"] == 2
+
+
+@pytest.mark.slow
+def test_reduced_demo_end_to_end(tmp_path):
+    """A small demo through the real CLI: zoo built on the spot, report written, and the
+    pre-trained backbone beats its random initialisation at small n."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "caulk.demo",
+            "--models",
+            "vit_femto",
+            "--source-m",
+            "0,4000",
+            "--m-sweep-model",
+            "vit_femto",
+            "--out",
+            str(out),
+            "curve.n=[20,40,80]",
+            "curve.seeds=[0,1]",
+            "source_task.steps=200",
+        ],
+        cwd=REPO,
+        env=cli_env(CAULK_CACHE=str(tmp_path / "cache"), CAULK_ROOT=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = out / "analysis" / "report.html"
+    assert report.is_file() and "by source size m" in report.read_text()
+    assert (out / "analysis" / "error_vs_n.png").is_file()
+    assert (out / "analysis" / "error_vs_source_m.png").is_file()
+    records = [json.loads(p.read_text()) for p in out.rglob("record.json")]
+    # linear x {m=0, m=4000} + lora at m=4000, 3 n x 2 seeds each
+    assert len(records) == 18 and all(r["status"] == "ok" for r in records)
+    assert {r["zoo_entry"] is not None for r in records} == {True}
+    assert len(list((tmp_path / "cache" / "zoo").glob("*.json"))) == 2
+    table = pd.DataFrame(records)
+    cmp = small_n_comparison(table).query("peft == 'linear'").set_index("source_m")["mean"]
+    assert cmp.loc[4000] < cmp.loc[0]
+    assert "pre-trained beats random init" in proc.stdout
+    assert list(out.rglob("wandb/offline-run-*")), "W&B offline runs are written"
