@@ -147,7 +147,8 @@ def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> d
         lg.save()
         lg.finalize("success")
     metrics.update(test)
-    return {**metrics, "global_steps": step, "epochs": epochs}
+    # completed epochs, as the Lightning path records them
+    return {**metrics, "global_steps": step, "epochs": step // max(1, len(train_loader))}
 
 
 #: optimizers whose update is elementwise: stacking the heads of many points changes nothing
@@ -229,7 +230,8 @@ def _schedule(make_loader, max_steps: int, batch: int):
         drawn += len(rows)
     if len(seen) > seen_best:
         seen_best, drawn_best = len(seen), drawn
-    return idx, mask, {"epochs": epochs, "n_train_seen": seen_best, "per_epoch": drawn_best}
+    completed = epochs - 1 + (next(batches) is None)  # the last epoch counts if it ended here
+    return idx, mask, {"epochs": completed, "n_train_seen": seen_best, "per_epoch": drawn_best}
 
 
 def _epochs(loader, batches):

@@ -39,7 +39,9 @@ def check_source_cfg(model_cfg: Any, source_cfg: Any) -> None:
         )
     if source_cfg is None or source_cfg.get("name") not in SOURCES:
         name = None if source_cfg is None else source_cfg.get("name")
-        raise CaulkConfigError(f"unknown source_task {name!r}; expected one of {', '.join(SOURCES)}")
+        raise CaulkConfigError(
+            f"unknown source_task {name!r}; expected one of {', '.join(SOURCES)}"
+        )
     for key in ("steps", "batch_size", "val_size"):
         v = source_cfg.get(key)
         if not isinstance(v, int) or v < 1:
@@ -47,7 +49,9 @@ def check_source_cfg(model_cfg: Any, source_cfg: Any) -> None:
     if source_cfg.name == "imagefolder":
         root = source_cfg.get("root")
         if not root or not Path(root).is_dir():
-            raise CaulkConfigError(f"source_task=imagefolder needs source_task.root=DIR (not found: {root})")
+            raise CaulkConfigError(
+                f"source_task=imagefolder needs source_task.root=DIR (not found: {root})"
+            )
 
 
 def _source_datasets(source_cfg: Any, m: int, seed: int):

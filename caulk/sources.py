@@ -27,7 +27,7 @@ RENDER_SIZE = 32
 class GlyphTask:
     """The class templates of a glyph source task (fixed by ``task_seed``)."""
 
-    num_classes: int = 64
+    num_classes: int = 256
     max_strokes: int = 3
     task_seed: int = 0
     points_per_stroke: int = 24
