@@ -104,6 +104,11 @@ def format_findings(table: pd.DataFrame, small_n: int = SMALL_N) -> list[str]:
                 if best_pre < random_err
                 else "  -> pre-trained does NOT beat random init"
             )
+        if len(sub) > 2:
+            falls = bool((sub["mean"].diff().dropna() < 0).all())
+            verdict += (
+                "; error falls as m grows" if falls else "; error does NOT fall monotonically in m"
+            )
         lines.append(f"  {model:10s} {errs}{verdict}")
     return lines
 

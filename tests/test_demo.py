@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from caulk.demo import demo_sweeps, main, small_n_comparison
+from caulk.demo import demo_sweeps, format_findings, main, small_n_comparison
 from tests.conftest import REPO, cli_env
 
 
@@ -99,3 +99,24 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert cmp.loc[4000] < cmp.loc[0]
     assert "pre-trained beats random init" in proc.stdout
     assert list(out.rglob("wandb/offline-run-*")), "W&B offline runs are written"
+
+
+def test_findings_say_whether_pretraining_helps_and_error_falls_with_m():
+    def table(errors_by_m):
+        rows = [
+            {
+                "status": "ok",
+                "model": "m",
+                "peft": "linear",
+                "source_m": m,
+                "n": 20,
+                "test_error": e,
+            }
+            for m, e in errors_by_m.items()
+        ]
+        return pd.DataFrame(rows)
+
+    good = format_findings(table({0: 0.7, 1000: 0.5, 32000: 0.4}))[1]
+    assert "pre-trained beats random init" in good and "error falls as m grows" in good
+    bad = format_findings(table({0: 0.4, 1000: 0.5, 32000: 0.45}))[1]
+    assert "does NOT beat random init" in bad and "does NOT fall monotonically" in bad
