@@ -326,3 +326,15 @@ def test_source_m_sweep_gets_its_table_and_figure(tmp_path):
         for n in (20, 40, 80):
             assert row[str(n)] == pytest.approx(expected[(row["source_m"], n)])
     assert "by source size m" in (result.out / "report.html").read_text()
+
+
+def test_wandb_tables_accept_columns_of_mixed_types():
+    """fits.csv marks an absent PEFT knob with "-" beside numeric knobs (raw W&B rejects it)."""
+    from caulk.analysis.wandb_aggregate import wandb_table
+
+    fits = pd.DataFrame(
+        {"peft": ["linear", "lora"], "peft_knob_value": ["-", 8.0], "c": [0.3, 0.5]}
+    )
+    table = wandb_table(fits)
+    assert table.columns == ["peft", "peft_knob_value", "c"]
+    assert [row[1] for row in table.data] == ["-", "8.0"]

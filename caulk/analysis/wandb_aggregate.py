@@ -10,6 +10,14 @@ from caulk.analysis.fits import seed_means
 from caulk.loggers import deterministic_run_id, resolve_wandb_mode
 
 
+def wandb_table(df: pd.DataFrame):
+    """A ``wandb.Table`` of ``df``; object columns become strings (W&B types a column by its
+    first row and rejects e.g. a PEFT knob that is None for one curve and 8.0 for the next)."""
+    import wandb
+
+    return wandb.Table(dataframe=df.astype({c: str for c in df.columns if df[c].dtype == object}))
+
+
 def log_aggregate(
     out: Path,
     table: pd.DataFrame,
@@ -41,16 +49,7 @@ def log_aggregate(
         config={"group_by": keys, "metric": metric},
     )
     try:
-        run.log(
-            {
-                "points": wandb.Table(
-                    dataframe=table.astype(
-                        {c: str for c in table.columns if table[c].dtype == object}
-                    )
-                )
-            }
-        )
-        run.log({"fits": wandb.Table(dataframe=fits)})
+        run.log({"points": wandb_table(table), "fits": wandb_table(fits)})
         xs, ys, labels = [], [], []
         for group_key, pts in table.groupby(keys, dropna=False):
             m = seed_means(pts, metric)
