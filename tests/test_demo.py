@@ -21,6 +21,7 @@ def test_demo_sweeps_cover_sizes_pefts_and_the_m_sweep():
         "model.source_m=0,32000",
     ]
     assert "model.source_m=32000" in sweeps["lora"] and "peft=lora" in sweeps["lora"]
+    assert "trainer.max_steps=150" in sweeps["lora"]
     assert sweeps["source_m"] == ["model=vit_pico", "peft=linear", "model.source_m=1000"]
     assert set(demo_sweeps(["vit_femto"], [0, 500], "vit_femto", lora=False)) == {"linear"}
 
@@ -31,6 +32,7 @@ def test_demo_sweeps_cover_sizes_pefts_and_the_m_sweep():
         (["--source-m", "500"], "two source sizes"),
         (["--source-m=-1,5"], "two source sizes"),
         (["--models", "vit_zeta"], "unknown model 'vit_zeta'"),
+        (["--lora-steps", "0"], "--lora-steps must be >= 1"),
     ],
 )
 def test_demo_bad_input_is_one_line_before_any_work(tmp_path, capsys, argv, message):
