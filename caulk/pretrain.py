@@ -238,6 +238,7 @@ def build_zoo_entry(
         "wall_time_s": round(time.perf_counter() - start, 2),
         "caulk_version": __version__,
         "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # CPU results are bit-identical per thread count
     }
     write_json_atomic(entry.meta_path, meta)
     log.info(

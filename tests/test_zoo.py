@@ -41,6 +41,7 @@ META_KEYS = {
     "wall_time_s",
     "caulk_version",
     "torch_version",
+    "torch_threads",
 }
 
 
