@@ -27,13 +27,14 @@ NS = [10, 20, 40, 80, 160, 320, 640]
 SEEDS = [0, 1, 2]
 
 
-def run_curve(model: str, steps: int, cached: bool, out: Path) -> tuple[float, list[dict]]:
+def run_curve(overrides: list[str], cached: bool, out: Path) -> tuple[float, list[dict]]:
+    """Wall time and records of the NS x SEEDS curve under ``overrides``, in this process."""
     overrides = [
-        f"model={model}",
+        *overrides,
         f"curve.n=[{','.join(map(str, NS))}]",
         f"curve.seeds=[{','.join(map(str, SEEDS))}]",
         f"cache.features={str(cached).lower()}",
-        f"trainer.max_steps={steps}",
+        "cache.disk=false",  # the in-process cache only: the prefix is computed inside the timing
         "trainer.enable_progress_bar=false",
         "logger=none",
         "callbacks=none",
@@ -68,8 +69,9 @@ def main() -> None:
     p.add_argument("--model", default="vit_pico")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        t_cached, cached = run_curve(args.model, args.steps, True, Path(tmp) / "cached")
-        t_plain, plain = run_curve(args.model, args.steps, False, Path(tmp) / "plain")
+        base = [f"model={args.model}", f"trainer.max_steps={args.steps}"]
+        t_cached, cached = run_curve(base, True, Path(tmp) / "cached")
+        t_plain, plain = run_curve(base, False, Path(tmp) / "plain")
     t_extract = extraction_pass(args.model)
     max_diff = max(
         abs(a["test_error"] - b["test_error"]) for a, b in zip(cached, plain, strict=True)

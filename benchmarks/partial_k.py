@@ -14,38 +14,11 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
-
-from caulk.train import CONFIG_DIR, train_curve
-
-NS = [10, 20, 40, 80, 160, 320, 640]
-SEEDS = [0, 1, 2]
-
-
-def run_curve(overrides: list[str], cached: bool, out: Path) -> tuple[float, list[dict]]:
-    overrides = [
-        *overrides,
-        f"curve.n=[{','.join(map(str, NS))}]",
-        f"curve.seeds=[{','.join(map(str, SEEDS))}]",
-        f"cache.features={str(cached).lower()}",
-        "cache.disk=false",  # the in-process cache only: the prefix is computed inside the timing
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        "callbacks=none",
-    ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    start = time.perf_counter()
-    records = train_curve(cfg)
-    return time.perf_counter() - start, records
+from benchmarks.curve import NS, SEEDS, run_curve
 
 
 def main() -> None:

@@ -294,16 +294,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m caulk.pretrain [overrides]``."""
-    import sys
+    from caulk.train import run_cli
 
-    from caulk.train import check_group_overrides
-
-    try:
-        check_group_overrides(sys.argv[1:])
-    except CaulkConfigError as e:
-        print(f"caulk: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    _hydra_main()
+    run_cli(_hydra_main)
 
 
 if __name__ == "__main__":

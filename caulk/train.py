@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,11 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     probe_model = copy.deepcopy(backbone.model)
     probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing
     features = _cached_prefix(cfg, backbone, probe_model, probe, datamodules[0])
-    trained = _batched_heads(cfg, datamodules, features) if features is not None else None
+    pending = [i for i, r in enumerate(done) if r is None]  # points with an ok record are skipped
+    heads = None
+    if features is not None:
+        heads = _batched_heads(cfg, [datamodules[i] for i in pending], features)
+    trained = None if heads is None else dict(zip(pending, heads, strict=True))
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run = None
@@ -539,14 +544,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return sum(r["test_error"] for r in records) / len(records)
 
 
-def main() -> None:
-    """``python -m caulk.train [overrides]``; returns Hydra's result (the test error)."""
+def run_cli(hydra_main: Callable[[], Any]) -> None:
+    """Check the command line's group options (one-line error, exit 2), then run ``hydra_main``."""
     try:
         check_group_overrides(sys.argv[1:])
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    hydra_main()
+
+
+def main() -> None:
+    """``python -m caulk.train [overrides]``."""
+    run_cli(_hydra_main)
 
 
 if __name__ == "__main__":
