@@ -42,10 +42,31 @@ def check_source_cfg(model_cfg: Any, source_cfg: Any) -> None:
         raise CaulkConfigError(
             f"unknown source_task {name!r}; expected one of {', '.join(SOURCES)}"
         )
-    for key in ("steps", "batch_size", "val_size"):
+    seed = model_cfg.get("source_seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise CaulkConfigError(f"model.source_seed must be an integer, got {seed!r}")
+    positive = ["steps", "batch_size", "val_size"]
+    if source_cfg.name == "glyphs":
+        positive += ["max_strokes"]
+        classes = source_cfg.get("num_classes")
+        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+            raise CaulkConfigError(
+                f"source_task.num_classes must be an integer >= 2, got {classes!r}"
+            )
+    for key in positive:
         v = source_cfg.get(key)
-        if not isinstance(v, int) or v < 1:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise CaulkConfigError(f"source_task.{key} must be a positive integer, got {v!r}")
+    checks = {
+        "lr": lambda v: v > 0,
+        "weight_decay": lambda v: v >= 0,
+        "warmup_steps": lambda v: v >= 0,
+        "label_smoothing": lambda v: 0 <= v < 1,
+    }
+    for key, ok in checks.items():
+        v = source_cfg.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not ok(v):
+            raise CaulkConfigError(f"source_task.{key} is out of range: {v!r}")
     if source_cfg.name == "imagefolder":
         root = source_cfg.get("root")
         if not root or not Path(root).is_dir():

@@ -240,6 +240,10 @@ def test_weights_zoo_builds_a_missing_entry_once_then_reuses_it(fast_cfg, tmp_pa
         (["model.weights=zoo"], "model.weights=zoo needs model.source_m"),
         (["model.weights=zoo", "model.source_m=-3"], "source_m"),
         (["model.weights=zoo", "model.source_m=10", "source_task.steps=0"], "source_task.steps"),
+        (["model.weights=zoo", "model.source_m=10", "source_task.num_classes=1"], "num_classes"),
+        (["model.weights=zoo", "model.source_m=10", "source_task.lr=-1"], "source_task.lr"),
+        (["model.weights=zoo", "model.source_m=10", "source_task.label_smoothing=1"], "smoothing"),
+        (["model.weights=zoo", "model.source_m=10", "model.source_seed=x"], "source_seed"),
     ],
 )
 def test_bad_zoo_config_fails_before_any_work(fast_cfg, tmp_path, overrides, message):
