@@ -50,7 +50,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"curve.n must be a non-empty list of sizes, e.g. [10,20,40], got {ns!r}"
         )
     cache = cfg.get("cache") or {}
-    for key in ("features", "disk"):
+    for key in ("features", "disk", "batch_points"):
         if not isinstance(cache.get(key, True), bool):
             raise CaulkConfigError(f"cache.{key} must be true or false, got {cache.get(key)!r}")
     if cache.get("loop", "fast") not in ("fast", "lightning"):

@@ -142,6 +142,7 @@ def test_last_k_blocks_puts_lora_and_adapters_in_the_last_blocks_only():
         ("peft.last_k_blocks=0", "peft.last_k_blocks must be an integer >= 1, got 0"),
         ("cache.loop=turbo", "cache.loop must be fast or lightning, got 'turbo'"),
         ("cache.disk=maybe", "cache.disk must be true or false, got 'maybe'"),
+        ("cache.batch_points=maybe", "cache.batch_points must be true or false, got 'maybe'"),
     ],
 )
 def test_bad_cache_and_last_k_settings_fail_before_any_work(fast_cfg, tmp_path, override, message):
