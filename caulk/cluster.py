@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import open_dict, read_write
 from pytorch_lightning import Callback
 
 from caulk.records import RECORD_NAME
@@ -54,8 +54,8 @@ def _normalized(config: dict[str, Any]) -> Any:
     return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
-def finished_record(point_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The point's record when it says ok and was made with this config, else None (re-run)."""
+def finished_record(point_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The point's record when it says ok and was made with this (resolved) config, else None."""
     path = Path(point_dir) / RECORD_NAME
     try:
         record = json.loads(path.read_text())
@@ -63,7 +63,7 @@ def finished_record(point_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     if record.get("status") != "ok":
         return None
-    if record.get("config") != _normalized(OmegaConf.to_container(cfg, resolve=True)):
+    if record.get("config") != _normalized(config):
         log.warning("%s: ok record made with another config: running the point again", path)
         return None
     return record

@@ -184,11 +184,14 @@ def _index_loader(cached) -> torch.utils.data.DataLoader:
 
 def _sampler_batches(loader):
     """One epoch of ``loader``'s batches of positions, drawn the way its iterator draws them (a
-    base seed from the generator, then the batch sampler) without fetching any data."""
-    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+    base seed from the generator, then RandomSampler's permutation and its empty tail draw),
+    without iterating the sampler index by index or fetching any data."""
+    g = loader.generator
+    torch.empty((), dtype=torch.int64).random_(generator=g)
     t = loader.dataset.index
-    for rows in loader.batch_sampler:
-        yield t[torch.as_tensor(rows)]
+    perm = torch.randperm(len(t), generator=g)
+    torch.randperm(len(t), generator=g)  # RandomSampler's `randperm(n)[: num_samples % n]`
+    return list(t[perm].split(loader.batch_size))
 
 
 def _loader_batches(loader):
@@ -199,8 +202,8 @@ def _loader_batches(loader):
 def _schedule(make_loader, max_steps: int, batch: int):
     """Positions (steps, batch) and mask of every step, with the epoch counts Lightning keeps.
 
-    Reads the sampler directly (fast); checks its first two epochs against a real DataLoader
-    iteration and uses the DataLoader instead if they differ (another torch's iterator).
+    Draws the sampler's permutations directly (fast); checks its first two epochs against a real
+    DataLoader iteration and uses the DataLoader instead if they differ (another torch's sampler).
     """
     check = min(max_steps, 2 * len(make_loader()))
     real = [r for _, r in zip(range(check), _epochs(make_loader(), _loader_batches), strict=False)]
@@ -209,28 +212,30 @@ def _schedule(make_loader, max_steps: int, batch: int):
         (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
         for a, b in zip(real, fast, strict=True)
     )
-    batches = _epochs(make_loader(), _sampler_batches if same else _loader_batches)
+    loader = make_loader()
+    one_epoch = _sampler_batches if same else _loader_batches
     idx = torch.zeros(max_steps, batch, dtype=torch.long)
     mask = torch.zeros(max_steps, batch, dtype=torch.bool)
-    epochs = seen_best = drawn_best = 0
-    seen: set[int] = set()
-    drawn = 0
-    for step in range(max_steps):
-        rows = next(batches)
-        if rows is None:  # epoch boundary
-            if len(seen) > seen_best:
-                seen_best, drawn_best = len(seen), drawn
-            seen, drawn = set(), 0
-            rows = next(batches)
-        if step == 0 or drawn == 0:
-            epochs += 1
-        idx[step, : len(rows)] = rows
-        mask[step, : len(rows)] = True
-        seen.update(rows.tolist())
-        drawn += len(rows)
-    if len(seen) > seen_best:
-        seen_best, drawn_best = len(seen), drawn
-    completed = epochs - 1 + (next(batches) is None)  # the last epoch counts if it ended here
+    step = started = seen_best = drawn_best = 0
+    complete = False
+    whole_epoch = len(loader.dataset.index.unique()), len(loader.dataset)  # (seen, drawn)
+    while step < max_steps:
+        epoch = list(one_epoch(loader))
+        taken = epoch[: max_steps - step]
+        started += 1
+        for k, rows in enumerate(taken):
+            idx[step + k, : len(rows)] = rows
+            mask[step + k, : len(rows)] = True
+        if len(taken) == len(epoch):
+            seen, drawn = whole_epoch
+        else:
+            drawn_rows = torch.cat(taken)
+            seen, drawn = len(drawn_rows.unique()), len(drawn_rows)
+        if seen > seen_best:
+            seen_best, drawn_best = seen, drawn
+        step += len(taken)
+        complete = len(taken) == len(epoch)
+    completed = started - 1 + complete  # the last epoch counts if it ended here
     return idx, mask, {"epochs": completed, "n_train_seen": seen_best, "per_epoch": drawn_best}
 
 

@@ -93,6 +93,51 @@ def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
     }
 
 
+#: interpolations that cannot read a point's n or seed: Hydra's runtime values, the environment
+_POINT_FREE_RESOLVERS = re.compile(r"\$\{(hydra|oc\.env):[^${}]*\}")
+_ABSOLUTE_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+_POINT_KEYS = ("seed", "data", "data.n")
+
+
+def _interpolations(node: Any):
+    """Every interpolation string in a DictConfig/ListConfig, depth first."""
+    keys = range(len(node)) if OmegaConf.is_list(node) else node.keys()
+    for key in keys:
+        if OmegaConf.is_interpolation(node, key):
+            yield str(node._get_node(key)._value())
+            continue
+        child = node._get_node(key)
+        if OmegaConf.is_config(child) and not (child._is_none() or child._is_missing()):
+            yield from _interpolations(child)
+
+
+def _may_read_point_keys(interpolation: str) -> bool:
+    rest, before = interpolation, None
+    while rest != before:  # innermost first: ${oc.env:A,${oc.env:HOME}/x}
+        before, rest = rest, _POINT_FREE_RESOLVERS.sub("", rest)
+    if any(m.group(1) in _POINT_KEYS for m in _ABSOLUTE_REFERENCE.finditer(rest)):
+        return True
+    return "${" in _ABSOLUTE_REFERENCE.sub("", rest)  # relative or resolver-made: cannot tell
+
+
+def resolve_points(cfg: DictConfig, point_cfgs: list[DictConfig]) -> list[dict[str, Any]]:
+    """The resolved config of every point (``_point_cfg``: the curve config with its n and seed).
+
+    Resolving costs tens of ms a point, so when no interpolation can read ``seed`` or ``data.n``
+    the curve config is resolved once and each point sets its own two values; otherwise (a
+    reference to them, a relative one, a custom resolver) every point is resolved on its own.
+    """
+    if len(point_cfgs) < 2 or any(_may_read_point_keys(s) for s in _interpolations(cfg)):
+        return [OmegaConf.to_container(p, resolve=True) for p in point_cfgs]
+    base = OmegaConf.to_container(cfg, resolve=True)
+    resolved = []
+    for point in point_cfgs:
+        config = copy.deepcopy(base)
+        config["data"]["n"], config["seed"] = point.data.n, point.seed
+        resolved.append(config)
+    return resolved
+
+
 def _point_cfg(cfg: DictConfig, n: int | None, seed: int) -> DictConfig:
     point = cfg.copy()
     with open_dict(point):
@@ -126,7 +171,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     import pytorch_lightning as pl
 
     from caulk.backbones import create_backbone
-    from caulk.data import build_datamodule
+    from caulk.data import build_datamodule, load_splits
     from caulk.loggers import init_wandb_run
 
     output_dir = Path(cfg.paths.output_dir)
@@ -136,18 +181,18 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     points = curve_points(cfg)
     datamodules = []
     point_cfgs = [_point_cfg(cfg, n, seed) for n, seed in points]
+    splits = load_splits(point_cfgs[0].data)  # points differ only in n and seed: one load
     for (_, seed), point_cfg in zip(points, point_cfgs, strict=True):  # validates every n first
         pl.seed_everything(seed, workers=True, verbose=False)
-        datamodules.append(build_datamodule(point_cfg.data, seed))
+        datamodules.append(build_datamodule(point_cfg.data, seed, splits))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
     point_dirs = [
         output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
         for dm, (_, seed) in zip(datamodules, points, strict=True)
     ]
-    done = [
-        finished_record(d, point_cfg) for d, point_cfg in zip(point_dirs, point_cfgs, strict=True)
-    ]
+    resolved_points = resolve_points(cfg, point_cfgs)
+    done = [finished_record(d, r) for d, r in zip(point_dirs, resolved_points, strict=True)]
     if all(r is not None for r in done):  # a re-launched sweep: nothing left to do here
         log.info("all %d point(s) already have an ok record: skipped", len(done))
         return done
@@ -190,7 +235,16 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
             head = None if trained is None else trained[i]
             records.append(
                 _fit_point(
-                    point_cfgs[i], backbone, dm, point_dir, curve, run, start, features, head
+                    point_cfgs[i],
+                    resolved_points[i],
+                    backbone,
+                    dm,
+                    point_dir,
+                    curve,
+                    run,
+                    start,
+                    features,
+                    head,
                 )
             )
             start = time.perf_counter()
@@ -245,6 +299,7 @@ def _batched_heads(cfg: DictConfig, datamodules: list, features) -> list[dict] |
 
 def _fit_point(
     cfg: DictConfig,
+    resolved: dict[str, Any],
     backbone,
     datamodule,
     output_dir: Path,
@@ -278,7 +333,6 @@ def _fit_point(
     model = backbone.model if whole else copy.deepcopy(backbone.model)
     datamodule.set_input_transform(backbone.data_config)
     method = apply_peft(model, cfg.peft)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     point = _point(cfg, backbone, datamodule.n)
     record: dict[str, Any] = {
         **point,

@@ -42,3 +42,51 @@ def test_a_failing_point_is_recorded_and_the_others_still_run(fast_cfg, tmp_path
         "failed",
         "failed",
     ]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],  # no interpolation reads n or seed: resolved once, n and seed set per point
+        ["model.init_seed=${seed}"],
+        ["+data.note=n${data.n}", "+tag=${data}"],
+        ["+data.copy_of_n=${.n}"],  # relative: cannot tell statically
+    ],
+)
+def test_every_point_gets_its_own_resolved_config(fast_cfg, extra):
+    from omegaconf import OmegaConf
+
+    from caulk.train import _point_cfg, curve_points, resolve_points
+
+    cfg = fast_cfg("curve.n=[20,40]", "curve.seeds=[3,5]", *extra)
+    points = [_point_cfg(cfg, n, s) for n, s in curve_points(cfg)]
+    expected = [OmegaConf.to_container(p, resolve=True) for p in points]
+    assert resolve_points(cfg, points) == expected
+    assert [(c["data"]["n"], c["seed"]) for c in expected] == [(20, 3), (20, 5), (40, 3), (40, 5)]
+
+
+@pytest.mark.parametrize(
+    ("interpolation", "may_read"),
+    [
+        ("${peft.lr}", False),
+        ("${oc.env:CAULK_CACHE,${oc.env:HOME}/.cache/caulk}", False),
+        ("${hydra:runtime.output_dir}/x", False),
+        ("${seed}", True),
+        ("n${data.n}", True),
+        ("${oc.env:X,${seed}}", True),
+        ("${..n}", True),
+        ("${eval:'${paths.root_dir}'}", True),
+    ],
+)
+def test_which_interpolations_can_read_a_points_n_or_seed(interpolation, may_read):
+    from caulk.train import _may_read_point_keys
+
+    assert _may_read_point_keys(interpolation) is may_read
+
+
+def test_the_default_config_resolves_a_curve_once(fast_cfg):
+    from caulk.train import _interpolations, _may_read_point_keys
+
+    found = list(_interpolations(fast_cfg("curve.n=[20,40]")))
+    assert "${peft.lr}" in found  # the walk reaches the interpolations
+    assert not [s for s in found if _may_read_point_keys(s)]

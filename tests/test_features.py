@@ -178,3 +178,44 @@ def test_batched_heads_equal_one_fast_loop_per_point(fast_cfg, tmp_path):
         for k in wa:
             assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5), k
         assert (Path(a["output_dir"]) / "csv" / "metrics.csv").exists()
+
+
+def _positions_loader(n: int, batch: int, seed: int = 3):
+    from caulk.features import IndexedBatches, _take_batch
+
+    t = torch.arange(100, 100 + n)  # positions that are not 0..n-1
+    return torch.utils.data.DataLoader(
+        IndexedBatches(t, t, t),
+        batch_size=batch,
+        shuffle=True,
+        collate_fn=_take_batch,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+@pytest.mark.parametrize("n", [1, 10, 33, 64])
+def test_the_batched_schedule_draws_the_dataloaders_own_batches(n):
+    from caulk.fastfit import _loader_batches, _sampler_batches
+
+    fast, real = _positions_loader(n, 16), _positions_loader(n, 16)
+    for _ in range(3):  # epochs: the generator state must carry over exactly
+        drawn, iterated = _sampler_batches(fast), list(_loader_batches(real))
+        assert len(drawn) == len(iterated) == -(-n // 16)
+        assert all(torch.equal(a, b) for a, b in zip(drawn, iterated, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("n", "steps", "epochs"),
+    [(33, 6, 2), (33, 7, 2), (33, 8, 2), (33, 9, 3), (10, 5, 5), (64, 3, 0)],
+)
+def test_the_batched_schedule_counts_epochs_and_samples_as_lightning_does(n, steps, epochs):
+    from functools import partial
+
+    from caulk.fastfit import _schedule
+
+    idx, mask, counts = _schedule(partial(_positions_loader, n, 16), steps, 16)
+    assert counts["epochs"] == epochs  # completed epochs: 3 batches of 33, 1 of 10, 4 of 64
+    assert counts["n_train_seen"] == min(n, 16 * steps)
+    assert counts["per_epoch"] == min(n, 16 * steps)
+    assert mask.sum(1).tolist() == [min(16, n - 16 * (s % -(-n // 16))) for s in range(steps)]
+    assert set(idx[mask].tolist()) <= set(range(100, 100 + n))

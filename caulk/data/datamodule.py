@@ -243,6 +243,12 @@ def _check_labels(splits: Splits) -> None:
         raise CaulkConfigError(f"data={splits.name}: the test split is empty")
 
 
-def build_datamodule(data_cfg: Any, seed: int) -> DownstreamDataModule:
-    """Load the named dataset and cut its splits; validates n before any model is built."""
-    return DownstreamDataModule(load_splits(data_cfg), data_cfg, seed)
+def build_datamodule(
+    data_cfg: Any, seed: int, splits: Splits | None = None
+) -> DownstreamDataModule:
+    """Load the named dataset and cut its splits; validates n before any model is built.
+
+    ``splits``: the already loaded splits of the same ``data_cfg`` (a curve's points differ only in
+    n and seed, so they share one load); never modified.
+    """
+    return DownstreamDataModule(load_splits(data_cfg) if splits is None else splits, data_cfg, seed)
