@@ -2,18 +2,20 @@
 digits, an m sweep (m=0 is random init), then ``caulk.analyze`` into one HTML report.
 
 ``python -m caulk.demo`` runs three Hydra multiruns of ``experiment=demo`` (each a real
-``python -m caulk.train -m`` process; missing zoo entries are pre-trained on first use and
-cached), analyses them together, and prints what the report shows: whether the pre-trained
+``caulk.train -m`` multirun, run in this process so the imports are paid once; missing zoo
+entries are pre-trained on first use and cached), analyses them together, and prints what the report shows: whether the pre-trained
 backbones beat the random ones at small n, and how the error moves with the source size m.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import subprocess
 import sys
 import time
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime
 from pathlib import Path
 
@@ -60,10 +62,11 @@ def demo_sweeps(
 
 
 def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> float:
-    """Run one multirun into ``root/name``; its output goes to ``root/name.log``. Returns seconds."""
-    cmd = [
-        sys.executable,
-        "-m",
+    """Run one ``caulk.train -m`` multirun into ``root/name``, in this process (one set of imports
+    for the whole demo); its output goes to ``root/name.log``. Returns seconds."""
+    from caulk.train import _hydra_main
+
+    argv = [
         "caulk.train",
         "-m",
         "experiment=demo",
@@ -74,14 +77,31 @@ def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> 
     ]
     start = time.perf_counter()
     log_path = root / f"{name}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    if proc.returncode != 0:
+    saved_argv, code = sys.argv, 0
+    with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
+        sys.argv = argv
+        try:
+            _hydra_main()
+        except SystemExit as e:  # Hydra reports a failed job and exits
+            code = e.code if isinstance(e.code, int) else 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.argv = saved_argv
+            _detach_log_handlers(log)
+    if code != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-15:])
-        raise RuntimeError(
-            f"demo sweep {name!r} failed (exit {proc.returncode}); see {log_path}\n{tail}"
-        )
+        raise RuntimeError(f"demo sweep {name!r} failed (exit {code}); see {log_path}\n{tail}")
     return time.perf_counter() - start
+
+
+def _detach_log_handlers(stream) -> None:
+    """Drop the logging handlers Hydra's job logging bound to ``stream`` (about to be closed)."""
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if getattr(handler, "stream", None) is stream:
+                logger.removeHandler(handler)
 
 
 def small_n_comparison(table: pd.DataFrame, small_n: int = SMALL_N) -> pd.DataFrame:

@@ -43,6 +43,31 @@ def test_fitter_recovers_planted_exponents(a, b, c):
 
 
 @pytest.mark.slow
+def test_the_offset_fit_is_at_least_as_good_as_a_local_fit_started_at_the_truth():
+    """The profile fit's SSE is never above scipy's bounded least squares from the planted
+    parameters, on noisy curves whose a/c trade-off is flat."""
+    from scipy.optimize import curve_fit
+
+    rng = np.random.default_rng(4)
+    n = np.array([10, 20, 40, 80, 160, 320, 640], float)
+    for _ in range(25):
+        a, b, c = rng.uniform(0, 0.3), rng.uniform(0.3, 3), rng.uniform(0.1, 1.5)
+        e = (a + b * n**-c) * (1 + 0.05 * rng.standard_normal(len(n)))
+        e_min = float(e.min())
+
+        def law(n, a, b, c):
+            return a + b * n**-c
+
+        start = (min(a, e_min), b, c)
+        local, _ = curve_fit(
+            law, n, e, p0=start, bounds=([0, 0, 1e-3], [e_min, np.inf, 5]), maxfev=20_000
+        )
+        fit = fit_offset_power_law(n, e)
+        sse_local = float(np.sum((law(n, *local) - e) ** 2))
+        assert 0 <= fit.a <= e_min and fit.b >= 0 and 1e-3 <= fit.c <= 5
+        assert fit.rmse**2 * len(n) <= sse_local * (1 + 1e-6) + 1e-15
+
+
 def test_bootstrap_cis_cover_the_truth_in_most_trials():
     rng = np.random.default_rng(1)
     a, b, c = 0.1, 1.0, 0.5
