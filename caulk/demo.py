@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import datetime
 from pathlib import Path
 
@@ -86,7 +86,7 @@ def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> 
     start = time.perf_counter()
     log_path = root / f"{name}.log"
     saved_argv, code = sys.argv, 0
-    with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
+    with open(log_path, "w") as log, _all_output_to(log):
         sys.argv = argv
         try:
             _hydra_main()
@@ -97,18 +97,36 @@ def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> 
             code = 1
         finally:
             sys.argv = saved_argv
-            _detach_log_handlers(log)
     if code != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-15:])
         raise RuntimeError(f"demo sweep {name!r} failed (exit {code}); see {log_path}\n{tail}")
     return time.perf_counter() - start
 
 
-def _detach_log_handlers(stream) -> None:
-    """Drop the logging handlers Hydra's job logging bound to ``stream`` (about to be closed)."""
+def _stream_handlers():
     for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
         for handler in list(getattr(logger, "handlers", [])):
-            if getattr(handler, "stream", None) is stream:
+            if isinstance(handler, logging.StreamHandler):
+                yield logger, handler
+
+
+@contextmanager
+def _all_output_to(log):
+    """Send prints and every console log handler (Lightning's, bound at import) to ``log``; then
+    restore them and drop the handlers Hydra's job logging bound to ``log`` meanwhile."""
+    consoles = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    moved = []
+    for _, handler in _stream_handlers():
+        if handler.stream in consoles and not isinstance(handler, logging._StderrHandler):
+            moved.append((handler, handler.setStream(log)))
+    try:
+        with redirect_stdout(log), redirect_stderr(log):
+            yield
+    finally:
+        for handler, stream in moved:
+            handler.setStream(stream)
+        for logger, handler in _stream_handlers():
+            if handler.stream is log:
                 logger.removeHandler(handler)
 
 

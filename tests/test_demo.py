@@ -122,3 +122,19 @@ def test_findings_say_whether_pretraining_helps_and_error_falls_with_m():
     assert "pre-trained beats random init" in good and "error falls as m grows" in good
     bad = format_findings(table({0: 0.4, 1000: 0.5, 32000: 0.45}))[1]
     assert "does NOT beat random init" in bad and "does NOT fall monotonically" in bad
+
+
+def test_a_failing_sweep_raises_with_its_log_and_keeps_the_console_clean(tmp_path, capsys):
+    import logging
+
+    from caulk.demo import run_sweep
+
+    with pytest.raises(RuntimeError, match="demo sweep 'bad' failed") as err:
+        run_sweep("bad", ["model=vit_femto", "peft=linear"], tmp_path, ["curve.n=[]"])
+    log = (tmp_path / "bad.log").read_text()
+    assert "curve.n must be a non-empty list" in log and "bad.log" in str(err.value)
+    out = capsys.readouterr()
+    assert "curve.n" not in out.out + out.err  # the job's output went to its log only
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for h in getattr(logger, "handlers", []):  # none left writing to the closed log
+            assert not getattr(getattr(h, "stream", None), "closed", False), (logger, h)
