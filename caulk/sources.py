@@ -21,6 +21,9 @@ from torch.utils.data import Dataset
 
 SPLIT_STREAMS = {"train": 0, "val": 1}
 RENDER_SIZE = 32
+#: a split up to this size keeps its rendered examples (exact: an example depends only on its
+#: index), so pre-training renders each one once rather than once per epoch: m <= 131,072
+RENDER_CACHE_BYTES = 1 << 29
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,19 @@ class GlyphDataset(Dataset):
     together).
     """
 
-    def __init__(self, task: GlyphTask, size: int, split: str = "train", sample_seed: int = 0):
+    def __init__(
+        self,
+        task: GlyphTask,
+        size: int,
+        split: str = "train",
+        sample_seed: int = 0,
+        cache: bool = True,
+    ):
         if split not in SPLIT_STREAMS:
             raise ValueError(f"split must be one of {list(SPLIT_STREAMS)}, got {split!r}")
         self.task, self.size, self.split, self.sample_seed = task, int(size), split, sample_seed
+        self.cache = cache and self.size * RENDER_SIZE**2 * 4 <= RENDER_CACHE_BYTES
+        self._rendered: tuple[torch.Tensor, np.ndarray] | None = None  # images, done mask
 
     def __len__(self) -> int:
         return self.size
@@ -134,16 +146,35 @@ class GlyphDataset(Dataset):
         return i % self.task.num_classes
 
     def _draws(self, i: int) -> tuple[np.ndarray, ...]:
-        if not 0 <= i < self.size:
-            raise IndexError(i)
         stream = [self.task.task_seed, self.sample_seed, SPLIT_STREAMS[self.split], int(i)]
         return _draws(self.task, np.random.default_rng(stream))
 
+    def _render(self, indices: list[int]) -> torch.Tensor:
+        labels = [self.label(i) for i in indices]
+        return render_glyphs(self.task, labels, [self._draws(i) for i in indices])
+
+    def images(self, indices: list[int]) -> torch.Tensor:
+        """The examples' images (B, 1, 32, 32), rendered on first use (kept when ``cache``)."""
+        for i in indices:
+            if not 0 <= i < self.size:
+                raise IndexError(i)
+        if not self.cache:
+            return self._render(indices)
+        if self._rendered is None:  # allocated lazily: in each DataLoader worker of its own
+            size = (self.size, 1, RENDER_SIZE, RENDER_SIZE)
+            self._rendered = torch.empty(size), np.zeros(self.size, dtype=bool)
+        store, done = self._rendered
+        todo = sorted({i for i in indices if not done[i]})
+        if todo:
+            store[todo] = self._render(todo)
+            done[todo] = True
+        return store[indices]
+
     def __getitems__(self, indices: list[int]) -> list[tuple]:
-        labels = [self.label(int(i)) for i in indices]
-        imgs = render_glyphs(self.task, labels, [self._draws(int(i)) for i in indices])
+        indices = [int(i) for i in indices]
+        imgs = self.images(indices)
         return [
-            (img, torch.tensor(self.label(int(i))), torch.tensor(int(i)))
+            (img, torch.tensor(self.label(i)), torch.tensor(i))
             for img, i in zip(imgs, indices, strict=True)
         ]
 

@@ -67,11 +67,38 @@ def pretrain_cfg(zoo_dir: Path, *overrides: str):
 
 
 def test_glyph_example_depends_only_on_its_index():
-    ds = GlyphDataset(GlyphTask(), 100_000)
+    ds = GlyphDataset(GlyphTask(), 100_000, cache=False)  # every call renders
     alone = ds[99_999]
     in_batch = ds.__getitems__([5, 99_999, 17])[1]
     assert torch.equal(alone[0], in_batch[0]) and int(alone[1]) == int(in_batch[1])
     assert alone[0].shape == (1, 32, 32) and alone[0].min() >= 0.0 and alone[0].max() <= 1.0
+
+
+def test_kept_glyphs_equal_fresh_renders_and_each_is_rendered_once(monkeypatch):
+    kept = GlyphDataset(GlyphTask(), 40)
+    rendered = []
+    real = kept._render
+    monkeypatch.setattr(kept, "_render", lambda idx: rendered.extend(idx) or real(idx))
+    fresh = GlyphDataset(GlyphTask(), 40, cache=False)
+    assert kept.cache and not fresh.cache
+    for batch in ([3, 7, 3, 39], [7, 0, 12], [39, 12, 3]):  # repeats within and across batches
+        got = kept.__getitems__(batch)
+        want = fresh.__getitems__(batch)
+        assert all(
+            torch.equal(a[0], b[0]) and int(a[1]) == int(b[1])
+            for a, b in zip(got, want, strict=True)
+        )
+    assert sorted(rendered) == [0, 3, 7, 12, 39]  # each once
+    got[0][0].fill_(7.0)  # what a batch holds is a copy: the kept image is unchanged
+    assert torch.equal(kept[39][0], fresh[39][0])
+    with pytest.raises(IndexError):
+        kept.__getitems__([40])
+
+
+def test_a_source_too_large_to_keep_renders_on_the_fly():
+    from caulk.sources import RENDER_CACHE_BYTES
+
+    assert not GlyphDataset(GlyphTask(), RENDER_CACHE_BYTES // (32 * 32 * 4) + 1).cache
 
 
 def test_glyph_splits_and_seeds_are_disjoint_streams():
