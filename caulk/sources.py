@@ -3,8 +3,9 @@
 The glyph task has ``num_classes`` classes; each class is a fixed random shape of 1-3 strokes
 (quadratic Bezier curves), drawn from ``task_seed``. Example ``i`` of a split is rendered on the
 fly from its own random stream (random affine, stroke jitter and width, blur/low resolution,
-noise), so any source size m costs no memory and every example is reproducible by itself,
-whatever the loader order. Labels cycle through the classes (balanced). The source never sees
+noise), so every example is reproducible by itself, whatever the loader order, and a split
+small enough (``RENDER_CACHE_BYTES``) keeps what it rendered: pre-training renders each example
+once, not once per epoch, with the same results. Labels cycle through the classes (balanced). The source never sees
 the downstream data: it is generated from seeds alone.
 """
 
