@@ -4,26 +4,37 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.caulk-deps.stamp
+RUNTIME_STAMP := $(VENV)/.caulk-runtime.stamp
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard caulk tests benchmarks)
 
-.PHONY: venv demo test test-slow test-all lint format clean
+.PHONY: venv runtime-venv demo test test-slow test-all lint format clean
 
-$(STAMP): setup.cfg pyproject.toml
+# The runtime deps only (what `make demo` needs); the full set adds the dev and hf extras.
+$(RUNTIME_STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,hf]'
 	@touch $(STAMP)
 
 # The deps are keyed on setup.cfg; the editable install of caulk itself is re-pointed whenever the
 # venv is shared by another checkout (CI caches the venv outside the clone).
-venv: $(STAMP)
-	@$(BIN)/python -I -c "import caulk, pathlib, sys; sys.exit(pathlib.Path(caulk.__file__).resolve().parent != pathlib.Path(sys.argv[1]).resolve())" $(CURDIR)/caulk 2>/dev/null \
+REPOINT = @$(BIN)/python -I -c "import caulk, pathlib, sys; sys.exit(pathlib.Path(caulk.__file__).resolve().parent != pathlib.Path(sys.argv[1]).resolve())" $(CURDIR)/caulk 2>/dev/null \
 		|| $(BIN)/python -m pip install -q --no-deps -e .
+
+venv: $(STAMP)
+	$(REPOINT)
+
+runtime-venv: $(RUNTIME_STAMP)
+	$(REPOINT)
 
 # The demo: zoo backbones (pre-trained on first use, cached in ~/.cache/caulk/zoo) x {linear, lora}
 # x n x seeds on digits + an m sweep, then the report (logs/demo/<time>/analysis/report.html).
-demo: venv
+demo: runtime-venv
 	$(BIN)/python -m caulk.demo
 
 test: venv
