@@ -6,8 +6,8 @@ cached frozen prefix, measured in one run.
 
 Also runs ``peft=lora peft.last_k_blocks=1`` the same way (``--methods`` picks). Caching k=1
 of L blocks saves at most the L-1 frozen forwards of each step: with ViT-Micro's 8 blocks about
-(8 + 2) / (1 + 2) = 3.3x from arithmetic alone, with ViT-Nano's 6 about 2.7x. Prints one JSON object on its last
-line: name, ratio (uncached / cached wall time of the partial curve, higher is better), the raw
+(8 + 2) / (1 + 2) = 3.3x from arithmetic alone, with ViT-Nano's 6 about 2.7x. Prints one JSON
+object on its last line: name, ratio (uncached / cached wall time of the partial curve, higher is better), the raw
 timings, and the largest test-error difference between the cached and uncached curves.
 """
 

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -117,8 +117,9 @@ def _all_output_to(log):
     consoles = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     moved = []
     for _, handler in _stream_handlers():
-        if handler.stream in consoles and not isinstance(handler, logging._StderrHandler):
-            moved.append((handler, handler.setStream(log)))
+        if handler.stream in consoles:
+            with suppress(AttributeError):  # a handler whose stream is fixed (last resort)
+                moved.append((handler, handler.setStream(log)))
     try:
         with redirect_stdout(log), redirect_stderr(log):
             yield

@@ -5,8 +5,8 @@ The glyph task has ``num_classes`` classes; each class is a fixed random shape o
 fly from its own random stream (random affine, stroke jitter and width, blur/low resolution,
 noise), so every example is reproducible by itself, whatever the loader order, and a split
 small enough (``RENDER_CACHE_BYTES``) keeps what it rendered: pre-training renders each example
-once, not once per epoch, with the same results. Labels cycle through the classes (balanced). The source never sees
-the downstream data: it is generated from seeds alone.
+once, not once per epoch, with the same results. Labels cycle through the classes (balanced).
+The source never sees the downstream data: it is generated from seeds alone.
 """
 
 from __future__ import annotations
