@@ -183,15 +183,24 @@ def _index_loader(cached) -> torch.utils.data.DataLoader:
 
 
 def _sampler_batches(loader):
-    """One epoch of ``loader``'s batches of positions, drawn the way its iterator draws them (a
-    base seed from the generator, then RandomSampler's permutation and its empty tail draw),
+    """One epoch of ``loader``'s batches of positions, drawn the way its iterator draws them,
     without iterating the sampler index by index or fetching any data."""
-    g = loader.generator
-    torch.empty((), dtype=torch.int64).random_(generator=g)
-    t = loader.dataset.index
-    perm = torch.randperm(len(t), generator=g)
-    torch.randperm(len(t), generator=g)  # RandomSampler's `randperm(n)[: num_samples % n]`
-    return list(t[perm].split(loader.batch_size))
+    perm = _sampler_permutations(loader, 1)[0]
+    return list(loader.dataset.index[perm].split(loader.batch_size))
+
+
+def _sampler_permutations(loader, epochs: int) -> torch.Tensor:
+    """(epochs, n): the order RandomSampler gives the n examples in each of ``epochs`` successive
+    epochs. Each epoch, a DataLoader iterator draws a base seed from the generator, then the
+    sampler draws ``randperm(n)`` and its empty tail ``randperm(n)[: num_samples % n]``."""
+    g, n = loader.generator, len(loader.dataset)
+    perms = torch.empty(epochs, n, dtype=torch.long)
+    seed, tail = torch.empty((), dtype=torch.int64), torch.empty(n, dtype=torch.long)
+    for e in range(epochs):
+        seed.random_(generator=g)
+        torch.randperm(n, generator=g, out=perms[e])
+        torch.randperm(n, generator=g, out=tail)
+    return perms
 
 
 def _loader_batches(loader):
@@ -213,30 +222,28 @@ def _schedule(make_loader, max_steps: int, batch: int):
         for a, b in zip(real, fast, strict=True)
     )
     loader = make_loader()
-    one_epoch = _sampler_batches if same else _loader_batches
-    idx = torch.zeros(max_steps, batch, dtype=torch.long)
-    mask = torch.zeros(max_steps, batch, dtype=torch.bool)
-    step = started = seen_best = drawn_best = 0
-    complete = False
-    whole_epoch = len(loader.dataset.index.unique()), len(loader.dataset)  # (seen, drawn)
-    while step < max_steps:
-        epoch = list(one_epoch(loader))
-        taken = epoch[: max_steps - step]
-        started += 1
-        for k, rows in enumerate(taken):
-            idx[step + k, : len(rows)] = rows
-            mask[step + k, : len(rows)] = True
-        if len(taken) == len(epoch):
-            seen, drawn = whole_epoch
-        else:
-            drawn_rows = torch.cat(taken)
-            seen, drawn = len(drawn_rows.unique()), len(drawn_rows)
-        if seen > seen_best:
-            seen_best, drawn_best = seen, drawn
-        step += len(taken)
-        complete = len(taken) == len(epoch)
-    completed = started - 1 + complete  # the last epoch counts if it ended here
-    return idx, mask, {"epochs": completed, "n_train_seen": seen_best, "per_epoch": drawn_best}
+    per_epoch, size, n = len(loader), loader.batch_size, len(loader.dataset)
+    epochs_started = -(-max_steps // per_epoch)
+    rows = torch.zeros(epochs_started, per_epoch * batch, dtype=torch.long)
+    mask = torch.zeros(epochs_started, per_epoch * batch, dtype=torch.bool)
+    if same:  # all epochs' permutations at once, each batch put at its row of the padded layout
+        slot = torch.arange(n)
+        slot = slot // size * batch + slot % size
+        rows[:, slot] = loader.dataset.index[_sampler_permutations(loader, epochs_started)]
+        mask[:, slot] = True
+    for e in range(0 if same else epochs_started):
+        for k, b in enumerate(_loader_batches(loader)):
+            rows[e, k * batch : k * batch + len(b)] = b
+            mask[e, k * batch : k * batch + len(b)] = True
+    taken = max_steps - (epochs_started - 1) * per_epoch  # batches of the last epoch started
+    complete = taken == per_epoch
+    seen, drawn = len(loader.dataset.index.unique()), len(loader.dataset)  # a whole epoch
+    if epochs_started == 1 and not complete:
+        drawn_rows = rows[0][mask[0]][: taken * size]
+        seen, drawn = len(drawn_rows.unique()), len(drawn_rows)
+    completed = epochs_started - 1 + complete  # the last epoch counts if it ended here
+    idx, mask = rows.view(-1, batch)[:max_steps], mask.view(-1, batch)[:max_steps]
+    return idx, mask, {"epochs": completed, "n_train_seen": seen, "per_epoch": drawn}
 
 
 def _epochs(loader, batches):
@@ -304,53 +311,79 @@ def fit_linear_heads(
     last_val: list[dict[str, float]] = [{} for _ in points]
 
     def evaluate(x_all, y_all, rows_per_point, split):
-        out = []
-        with torch.no_grad():
-            for p, rows in enumerate(rows_per_point):
-                x, y = x_all[rows], y_all[rows]
-                if head_norm:
-                    x = (x - r_mean[p]) / torch.sqrt(r_var[p] + eps)
-                logits = torch.addmm(b[p], x, w[p].T)
-                err = (logits.argmax(1) != y).float().mean().item()
-                loss = F.cross_entropy(logits, y).item()
-                out.append({f"{split}/error": err, f"{split}/loss": loss})
+        """Error and mean loss of every point's head on its rows (one batched pass when the
+        points share their rows, as val and test do)."""
+        shared = all(torch.equal(r, rows_per_point[0]) for r in rows_per_point)
+        groups = [(slice(None), rows_per_point[0])] if shared else list(enumerate(rows_per_point))
+        out: list[dict[str, float]] = [{} for _ in points]
+        for sel, rows in groups:
+            x, y = x_all[rows], y_all[rows]
+            mean, var = r_mean[sel], r_var[sel]
+            ws, bs = w[sel], b[sel]
+            if not shared:
+                mean, var, ws, bs = mean[None], var[None], ws[None], bs[None]
+            x = x.expand(len(ws), *x.shape)
+            if head_norm:
+                x = _standardize(x, mean, var, eps)
+            logits = torch.baddbmm(bs.unsqueeze(1), x, ws.transpose(1, 2))
+            errs = (logits.argmax(2) != y).float().mean(1).tolist()
+            ce = F.cross_entropy(logits.transpose(1, 2), y.expand(len(ws), -1), reduction="none")
+            losses = ce.mean(1).tolist()
+            at = range(n_pts) if shared else [sel]
+            for p, err, loss in zip(at, errs, losses, strict=True):
+                out[p] = {f"{split}/error": err, f"{split}/loss": loss}
         return out
 
+    # Gradients by hand: d(mean masked cross-entropy)/d(logits) = (softmax - onehot) * mask / c.
+    # The heads are the only trained tensors, so no graph is needed; the optimizer is the real one.
+    mf = mask.to(pool.dtype)
+    counts_per_step = mf.sum(2)  # (steps, points): rows in each point's batch
+    row_weight = mf / counts_per_step.unsqueeze(2)
+    unbias = counts_per_step / (counts_per_step - 1).clamp(min=1)
+    any_single = (counts_per_step == 1).any(1).tolist()  # a batch of one uses running statistics
+    onehot = F.one_hot(y_pool, n_cls).to(pool.dtype)
     val_rows = [torch.as_tensor(p.dm.val_idx, device=device) for p in points]
-    for t in range(steps):
-        rows, m = idx[t], mask[t]
-        mf = m.to(pool.dtype)
-        x, y = pool[rows], y_pool[rows]
-        c = mf.sum(1)
-        if head_norm:
-            with torch.no_grad():
-                mean = (x * mf.unsqueeze(2)).sum(1) / c.unsqueeze(1)
-                var = (((x - mean.unsqueeze(1)) ** 2) * mf.unsqueeze(2)).sum(1) / c.unsqueeze(1)
-                single = (c == 1).unsqueeze(1)  # a batch of one uses the running statistics
-                x = _standardize(
-                    x, torch.where(single, r_mean, mean), torch.where(single, r_var, var), eps
-                )
-                upd = ~single
-                unbiased = var * (c / (c - 1).clamp(min=1)).unsqueeze(1)
-                r_mean = torch.where(upd, (1 - mom) * r_mean + mom * mean, r_mean)
-                r_var = torch.where(upd, (1 - mom) * r_var + mom * unbiased, r_var)
-                tracked += upd.squeeze(1).long()
-        logits = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-        ce = F.cross_entropy(logits.reshape(-1, n_cls), y.reshape(-1), reduction="none")
-        losses = (ce.view(n_pts, batch) * mf).sum(1) / c
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if (t + 1) % log_every == 0:
-            for p, v in enumerate(losses.detach().tolist()):
-                history[p].append((t, {"train/loss": v}))
-        if (t + 1) % interval == 0 and any(len(r) for r in val_rows):
-            for p, val in enumerate(evaluate(pool, y_pool, val_rows, "val")):
-                if len(val_rows[p]):
-                    last_val[p] = val
-                    history[p].append((t, val))
+    has_val = any(len(r) for r in val_rows)
+    with torch.no_grad():
+        for t in range(steps):
+            rows, m = idx[t], mf[t].unsqueeze(2)
+            x = pool[rows]
+            if head_norm:
+                c = counts_per_step[t].unsqueeze(1)
+                mean = (x * m).sum(1) / c
+                var = (((x - mean.unsqueeze(1)) ** 2) * m).sum(1) / c
+                if any_single[t]:
+                    single = c == 1
+                    upd = ~single
+                    x = _standardize(
+                        x, torch.where(single, r_mean, mean), torch.where(single, r_var, var), eps
+                    )
+                    new_mean = (1 - mom) * r_mean + mom * mean
+                    new_var = (1 - mom) * r_var + mom * var * unbias[t].unsqueeze(1)
+                    r_mean = torch.where(upd, new_mean, r_mean)
+                    r_var = torch.where(upd, new_var, r_var)
+                    tracked += upd.squeeze(1).long()
+                else:
+                    x = _standardize(x, mean, var, eps)
+                    r_mean = (1 - mom) * r_mean + mom * mean
+                    r_var = (1 - mom) * r_var + mom * var * unbias[t].unsqueeze(1)
+                    tracked += 1
+            logits = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            grad = torch.softmax(logits, 2).sub_(onehot[rows]).mul_(row_weight[t].unsqueeze(2))
+            w.grad = torch.bmm(grad.transpose(1, 2), x)
+            b.grad = grad.sum(1)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if (t + 1) % log_every == 0:
+                ce = F.cross_entropy(logits.transpose(1, 2), y_pool[rows], reduction="none")
+                for p, v in enumerate(((ce * mf[t]).sum(1) / counts_per_step[t]).tolist()):
+                    history[p].append((t, {"train/loss": v}))
+            if (t + 1) % interval == 0 and has_val:
+                for p, val in enumerate(evaluate(pool, y_pool, val_rows, "val")):
+                    if len(val_rows[p]):
+                        last_val[p] = val
+                        history[p].append((t, val))
     test_rows = [torch.arange(len(test), device=device)] * n_pts
     results = []
     for p, tst in enumerate(evaluate(test, y_test, test_rows, "test")):
@@ -378,9 +411,12 @@ def fit_linear_heads(
     return results
 
 
-def save_checkpoint(module, path, global_step: int, epochs: int) -> None:
-    """What ModelCheckpoint keeps of a TransferModule (trainable tensors + plain config),
-    loadable with ``torch.load(weights_only=True)``; written atomically."""
+def save_checkpoint(
+    module, path, global_step: int, epochs: int, hparams: dict[str, Any] | None = None
+) -> None:
+    """What ModelCheckpoint keeps of a TransferModule (trainable tensors + plain config, by
+    default the module's own hparams), loadable with ``torch.load(weights_only=True)``; written
+    atomically."""
     import os
 
     import pytorch_lightning as pl
@@ -389,7 +425,7 @@ def save_checkpoint(module, path, global_step: int, epochs: int) -> None:
     state = {k: v.detach().cpu() for k, v in module.trainable_state_dict().items()}
     ckpt = {
         "state_dict": state,
-        "hyper_parameters": dict(module.hparams),
+        "hyper_parameters": dict(module.hparams if hparams is None else hparams),
         "global_step": int(global_step),
         "epoch": int(epochs),
         "pytorch-lightning_version": pl.__version__,

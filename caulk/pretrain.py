@@ -187,7 +187,9 @@ def build_zoo_entry(
     from caulk import zoo_models  # noqa: F401  (registers caulk's timm architectures)
     from caulk.data.base import ToBackboneInput
     from caulk.records import write_json_atomic
+    from caulk.torch_env import skip_nvml_check_without_driver
 
+    skip_nvml_check_without_driver()
     start = time.perf_counter()
     m, seed = int(model_cfg.source_m), int(model_cfg.get("source_seed", 0))
     arch, kwargs = model_cfg.arch, dict(model_cfg.get("kwargs") or {})

@@ -80,7 +80,7 @@ def is_curve(cfg: DictConfig) -> bool:
     return c.get("n") is not None or c.get("seeds") is not None
 
 
-def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
+def _point(cfg: DictConfig, backbone, n: int, seed: int) -> dict[str, Any]:
     return {
         "model": cfg.model.name,
         "backbone_tag": backbone.backbone_tag,
@@ -89,7 +89,7 @@ def _point(cfg: DictConfig, backbone, n: int) -> dict[str, Any]:
         "peft": cfg.peft.name,
         "data": cfg.data.name,
         "n": n,
-        "seed": int(cfg.seed),
+        "seed": seed,
     }
 
 
@@ -120,20 +120,26 @@ def _may_read_point_keys(interpolation: str) -> bool:
     return "${" in _ABSOLUTE_REFERENCE.sub("", rest)  # relative or resolver-made: cannot tell
 
 
-def resolve_points(cfg: DictConfig, point_cfgs: list[DictConfig]) -> list[dict[str, Any]]:
-    """The resolved config of every point (``_point_cfg``: the curve config with its n and seed).
+def points_share_config(cfg: DictConfig) -> bool:
+    """Whether the points of ``cfg``'s curve can all read their config from ``cfg`` itself, apart
+    from their own ``data.n`` and ``seed``: no interpolation can read those two."""
+    return not any(_may_read_point_keys(s) for s in _interpolations(cfg))
+
+
+def resolve_points(cfg: DictConfig, points: list[tuple[int | None, int]]) -> list[dict[str, Any]]:
+    """The resolved config of every (n, seed) point: the curve config with its n and seed.
 
     Resolving costs tens of ms a point, so when no interpolation can read ``seed`` or ``data.n``
     the curve config is resolved once and each point sets its own two values; otherwise (a
     reference to them, a relative one, a custom resolver) every point is resolved on its own.
     """
-    if len(point_cfgs) < 2 or any(_may_read_point_keys(s) for s in _interpolations(cfg)):
-        return [OmegaConf.to_container(p, resolve=True) for p in point_cfgs]
+    if len(points) < 2 or not points_share_config(cfg):
+        return [OmegaConf.to_container(_point_cfg(cfg, *p), resolve=True) for p in points]
     base = OmegaConf.to_container(cfg, resolve=True)
     resolved = []
-    for point in point_cfgs:
+    for n, seed in points:
         config = copy.deepcopy(base)
-        config["data"]["n"], config["seed"] = point.data.n, point.seed
+        config["data"]["n"], config["seed"] = n, seed
         resolved.append(config)
     return resolved
 
@@ -144,6 +150,14 @@ def _point_cfg(cfg: DictConfig, n: int | None, seed: int) -> DictConfig:
         point.data.n = n
         point.seed = seed
     return point
+
+
+def _point_data_cfg(cfg: DictConfig, n: int | None) -> DictConfig:
+    """``cfg.data`` with the point's n; interpolations in it still resolve against ``cfg``."""
+    data = cfg.data.copy()
+    with open_dict(data):
+        data.n = n
+    return data
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -173,6 +187,9 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     from caulk.backbones import create_backbone
     from caulk.data import build_datamodule, load_splits
     from caulk.loggers import init_wandb_run
+    from caulk.torch_env import skip_nvml_check_without_driver
+
+    skip_nvml_check_without_driver()  # after Lightning's import, which turns the check on
 
     output_dir = Path(cfg.paths.output_dir)
     if cfg.trainer.get("deterministic"):
@@ -180,18 +197,25 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     curve = is_curve(cfg)
     points = curve_points(cfg)
     datamodules = []
-    point_cfgs = [_point_cfg(cfg, n, seed) for n, seed in points]
-    splits = load_splits(point_cfgs[0].data)  # points differ only in n and seed: one load
-    for (_, seed), point_cfg in zip(points, point_cfgs, strict=True):  # validates every n first
+    # a point's config is a copy of the curve's with its n and seed (a few ms each), unless no
+    # interpolation can read those two: then every point reads the curve's and gets them passed
+    if points_share_config(cfg):
+        point_cfgs = [cfg] * len(points)
+        data_cfgs = [_point_data_cfg(cfg, n) for n, _ in points]
+    else:
+        point_cfgs = [_point_cfg(cfg, n, seed) for n, seed in points]
+        data_cfgs = [p.data for p in point_cfgs]
+    splits = load_splits(data_cfgs[0])  # points differ only in n and seed: one load
+    for (_, seed), data_cfg in zip(points, data_cfgs, strict=True):  # validates every n first
         pl.seed_everything(seed, workers=True, verbose=False)
-        datamodules.append(build_datamodule(point_cfg.data, seed, splits))
+        datamodules.append(build_datamodule(data_cfg, seed, splits))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
     point_dirs = [
         output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
         for dm, (_, seed) in zip(datamodules, points, strict=True)
     ]
-    resolved_points = resolve_points(cfg, point_cfgs)
+    resolved_points = resolve_points(cfg, points)
     done = [finished_record(d, r) for d, r in zip(point_dirs, resolved_points, strict=True)]
     if all(r is not None for r in done):  # a re-launched sweep: nothing left to do here
         log.info("all %d point(s) already have an ok record: skipped", len(done))
@@ -211,6 +235,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run = None
     records: list[dict[str, Any]] = []
+    reuse: dict[str, Any] = {}  # what the points of this curve can share (see _fit_point)
     try:
         if curve:
             name = f"{cfg.model.name}-{cfg.peft.name}-curve"
@@ -236,6 +261,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
             records.append(
                 _fit_point(
                     point_cfgs[i],
+                    seed,
                     resolved_points[i],
                     backbone,
                     dm,
@@ -245,6 +271,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
                     start,
                     features,
                     head,
+                    reuse,
                 )
             )
             start = time.perf_counter()
@@ -299,6 +326,7 @@ def _batched_heads(cfg: DictConfig, datamodules: list, features) -> list[dict] |
 
 def _fit_point(
     cfg: DictConfig,
+    seed: int,
     resolved: dict[str, Any],
     backbone,
     datamodule,
@@ -308,8 +336,17 @@ def _fit_point(
     start: float,
     features=None,
     trained: dict[str, Any] | None = None,
+    reuse: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Adapt a copy of ``backbone`` on one (n, seed) point, test it, write its record."""
+    """Adapt a copy of ``backbone`` on one (n, seed) point, test it, write its record.
+
+    ``cfg`` is the point's config, or the curve's when ``points_share_config``: read the point's
+    seed from ``seed`` and its n from ``datamodule``.
+
+    ``trained``: the point's head, trained with the other points of its curve (fit_linear_heads).
+    Such points never change the backbone, so the first one's module is kept in ``reuse`` and
+    the others only load their head into it.
+    """
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
@@ -326,14 +363,17 @@ def _fit_point(
     from caulk.module import TransferModule
     from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
 
-    seed = int(cfg.seed)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    # a linear probe on cached features never runs or changes the backbone: no copy needed
-    whole = features is not None and features.plan.depth is None
-    model = backbone.model if whole else copy.deepcopy(backbone.model)
+    shared = None if trained is None or reuse is None else reuse.get("batched")
+    if shared is None:
+        pl.seed_everything(seed, workers=True, verbose=False)
+        # a linear probe on cached features never runs or changes the backbone: no copy needed
+        whole = features is not None and features.plan.depth is None
+        model = backbone.model if whole else copy.deepcopy(backbone.model)
+        method = apply_peft(model, cfg.peft)
+    else:
+        model, method = shared["module"].backbone, shared["module"].method
     datamodule.set_input_transform(backbone.data_config)
-    method = apply_peft(model, cfg.peft)
-    point = _point(cfg, backbone, datamodule.n)
+    point = _point(cfg, backbone, datamodule.n, seed)
     record: dict[str, Any] = {
         **point,
         "arch": backbone.arch,
@@ -358,19 +398,27 @@ def _fit_point(
     }
     run = None
     try:
-        module = TransferModule(
-            model,
-            method,
-            datamodule.num_classes,
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=cfg.scheduler,
-            head_norm=bool(cfg.peft.get("head_norm", True)),
-            hparams=resolved,
-            cached_prefix=None if features is None else features.plan,
-        )
-        record["trainable_params"] = count_params(module, trainable_only=True)
-        record["total_params"] = count_params(module)
-        record["backbone_params"] = count_params(backbone.model)
+        if shared is None:
+            module = TransferModule(
+                model,
+                method,
+                datamodule.num_classes,
+                optimizer=None if trained else instantiate(cfg.optimizer),
+                scheduler=cfg.scheduler,
+                head_norm=bool(cfg.peft.get("head_norm", True)),
+                hparams=resolved,
+                cached_prefix=None if features is None else features.plan,
+            )
+            params = {
+                "trainable_params": count_params(module, trainable_only=True),
+                "total_params": count_params(module),
+                "backbone_params": count_params(backbone.model),
+            }
+            if trained is not None and reuse is not None:
+                reuse["batched"] = {"module": module, "params": params}
+        else:
+            module, params = shared["module"], shared["params"]
+        record.update(params)
         loggers = csv_logger(cfg.get("logger"), output_dir)
         if not curve and is_global_zero():
             run_name = f"{cfg.model.name}-{cfg.peft.name}-n{datamodule.n}-s{seed}"
@@ -378,7 +426,7 @@ def _fit_point(
                 cfg.get("logger"), output_dir, run_name, {**point, "config": resolved}
             )
             loggers += lightning_wandb_logger(run)
-        fast = features is not None and _use_fast_loop(cfg)
+        fast = trained is not None or (features is not None and _use_fast_loop(cfg))
         record["train_loop"] = ("fast_batched" if trained else "fast") if fast else "lightning"
         if fast:
             from caulk.callbacks.scaling import log_scaling_point
@@ -402,7 +450,11 @@ def _fit_point(
                 if c and "ModelCheckpoint" in str(c.get("_target_", "")):
                     name = f"{c.get('filename') or 'last'}.ckpt"
                     save_checkpoint(
-                        module, output_dir / "checkpoints" / name, m["global_steps"], m["epochs"]
+                        module,
+                        output_dir / "checkpoints" / name,
+                        m["global_steps"],
+                        m["epochs"],
+                        hparams=resolved,
                     )
             record["adapter_file"] = str(export_adapter(module, output_dir / ADAPTER_NAME))
             record.update(

@@ -59,8 +59,8 @@ def test_every_point_gets_its_own_resolved_config(fast_cfg, extra):
     from caulk.train import _point_cfg, curve_points, resolve_points
 
     cfg = fast_cfg("curve.n=[20,40]", "curve.seeds=[3,5]", *extra)
-    points = [_point_cfg(cfg, n, s) for n, s in curve_points(cfg)]
-    expected = [OmegaConf.to_container(p, resolve=True) for p in points]
+    points = curve_points(cfg)
+    expected = [OmegaConf.to_container(_point_cfg(cfg, n, s), resolve=True) for n, s in points]
     assert resolve_points(cfg, points) == expected
     assert [(c["data"]["n"], c["seed"]) for c in expected] == [(20, 3), (20, 5), (40, 3), (40, 5)]
 
