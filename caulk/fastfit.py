@@ -211,10 +211,11 @@ def _loader_batches(loader):
 def _schedule(make_loader, max_steps: int, batch: int):
     """Positions (steps, batch) and mask of every step, with the epoch counts Lightning keeps.
 
-    Draws the sampler's permutations directly (fast); checks its first two epochs against a real
-    DataLoader iteration and uses the DataLoader instead if they differ (another torch's sampler).
+    Draws the sampler's permutations directly (fast); checks its first epoch and the first batch
+    of the next (the generator carries over) against a real DataLoader iteration and uses the
+    DataLoader instead if they differ (another torch's sampler).
     """
-    check = min(max_steps, 2 * len(make_loader()))
+    check = min(max_steps, len(make_loader()) + 2)  # + the None between epochs
     real = [r for _, r in zip(range(check), _epochs(make_loader(), _loader_batches), strict=False)]
     fast = [r for _, r in zip(range(check), _epochs(make_loader(), _sampler_batches), strict=False)]
     same = all(
@@ -271,7 +272,6 @@ def fit_linear_heads(
     ``module.head.load_state_dict``), the metrics ``fit_cached`` returns, counts and a ``history``
     of logged metrics.
     """
-    import pytorch_lightning as pl
     from torch import nn
 
     t_cfg = cfg.trainer
@@ -289,15 +289,21 @@ def fit_linear_heads(
     mask = torch.zeros(steps, n_pts, batch, dtype=torch.bool)
     counts = []
     for p, point in enumerate(points):
-        pl.seed_everything(point.dm.seed, workers=True, verbose=False)
+        # TransferModule's head is drawn from the CPU generator after seed_everything(seed);
+        # seeding only that generator skips the ~1 ms per call of seeding every device
+        torch.default_generator.manual_seed(point.dm.seed)
         lin = nn.Linear(dim, n_cls)  # consumes the RNG exactly as TransferModule's head does
         weights[p], biases[p] = lin.weight.detach(), lin.bias.detach()
         i, m, c = _schedule(partial(_index_loader, point), steps, batch)
         idx[:, p], mask[:, p] = i, m
         counts.append(c)
-    w = nn.Parameter(weights.to(device))
-    b = nn.Parameter(biases.to(device))
-    optimizer = optimizer_factory([w, b])
+    # one tensor holds every head's weight and bias: the elementwise optimizer takes one step
+    # over it instead of two (each of its steps is a dozen small ops)
+    heads = nn.Parameter(torch.cat([weights, biases.unsqueeze(2)], 2).to(device))
+    w, b = heads[:, :, :dim], heads[:, :, dim]
+    heads.grad = torch.zeros_like(heads)
+    grad_w, grad_b = heads.grad[:, :, :dim], heads.grad[:, :, dim]
+    optimizer = optimizer_factory([heads])
     scheduler = None
     if cfg.get("scheduler", "cosine") != "none":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -344,34 +350,39 @@ def fit_linear_heads(
     onehot = F.one_hot(y_pool, n_cls).to(pool.dtype)
     val_rows = [torch.as_tensor(p.dm.val_idx, device=device) for p in points]
     has_val = any(len(r) for r in val_rows)
+    mean_weight = row_weight.unsqueeze(2)  # (steps, points, 1, batch): a masked mean as a bmm
     with torch.no_grad():
         for t in range(steps):
-            rows, m = idx[t], mf[t].unsqueeze(2)
-            x = pool[rows]
-            if head_norm:
-                c = counts_per_step[t].unsqueeze(1)
+            rows = idx[t]
+            flat = rows.view(-1)
+            x = pool.index_select(0, flat).view(n_pts, batch, dim)  # faster than pool[rows]
+            if head_norm and any_single[t]:
+                m, c = mf[t].unsqueeze(2), counts_per_step[t].unsqueeze(1)
                 mean = (x * m).sum(1) / c
                 var = (((x - mean.unsqueeze(1)) ** 2) * m).sum(1) / c
-                if any_single[t]:
-                    single = c == 1
-                    upd = ~single
-                    x = _standardize(
-                        x, torch.where(single, r_mean, mean), torch.where(single, r_var, var), eps
-                    )
-                    new_mean = (1 - mom) * r_mean + mom * mean
-                    new_var = (1 - mom) * r_var + mom * var * unbias[t].unsqueeze(1)
-                    r_mean = torch.where(upd, new_mean, r_mean)
-                    r_var = torch.where(upd, new_var, r_var)
-                    tracked += upd.squeeze(1).long()
-                else:
-                    x = _standardize(x, mean, var, eps)
-                    r_mean = (1 - mom) * r_mean + mom * mean
-                    r_var = (1 - mom) * r_var + mom * var * unbias[t].unsqueeze(1)
-                    tracked += 1
+                single = c == 1
+                upd = ~single
+                x = _standardize(
+                    x, torch.where(single, r_mean, mean), torch.where(single, r_var, var), eps
+                )
+                new_mean = (1 - mom) * r_mean + mom * mean
+                new_var = (1 - mom) * r_var + mom * var * unbias[t].unsqueeze(1)
+                r_mean = torch.where(upd, new_mean, r_mean)
+                r_var = torch.where(upd, new_var, r_var)
+                tracked += upd.squeeze(1).long()
+            elif head_norm:
+                mean = torch.bmm(mean_weight[t], x)
+                centred = x - mean
+                var = torch.bmm(mean_weight[t], centred * centred).squeeze(1)
+                x = centred * torch.rsqrt(var + eps).unsqueeze(1)
+                r_mean = r_mean.mul_(1 - mom).add_(mean.squeeze(1), alpha=mom)
+                r_var = r_var.mul_(1 - mom).add_(var * unbias[t].unsqueeze(1), alpha=mom)
+                tracked += 1
             logits = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-            grad = torch.softmax(logits, 2).sub_(onehot[rows]).mul_(row_weight[t].unsqueeze(2))
-            w.grad = torch.bmm(grad.transpose(1, 2), x)
-            b.grad = grad.sum(1)
+            target = onehot.index_select(0, flat).view(n_pts, batch, n_cls)
+            grad = torch.softmax(logits, 2).sub_(target).mul_(row_weight[t].unsqueeze(2))
+            grad_w.copy_(torch.bmm(grad.transpose(1, 2), x))
+            torch.sum(grad, 1, out=grad_b)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()

@@ -219,3 +219,30 @@ def test_the_batched_schedule_counts_epochs_and_samples_as_lightning_does(n, ste
     assert counts["per_epoch"] == min(n, 16 * steps)
     assert mask.sum(1).tolist() == [min(16, n - 16 * (s % -(-n // 16))) for s in range(steps)]
     assert set(idx[mask].tolist()) <= set(range(100, 100 + n))
+
+
+def test_the_batched_schedule_falls_back_to_the_dataloader_when_its_draws_differ(monkeypatch):
+    """Another torch whose sampler draws differently: the schedule iterates the DataLoader."""
+    from functools import partial
+
+    import caulk.fastfit as fastfit
+
+    n, batch, steps = 33, 16, 8
+    expected, _, _ = fastfit._schedule(partial(_positions_loader, n, batch), steps, batch)
+    real = [b for _, b in zip(range(steps), _real_batches(n, batch), strict=False)]
+    assert all(torch.equal(expected[s][: len(b)], b) for s, b in enumerate(real))
+
+    def reversed_draws(loader, epochs):  # what a different sampler might do
+        return torch.flip(draws(loader, epochs), [1])
+
+    draws = fastfit._sampler_permutations
+    monkeypatch.setattr(fastfit, "_sampler_permutations", reversed_draws)
+    idx, mask, _ = fastfit._schedule(partial(_positions_loader, n, batch), steps, batch)
+    assert torch.equal(idx[mask], expected[mask])
+
+
+def _real_batches(n: int, batch: int):
+    loader = _positions_loader(n, batch)
+    while True:
+        for _, _, rows in loader:
+            yield rows

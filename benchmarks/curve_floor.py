@@ -1,0 +1,49 @@
+"""Benchmark: a cached linear-probe curve (7 n x 3 seeds) against one feature-extraction pass.
+
+    python benchmarks/curve_floor.py [--model vit_nano] [--steps 300] [--repeats 3]
+
+The pass over the data is the floor of any curve on a frozen backbone; what a cached curve adds
+to it (21 heads trained, 21 records written) does not grow with the backbone. Prints one JSON
+object on its last line: name, ratio (extraction pass / cached curve, higher is better; the
+goal "within 1.5x of the pass" is ratio >= 0.67), the medians and every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from curve import cached_curve_and_floor, warm_up
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="vit_nano")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        warm_up([f"model={args.model}"], Path(tmp))
+        result = cached_curve_and_floor(args.model, args.steps, args.repeats, Path(tmp))
+    result.pop("records")
+    ratio = result["extraction_pass_s"] / result["cached_s"]
+    print(
+        json.dumps(
+            {
+                "name": "curve_cached_vs_extraction_pass",
+                "ratio": round(ratio, 2),
+                **result,
+                "steps_per_point": args.steps,
+                "model": args.model,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
