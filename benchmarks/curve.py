@@ -62,14 +62,14 @@ def warm_up(overrides: list[str], out: Path) -> None:
         run_curve([*overrides, "trainer.max_steps=2"], cached, out / f"warm{cached}", [10], [0])
 
 
-def extraction_pass(model: str) -> float:
+def extraction_pass(model: str, extra: list[str] = ()) -> float:
     """Seconds of one feature-extraction pass of ``model`` over the data (pool and test)."""
     from caulk.backbones import create_backbone
     from caulk.data import build_datamodule
     from caulk.features import extract_features
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}"])
+        cfg = compose("train", overrides=[f"model={model}", *extra])
     bb = create_backbone(cfg.model)
     dm = build_datamodule(cfg.data, 0)
     dm.set_input_transform(bb.data_config, augment=False)
@@ -79,14 +79,17 @@ def extraction_pass(model: str) -> float:
     return time.perf_counter() - start
 
 
-def cached_curve_and_floor(model: str, steps: int, repeats: int, out: Path) -> dict:
-    """Median seconds of ``repeats`` cached curves and of as many extraction passes, alternated."""
-    base = [f"model={model}", f"trainer.max_steps={steps}"]
+def cached_curve_and_floor(
+    model: str, steps: int, repeats: int, out: Path, extra: list[str] = ()
+) -> dict:
+    """Median seconds of ``repeats`` cached curves and of as many extraction passes, alternated
+    (``extra``: more overrides, e.g. ``model.weights=none``)."""
+    base = [f"model={model}", f"trainer.max_steps={steps}", *extra]
     curves, passes, records = [], [], []
     for r in range(repeats):
         t, records = run_curve(base, True, out / f"cached{r}")
         curves.append(t)
-        passes.append(extraction_pass(model))
+        passes.append(extraction_pass(model, extra))
     cached, floor = statistics.median(curves), statistics.median(passes)
     return {
         "cached_s": round(cached, 3),

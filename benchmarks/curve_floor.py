@@ -1,6 +1,9 @@
 """Benchmark: a cached linear-probe curve (7 n x 3 seeds) against one feature-extraction pass.
 
-    python benchmarks/curve_floor.py [--model vit_nano] [--steps 300] [--repeats 3]
+    python benchmarks/curve_floor.py [--model vit_nano] [--steps 300] [--repeats 3] [KEY=VALUE ...]
+
+e.g. ``python benchmarks/curve_floor.py --model vit_t --repeats 1 model.weights=none`` (timm's
+ViT-Ti/16 at 224 px, random init: offline).
 
 The pass over the data is the floor of any curve on a frozen backbone; what a cached curve adds
 to it (21 heads trained, 21 records written) does not grow with the backbone. Prints one JSON
@@ -26,10 +29,13 @@ def main() -> None:
     p.add_argument("--model", default="vit_nano")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. model.weights=none")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        warm_up([f"model={args.model}"], Path(tmp))
-        result = cached_curve_and_floor(args.model, args.steps, args.repeats, Path(tmp))
+        warm_up([f"model={args.model}", *args.overrides], Path(tmp))
+        result = cached_curve_and_floor(
+            args.model, args.steps, args.repeats, Path(tmp), args.overrides
+        )
     result.pop("records")
     ratio = result["extraction_pass_s"] / result["cached_s"]
     print(
@@ -40,6 +46,7 @@ def main() -> None:
                 **result,
                 "steps_per_point": args.steps,
                 "model": args.model,
+                "overrides": args.overrides,
             }
         )
     )
