@@ -2,11 +2,15 @@
 TransferModule, CSV logging) against a bare PyTorch loop on the same model, batch and data.
 
     python benchmarks/overhead.py [--model vit_nano] [--steps 200] [--warmup 20]
+        [--device cpu|cuda] [--precision 32-true|bf16-mixed] [--compile]
 
 Both run the same images (no feature cache: LoRA in every block), the same AdamW + cosine
 schedule and batch size; both are timed from step ``warmup`` to the last step. Prints one JSON
 object on its last line: name, ratio (caulk images/s over bare images/s, higher is better) and
-the raw timings.
+the raw timings. ``--device cuda`` runs both on the GPU, ``--precision bf16-mixed`` under bf16
+autocast (Lightning's precision plugin for caulk), ``--compile`` torch.compiles both
+(``compile=true`` for caulk) and also runs the bare loop eager: its images/s are reported and
+its first steps' losses are checked against the compiled loop's (``compile_max_loss_diff``).
 """
 
 from __future__ import annotations
@@ -41,14 +45,25 @@ class StepTimer(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup:
+            _sync(pl_module.device.type)
             TIMES["start"] = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= trainer.max_steps:  # the last step: wait for the GPU once
+            _sync(pl_module.device.type)
         TIMES["end"] = time.perf_counter()
 
 
-def config(model: str, steps: int, warmup: int, out: Path):
+CHECK_STEPS = 10  # losses compared between the compiled and the eager bare loop
+
+
+def config(
+    model: str, steps: int, warmup: int, out: Path, device: str, precision: str, compiled: bool
+):
     overrides = [
+        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        f"trainer.precision={precision}",
+        f"compile={str(compiled).lower()}",
         f"model={model}",
         "peft=lora",
         "cache.features=false",
@@ -72,9 +87,12 @@ def run_caulk(cfg, steps: int, warmup: int) -> float:
     return (steps - warmup) / (TIMES["end"] - TIMES["start"])
 
 
-def run_bare(cfg, steps: int, warmup: int) -> float:
+def run_bare(
+    cfg, steps: int, warmup: int, device: str, compiled: bool
+) -> tuple[float, list[float]]:
     """The same model (LoRA applied to a fresh timm backbone + BN/Linear head), data and
-    optimizer in a plain loop: forward, cross-entropy, backward, step, schedule."""
+    optimizer in a plain loop: forward, cross-entropy, backward, step, schedule. Returns
+    steps/s and the losses of the first ``CHECK_STEPS`` steps."""
     from caulk.backbones import create_backbone
     from caulk.data import build_datamodule
     from caulk.module import FeatureStandardize
@@ -89,42 +107,97 @@ def run_bare(cfg, steps: int, warmup: int) -> float:
     dm.set_input_transform(backbone.data_config)
     nf = int(model.num_features)
     head = torch.nn.Sequential(FeatureStandardize(nf), torch.nn.Linear(nf, dm.num_classes))
+    model, head = model.to(device), head.to(device)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = instantiate(cfg.optimizer)(params)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    net = torch.nn.Sequential(model, head)
+    forward = torch.compile(net) if compiled else net
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
     loader = dm.train_dataloader()
-    step, start = 0, None
+    step, start, losses = 0, None, []
     while step < steps:
         for x, y, _ in loader:
             if step == warmup:
+                _sync(device)
                 start = time.perf_counter()
-            loss = F.cross_entropy(head(model(x)), y)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(forward(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if step < CHECK_STEPS:
+                losses.append(loss.item())
             step += 1
             if step >= steps:
                 break
-    return (steps - warmup) / (time.perf_counter() - start)
+    _sync(device)
+    return (steps - warmup) / (time.perf_counter() - start), losses
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="vit_nano")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed first steps (default 20; with --compile one epoch + 5, so the epoch's "
+        "short last batch, which recompiles, is not timed)",
+    )
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
+    p.add_argument("--compile", action="store_true", help="torch.compile (checked against eager)")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("overhead.py: --device cuda but torch sees no GPU")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config(args.model, args.steps, args.warmup, Path(tmp) / "run")
+        cfg = config(
+            args.model,
+            args.steps,
+            0,
+            Path(tmp) / "run",
+            args.device,
+            args.precision,
+            args.compile,
+        )
         batch = int(cfg.data.batch_size)
-        caulk_sps, bare_sps = [], []
+        if args.warmup is None:
+            args.warmup = 20
+            if args.compile:
+                from caulk.data import build_datamodule
+
+                per_epoch = -(-len(build_datamodule(cfg.data, 0).train_idx) // batch)
+                args.warmup = per_epoch + 5
+        if args.warmup >= args.steps:
+            sys.exit(f"overhead.py: --steps must exceed the warmup of {args.warmup} steps")
+        cfg.callbacks.step_timer.warmup = args.warmup
+        caulk_sps, bare_sps, eager = [], [], {}
         for _ in range(args.repeats):  # interleaved: both see the same machine load
-            bare_sps.append(run_bare(cfg, args.steps, args.warmup))
+            sps, losses = run_bare(cfg, args.steps, args.warmup, args.device, args.compile)
+            bare_sps.append(sps)
             caulk_sps.append(run_caulk(cfg, args.steps, args.warmup))
+        if args.compile:
+            sps, eager_losses = run_bare(cfg, args.steps, args.warmup, args.device, False)
+            diff = max(abs(a - b) for a, b in zip(losses, eager_losses, strict=True))
+            eager = {
+                "bare_eager_images_per_s": round(sps * batch, 1),
+                "compile_speedup_bare": round(max(bare_sps) / sps, 3),
+                "compile_max_loss_diff": diff,
+                "compile_loss_steps_checked": len(losses),
+            }
     c, b = max(caulk_sps), max(bare_sps)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(
         json.dumps(
             {
@@ -134,10 +207,13 @@ def main() -> None:
                 "bare_images_per_s": round(b * batch, 1),
                 "caulk_steps_per_s_runs": [round(s, 2) for s in caulk_sps],
                 "bare_steps_per_s_runs": [round(s, 2) for s in bare_sps],
+                **eager,
                 "batch_size": batch,
                 "timed_steps": args.steps - args.warmup,
                 "model": args.model,
-                "device": "cpu",
+                "device": device,
+                "precision": args.precision,
+                "compile": args.compile,
             }
         )
     )

@@ -42,6 +42,7 @@ def fast_loop_unsupported(cfg: Any) -> str | None:
         "trainer.limit_*_batches must be unset": not any(
             t.get(k) is not None for k in ("limit_train_batches", "limit_val_batches")
         ),
+        "compile must be false (the light loop runs eager)": not cfg.get("compile", False),
         "only ModelCheckpoint callbacks": all(
             any(a in str(c.get("_target_", "")) for a in _ALLOWED_CALLBACKS)
             for c in (cfg.get("callbacks") or {}).values()

@@ -123,17 +123,18 @@ def load_or_extract(
     datamodule,
     data_config: dict[str, Any],
     cache_dir: str | Path | None,
+    device: str | torch.device | None = None,
 ) -> CachedFeatures:
-    """The prefix outputs from the disk store when a whole entry exists, else computed (and
-    stored when ``cache_dir`` is set). ``cache_dir=None``: compute, store nothing."""
+    """The prefix outputs from the disk store when a whole entry exists, else computed on
+    ``device`` (and stored when ``cache_dir`` is set). ``cache_dir=None``: compute, store nothing."""
     if cache_dir is None:
-        return extract_features(model, datamodule, plan=plan)
+        return extract_features(model, datamodule, plan=plan, device=device)
     key = cache_key(model, plan, datamodule, data_config)
     path = Path(cache_dir) / f"{key}.safetensors"
     found = read_entry(path, key)
     if found is not None:
         return found
-    features = extract_features(model, datamodule, plan=plan)
+    features = extract_features(model, datamodule, plan=plan, device=device)
     try:
         write_entry(path, key, features)
     except OSError as e:  # a read-only or full cache dir must not fail the run

@@ -123,12 +123,19 @@ class CachedFeatures:
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, datamodule, batch_size: int = 256, plan: PrefixPlan | None = None
+    backbone: nn.Module,
+    datamodule,
+    batch_size: int = 256,
+    plan: PrefixPlan | None = None,
+    device: str | torch.device | None = None,
 ) -> CachedFeatures:
-    """Run the frozen prefix of ``backbone`` (eval mode) once over the pool and the test split."""
+    """Run the frozen prefix of ``backbone`` (eval mode) once over the pool and the test split,
+    on ``device`` (default: where the backbone is); the features come back on the CPU."""
     plan = plan or PrefixPlan(None)
     was_training = backbone.training
-    backbone.eval()
+    home = next(backbone.parameters()).device
+    device = torch.device(device) if device is not None else home
+    backbone.eval().to(device)
     try:
         out = {}
         for part in ("pool", "test"):
@@ -139,9 +146,11 @@ def extract_features(
                 collate_fn=datamodule.transform.collate if datamodule.in_memory else None,
                 num_workers=datamodule.loader_kwargs.get("num_workers", 0),
             )
-            out[part] = torch.cat([run_prefix(backbone, plan, x) for x, _, _ in loader])
+            out[part] = torch.cat(
+                [run_prefix(backbone, plan, x.to(device)).cpu() for x, _, _ in loader]
+            )
     finally:
-        backbone.train(was_training)
+        backbone.train(was_training).to(home)
     return CachedFeatures(out["pool"].contiguous(), out["test"].contiguous(), plan)
 
 

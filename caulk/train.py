@@ -53,6 +53,8 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("features", "disk", "batch_points"):
         if not isinstance(cache.get(key, True), bool):
             raise CaulkConfigError(f"cache.{key} must be true or false, got {cache.get(key)!r}")
+    if not isinstance(cfg.get("compile", False), bool):
+        raise CaulkConfigError(f"compile must be true or false, got {cfg.get('compile')!r}")
     if cache.get("loop", "fast") not in ("fast", "lightning"):
         raise CaulkConfigError(f"cache.loop must be fast or lightning, got {cache.get('loop')!r}")
     check_backbone_cfg(cfg.model)
@@ -299,7 +301,10 @@ def _cached_prefix(cfg: DictConfig, backbone, probe_model, probe, datamodule):
         return None
     datamodule.set_input_transform(backbone.data_config, augment=False)
     disk = cache.get("dir") if cache.get("disk", True) else None
-    return load_or_extract(probe_model, plan, datamodule, backbone.data_config, disk)
+    from caulk.fastfit import fast_loop_device
+
+    device = fast_loop_device(cfg.trainer)  # the GPU when the run uses one
+    return load_or_extract(probe_model, plan, datamodule, backbone.data_config, disk, device)
 
 
 def _batched_heads(cfg: DictConfig, datamodules: list, features) -> list[dict] | None:
@@ -428,6 +433,7 @@ def _fit_point(
             loggers += lightning_wandb_logger(run)
         fast = trained is not None or (features is not None and _use_fast_loop(cfg))
         record["train_loop"] = ("fast_batched" if trained else "fast") if fast else "lightning"
+        record["compiled"] = not fast and bool(cfg.get("compile", False))
         if fast:
             from caulk.callbacks.scaling import log_scaling_point
             from caulk.fastfit import fit_cached, replay_logs, save_checkpoint
@@ -491,23 +497,25 @@ def _fit_point(
         )
         ckpt_path = resume_checkpoint(output_dir, resolved)
         record["resumed_from"] = None if ckpt_path is None else str(ckpt_path)
+        # Lightning unwraps the compiled module and runs the compiled forward
+        fit_module = torch.compile(module) if record["compiled"] else module
         if features is None:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(fit_module, datamodule=datamodule, ckpt_path=ckpt_path)
         else:
             from caulk.features import CachedFeatureDataModule
 
             cached = CachedFeatureDataModule(datamodule, features)
             trainer.fit(
-                module,
+                fit_module,
                 cached.train_dataloader(),
                 cached.val_dataloader() or None,
                 ckpt_path=ckpt_path,
             )
         val_error = trainer.callback_metrics.get("val/error")
         if features is None:
-            trainer.test(module, datamodule=datamodule, verbose=False)
+            trainer.test(fit_module, datamodule=datamodule, verbose=False)
         else:
-            trainer.test(module, cached.test_dataloader(), verbose=False)
+            trainer.test(fit_module, cached.test_dataloader(), verbose=False)
         record["adapter_file"] = str(export_adapter(module, output_dir / ADAPTER_NAME))
         m = trainer.callback_metrics
         record.update(

@@ -143,6 +143,7 @@ def test_last_k_blocks_puts_lora_and_adapters_in_the_last_blocks_only():
         ("cache.loop=turbo", "cache.loop must be fast or lightning, got 'turbo'"),
         ("cache.disk=maybe", "cache.disk must be true or false, got 'maybe'"),
         ("cache.batch_points=maybe", "cache.batch_points must be true or false, got 'maybe'"),
+        ("compile=yes", "compile must be true or false, got 'yes'"),
     ],
 )
 def test_bad_cache_and_last_k_settings_fail_before_any_work(fast_cfg, tmp_path, override, message):
@@ -246,3 +247,19 @@ def _real_batches(n: int, batch: int):
     while True:
         for _, _, rows in loader:
             yield rows
+
+
+@pytest.mark.slow
+def test_a_compiled_run_gives_the_eager_results(fast_cfg, tmp_path):
+    """compile=true: torch.compile'd module in Lightning's loop (the light loop stays eager)."""
+    args = ["data.n=50", "trainer.max_steps=12", "trainer.val_check_interval=6"]
+    compiled = train(fast_cfg(*args, "compile=true", out=tmp_path / "compiled"))
+    eager = train(fast_cfg(*args, "cache.loop=lightning", out=tmp_path / "eager"))
+    assert (compiled["train_loop"], compiled["compiled"]) == ("lightning", True)
+    assert (eager["train_loop"], eager["compiled"]) == ("lightning", False)
+    assert compiled["test_error"] == pytest.approx(eager["test_error"], abs=1 / 450)
+    assert compiled["val_error"] == pytest.approx(eager["val_error"], abs=1 / 150)
+    assert compiled["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-4)
+    a, b = _adapter_tensors(compiled), _adapter_tensors(eager)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
