@@ -108,6 +108,8 @@ def main() -> None:
     p.add_argument("--model", default="vit_pico")
     p.add_argument("--repeats", type=int, default=3, help="cached curves (median reported)")
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
     with tempfile.TemporaryDirectory() as tmp:
         warm_up([f"model={args.model}"], Path(tmp))
         cached = cached_curve_and_floor(args.model, args.steps, args.repeats, Path(tmp))

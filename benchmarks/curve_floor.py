@@ -31,6 +31,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. model.weights=none")
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
     with tempfile.TemporaryDirectory() as tmp:
         warm_up([f"model={args.model}", *args.overrides], Path(tmp))
         result = cached_curve_and_floor(

@@ -128,14 +128,18 @@ def points_share_config(cfg: DictConfig) -> bool:
     return not any(_may_read_point_keys(s) for s in _interpolations(cfg))
 
 
-def resolve_points(cfg: DictConfig, points: list[tuple[int | None, int]]) -> list[dict[str, Any]]:
+def resolve_points(
+    cfg: DictConfig, points: list[tuple[int | None, int]], share: bool | None = None
+) -> list[dict[str, Any]]:
     """The resolved config of every (n, seed) point: the curve config with its n and seed.
 
     Resolving costs tens of ms a point, so when no interpolation can read ``seed`` or ``data.n``
     the curve config is resolved once and each point sets its own two values; otherwise (a
     reference to them, a relative one, a custom resolver) every point is resolved on its own.
+    ``share``: ``points_share_config(cfg)`` when the caller already has it.
     """
-    if len(points) < 2 or not points_share_config(cfg):
+    share = points_share_config(cfg) if share is None else share
+    if len(points) < 2 or not share:
         return [OmegaConf.to_container(_point_cfg(cfg, *p), resolve=True) for p in points]
     base = OmegaConf.to_container(cfg, resolve=True)
     resolved = []
@@ -201,7 +205,8 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     datamodules = []
     # a point's config is a copy of the curve's with its n and seed (a few ms each), unless no
     # interpolation can read those two: then every point reads the curve's and gets them passed
-    if points_share_config(cfg):
+    share = points_share_config(cfg)
+    if share:
         point_cfgs = [cfg] * len(points)
         data_cfgs = [_point_data_cfg(cfg, n) for n, _ in points]
     else:
@@ -217,7 +222,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
         output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
         for dm, (_, seed) in zip(datamodules, points, strict=True)
     ]
-    resolved_points = resolve_points(cfg, points)
+    resolved_points = resolve_points(cfg, points, share)
     done = [finished_record(d, r) for d, r in zip(point_dirs, resolved_points, strict=True)]
     if all(r is not None for r in done):  # a re-launched sweep: nothing left to do here
         log.info("all %d point(s) already have an ok record: skipped", len(done))
