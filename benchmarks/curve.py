@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from caulk.train import CONFIG_DIR, train_curve
+from caulk.cli import CONFIG_DIR
+from caulk.train import train_curve
 
 NS = [10, 20, 40, 80, 160, 320, 640]
 SEEDS = [0, 1, 2]
@@ -65,8 +66,8 @@ def warm_up(overrides: list[str], out: Path) -> None:
 def extraction_pass(model: str, extra: list[str] = ()) -> float:
     """Seconds of one feature-extraction pass of ``model`` over the data (pool and test)."""
     from caulk.backbones import create_backbone
+    from caulk.cache.extract import extract_features
     from caulk.data import build_datamodule
-    from caulk.features import extract_features
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", *extra])

@@ -32,7 +32,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from caulk.train import CONFIG_DIR, train
+from caulk.cli import CONFIG_DIR
+from caulk.train import train
 
 TIMES: dict[str, float] = {}
 

@@ -14,8 +14,10 @@ import timm
 import torch
 from torch import nn
 
-from caulk import zoo_models  # noqa: F401  (registers caulk's own small timm architectures)
 from caulk.errors import CaulkConfigError
+from caulk.zoo import models as _zoo_models  # noqa: F401  (registers caulk's own small timm architectures)
+from caulk.zoo.build import build_zoo_entry, check_source_cfg
+from caulk.zoo.store import ensure_entry, entry_for
 
 WEIGHT_SOURCES = ("hub", "file", "zoo", "none")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -141,9 +143,6 @@ def create_backbone(
 
 
 def _zoo_entry(model_cfg: Any, source_cfg: Any, zoo_dir: str | Path | None) -> dict[str, Any]:
-    from caulk.pretrain import build_zoo_entry, check_source_cfg
-    from caulk.zoo import ensure_entry, entry_for
-
     if zoo_dir is None:
         raise CaulkConfigError("model.weights=zoo needs paths.zoo_dir")
     check_source_cfg(model_cfg, source_cfg)

@@ -29,7 +29,7 @@ import torch
 from omegaconf import open_dict, read_write
 from pytorch_lightning import Callback
 
-from caulk.records import RECORD_NAME
+from caulk.run.record import RECORD_NAME
 
 log = logging.getLogger("caulk.cluster")
 CHECKPOINT = Path("checkpoints") / "last.ckpt"

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from caulk.cli import check_group_overrides
 from caulk.errors import CaulkConfigError
+from caulk.train import hydra_main
 
 MODELS = ("vit_femto", "vit_pico", "vit_nano")
 # At the zoo's fixed pre-training budget (500 steps x 128 images) m=32000 transfers worse than
@@ -72,8 +74,6 @@ def demo_sweeps(
 def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> float:
     """Run one ``caulk.train -m`` multirun into ``root/name``, in this process (one set of imports
     for the whole demo); its output goes to ``root/name.log``. Returns seconds."""
-    from caulk.train import _hydra_main
-
     argv = [
         "caulk.train",
         "-m",
@@ -89,7 +89,7 @@ def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> 
     with open(log_path, "w") as log, _all_output_to(log):
         sys.argv = argv
         try:
-            _hydra_main()
+            hydra_main()
         except SystemExit as e:  # Hydra reports a failed job and exits
             code = e.code if isinstance(e.code, int) else 1
         except Exception:
@@ -194,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
             raise CaulkConfigError(
                 "need at least one model and two source sizes m >= 0 (e.g. --source-m 0,32000)"
             )
-        from caulk.train import check_group_overrides
-
         check_group_overrides([f"model={m}" for m in [*models, args.m_sweep_model]])
     except (CaulkConfigError, ValueError) as e:
         print(f"caulk: error: {e}", file=sys.stderr)

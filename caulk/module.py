@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from caulk.features import PrefixPlan, run_suffix
+from caulk.cache.prefix import PrefixPlan, run_suffix
 from caulk.peft.base import PeftMethod
 
 
@@ -55,7 +55,7 @@ class TransferModule(pl.LightningModule):
         cached_prefix: PrefixPlan | None = None,
     ):
         super().__init__()
-        # inputs are the cached output of the frozen prefix (caulk.features), not images
+        # inputs are the cached output of the frozen prefix (caulk.cache), not images
         self.cached_prefix = cached_prefix or (PrefixPlan(None) if inputs_are_features else None)
         self.inputs_are_features = self.cached_prefix is not None
         self.save_hyperparameters(hparams or {}, logger=False)
@@ -105,7 +105,7 @@ class TransferModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def _step(self, batch, split: str) -> torch.Tensor:
+    def shared_step(self, batch, split: str) -> torch.Tensor:
         x, y, idx = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
@@ -123,7 +123,7 @@ class TransferModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+        loss = self.shared_step(batch, "train")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
         return loss
 
@@ -140,13 +140,13 @@ class TransferModule(pl.LightningModule):
         self._log_epoch("train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self.shared_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self.shared_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

@@ -11,273 +11,23 @@ very entry (building it first if it is missing). ``source_m=0`` stores the rando
 from __future__ import annotations
 
 import logging
-import math
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from caulk import __version__
+from caulk.backbones import check_arch
+from caulk.cli import CONFIG_DIR, run_cli
 from caulk.errors import CaulkConfigError, exit_on_config_error
-from caulk.zoo import ZooEntry, ensure_entry, entry_for, file_sha256, recipe
+from caulk.zoo.build import build_zoo_entry, check_source_cfg
+from caulk.zoo.store import ensure_entry, entry_for
 
 log = logging.getLogger("caulk.pretrain")
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-SOURCES = ("glyphs", "imagefolder")
-
-
-def check_source_cfg(model_cfg: Any, source_cfg: Any) -> None:
-    """One-line errors for a bad source config, before anything is built."""
-    m = model_cfg.get("source_m")
-    if not isinstance(m, int) or isinstance(m, bool) or m < 0:
-        raise CaulkConfigError(
-            f"model.source_m must be an integer >= 0 (the source size), got {m!r}"
-        )
-    if source_cfg is None or source_cfg.get("name") not in SOURCES:
-        name = None if source_cfg is None else source_cfg.get("name")
-        raise CaulkConfigError(
-            f"unknown source_task {name!r}; expected one of {', '.join(SOURCES)}"
-        )
-    seed = model_cfg.get("source_seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise CaulkConfigError(f"model.source_seed must be an integer, got {seed!r}")
-    positive = ["steps", "batch_size", "val_size"]
-    if source_cfg.name == "glyphs":
-        positive += ["max_strokes"]
-        classes = source_cfg.get("num_classes")
-        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
-            raise CaulkConfigError(
-                f"source_task.num_classes must be an integer >= 2, got {classes!r}"
-            )
-    for key in positive:
-        v = source_cfg.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise CaulkConfigError(f"source_task.{key} must be a positive integer, got {v!r}")
-    checks = {
-        "lr": lambda v: v > 0,
-        "weight_decay": lambda v: v >= 0,
-        "warmup_steps": lambda v: v >= 0,
-        "label_smoothing": lambda v: 0 <= v < 1,
-    }
-    for key, ok in checks.items():
-        v = source_cfg.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not ok(v):
-            raise CaulkConfigError(f"source_task.{key} is out of range: {v!r}")
-    if source_cfg.name == "imagefolder":
-        root = source_cfg.get("root")
-        if not root or not Path(root).is_dir():
-            raise CaulkConfigError(
-                f"source_task=imagefolder needs source_task.root=DIR (not found: {root})"
-            )
-
-
-def _source_datasets(source_cfg: Any, m: int, seed: int):
-    """(train dataset of size m, val dataset, number of classes) of the source task."""
-    if source_cfg.name == "glyphs":
-        from caulk.sources import GlyphDataset, GlyphTask
-
-        task = GlyphTask(
-            num_classes=int(source_cfg.num_classes),
-            max_strokes=int(source_cfg.max_strokes),
-            task_seed=int(source_cfg.task_seed),
-        )
-        return (
-            GlyphDataset(task, m, "train", sample_seed=seed),
-            GlyphDataset(task, int(source_cfg.val_size), "val", sample_seed=seed),
-            task.num_classes,
-        )
-    return _imagefolder_datasets(source_cfg, m, seed)
-
-
-def _imagefolder_datasets(source_cfg: Any, m: int, seed: int):
-    import torch
-    from torch.utils.data import Dataset
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms.functional import pil_to_tensor
-
-    def to_tensor(img):
-        return pil_to_tensor(img.convert("RGB").resize((64, 64))).float() / 255.0
-
-    folder = ImageFolder(str(source_cfg.root), transform=to_tensor)
-    val_size = int(source_cfg.val_size)
-    if m + val_size > len(folder):
-        raise CaulkConfigError(
-            f"source_task.root has {len(folder)} images: fewer than source_m={m} + source_task.val_size={val_size}"
-        )
-    order = np.random.default_rng(seed).permutation(len(folder))
-
-    class Indexed(Dataset):
-        """(image, label, position) for some positions of the folder."""
-
-        def __init__(self, positions: list[int]):
-            self.positions = positions
-
-        def __len__(self) -> int:
-            return len(self.positions)
-
-        def __getitem__(self, i: int):
-            x, y = folder[self.positions[i]]
-            return x, torch.tensor(y), torch.tensor(i)
-
-    train = Indexed(order[:m].tolist())
-    return train, Indexed(order[-val_size:].tolist()), len(folder.classes)
-
-
-def _source_module(model, source_cfg: Any):
-    import pytorch_lightning as pl
-    import torch
-    import torch.nn.functional as F
-
-    steps, warmup = int(source_cfg.steps), int(source_cfg.get("warmup_steps", 0))
-
-    class SourceClassifier(pl.LightningModule):
-        """A timm classifier trained on the source task (AdamW, warmup + cosine)."""
-
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.val_correct = 0
-            self.val_total = 0
-
-        def training_step(self, batch, batch_idx):
-            x, y, _ = batch
-            logits = self.model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=float(source_cfg.label_smoothing))
-            self.log("train/loss", loss, prog_bar=True)
-            return loss
-
-        def validation_step(self, batch, batch_idx):
-            x, y, _ = batch
-            pred = self.model(x).argmax(-1)
-            self.val_correct += int((pred == y).sum())
-            self.val_total += len(y)
-
-        def configure_optimizers(self):
-            opt = torch.optim.AdamW(
-                self.model.parameters(),
-                lr=float(source_cfg.lr),
-                weight_decay=float(source_cfg.weight_decay),
-            )
-
-            def factor(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    return SourceClassifier()
-
-
-def build_zoo_entry(
-    model_cfg: Any, source_cfg: Any, entry: ZooEntry, progress_bar: bool = True
-) -> dict[str, Any]:
-    """Pre-train ``model_cfg.arch`` on ``source_m`` source examples; write the entry atomically."""
-    import pytorch_lightning as pl
-    import timm
-    import torch
-    from safetensors.torch import save_file
-    from torch.utils.data import DataLoader, RandomSampler
-
-    from caulk import zoo_models  # noqa: F401  (registers caulk's timm architectures)
-    from caulk.data.base import ToBackboneInput
-    from caulk.records import write_json_atomic
-    from caulk.torch_env import skip_nvml_check_without_driver
-
-    skip_nvml_check_without_driver()
-    start = time.perf_counter()
-    m, seed = int(model_cfg.source_m), int(model_cfg.get("source_seed", 0))
-    arch, kwargs = model_cfg.arch, dict(model_cfg.get("kwargs") or {})
-    train_ds, val_ds, num_classes = _source_datasets(source_cfg, max(m, 1), seed)
-    with torch.random.fork_rng(devices=[]):
-        # the start is the random init of weights=none with init_seed=source_seed (m=0 is it)
-        torch.manual_seed(seed)
-        model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
-        model.reset_classifier(num_classes)
-    collate = ToBackboneInput(timm.data.resolve_model_data_config(model)).collate
-    workers = int(source_cfg.get("num_workers", 0))
-    val_loader = DataLoader(
-        val_ds, batch_size=256, collate_fn=collate, num_workers=workers, shuffle=False
-    )
-    module = _source_module(model, source_cfg)
-    trainer_kwargs = dict(
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress_bar,
-        deterministic=True,
-        num_sanity_val_steps=0,
-    )
-    if m > 0:
-        sampler = RandomSampler(
-            train_ds,
-            replacement=False,
-            num_samples=None,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        train_loader = DataLoader(
-            train_ds,
-            batch_size=int(source_cfg.batch_size),
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-        with torch.random.fork_rng(devices=[]):
-            pl.seed_everything(seed, verbose=False)
-            trainer = pl.Trainer(
-                max_steps=int(source_cfg.steps), limit_val_batches=0, **trainer_kwargs
-            )
-            trainer.fit(module, train_loader)
-    evaluator = pl.Trainer(**{**trainer_kwargs, "enable_progress_bar": False})
-    evaluator.validate(module, val_loader, verbose=False)
-    source_accuracy = module.val_correct / max(1, module.val_total)
-    model.reset_classifier(0)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    entry.zoo_dir.mkdir(parents=True, exist_ok=True)
-    tmp = entry.weights_path.with_name(f".{entry.weights_path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state, str(tmp))  # no safetensors metadata: its key order is not stable
-        tmp.replace(entry.weights_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    meta = {
-        **recipe(model_cfg, source_cfg),
-        "name": entry.name,
-        "num_params": int(sum(v.numel() for v in state.values())),
-        "source_classes": num_classes,
-        "source_accuracy": round(source_accuracy, 4),
-        "source_val_size": int(module.val_total),
-        "train_examples_seen": int(m and int(source_cfg.steps) * int(source_cfg.batch_size)),
-        "sha256": file_sha256(entry.weights_path),
-        "weights_file": str(entry.weights_path.resolve()),
-        "wall_time_s": round(time.perf_counter() - start, 2),
-        "caulk_version": __version__,
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),  # CPU results are bit-identical per thread count
-    }
-    write_json_atomic(entry.meta_path, meta)
-    log.info(
-        "zoo entry %s: source accuracy %.3f (m=%d) in %.1f s",
-        entry.name,
-        source_accuracy,
-        m,
-        meta["wall_time_s"],
-    )
-    return meta
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Build (or find) the zoo entry of ``cfg.model`` under ``cfg.source_task``; return its metadata."""
-    from caulk.backbones import check_arch
-
     check_arch(cfg.model.arch)
     check_source_cfg(cfg.model, cfg.source_task)
     entry = entry_for(cfg.model, cfg.source_task, cfg.paths.zoo_dir)
@@ -306,7 +56,7 @@ def format_entry(meta: dict[str, Any]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
-def _hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     try:
         meta = pretrain(cfg)
     except CaulkConfigError as e:
@@ -317,9 +67,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m caulk.pretrain [overrides]``."""
-    from caulk.train import run_cli
-
-    run_cli(_hydra_main)
+    run_cli(hydra_main)
 
 
 if __name__ == "__main__":

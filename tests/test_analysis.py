@@ -16,7 +16,7 @@ from caulk.analysis.fits import CurveFit
 from caulk.analysis.transfer import effective_data_transferred
 from caulk.analyze import analyze, main
 from caulk.errors import CaulkConfigError
-from caulk.records import write_json_atomic
+from caulk.run.record import write_json_atomic
 
 NS = np.array([8, 16, 32, 64, 128, 256, 512, 1024, 2048])
 
@@ -233,7 +233,7 @@ def test_real_multirun_then_analyze_with_a_failed_job_and_wandb_aggregate(tmp_pa
     import sys
     from pathlib import Path
 
-    from caulk.records import read_record
+    from caulk.run.record import read_record
     from tests.conftest import cli_env, run_cli
 
     sweep = tmp_path / "sweep"

@@ -3,7 +3,7 @@
 import pytest
 
 from caulk.errors import CaulkConfigError
-from caulk.records import read_record
+from caulk.run.record import read_record
 from caulk.train import train, train_curve
 
 
@@ -56,7 +56,8 @@ def test_a_failing_point_is_recorded_and_the_others_still_run(fast_cfg, tmp_path
 def test_every_point_gets_its_own_resolved_config(fast_cfg, extra):
     from omegaconf import OmegaConf
 
-    from caulk.train import _point_cfg, curve_points, resolve_points
+    from caulk.plan import curve_points, resolve_points
+    from caulk.plan import point_cfg as _point_cfg
 
     cfg = fast_cfg("curve.n=[20,40]", "curve.seeds=[3,5]", *extra)
     points = curve_points(cfg)
@@ -79,13 +80,13 @@ def test_every_point_gets_its_own_resolved_config(fast_cfg, extra):
     ],
 )
 def test_which_interpolations_can_read_a_points_n_or_seed(interpolation, may_read):
-    from caulk.train import _may_read_point_keys
+    from caulk.plan import _may_read_point_keys
 
     assert _may_read_point_keys(interpolation) is may_read
 
 
 def test_the_default_config_resolves_a_curve_once(fast_cfg):
-    from caulk.train import _interpolations, _may_read_point_keys
+    from caulk.plan import _interpolations, _may_read_point_keys
 
     found = list(_interpolations(fast_cfg("curve.n=[20,40]")))
     assert "${peft.lr}" in found  # the walk reaches the interpolations

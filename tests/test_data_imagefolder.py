@@ -73,7 +73,7 @@ def test_augment_policy_applies_to_training_images_only(folder):
     draws = [dm.train_transform(image) for _ in range(4)]
     assert any(not torch.equal(draws[0], d) for d in draws[1:])  # random augmentation
     assert torch.equal(dm.eval_transform(image), dm.eval_transform(image))
-    assert dm._dataset("pool", dm.val_idx).transform is dm.eval_transform
+    assert dm.dataset("pool", dm.val_idx).transform is dm.eval_transform
     dm.set_input_transform(_pico_data_config(), augment=False)  # cached / probed features
     assert dm.train_transform is dm.eval_transform
 

@@ -8,7 +8,8 @@ import multiprocessing as mp
 import pytest
 import torch
 
-from caulk.features import CachedFeatures, PrefixPlan
+from caulk.cache.extract import CachedFeatures
+from caulk.cache.prefix import PrefixPlan
 from tests.conftest import cli_env, run_cli
 
 
@@ -55,7 +56,7 @@ def test_the_key_changes_with_weights_data_and_depth(fast_cfg, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "foreign"])
 def test_a_corrupt_entry_is_detected_recomputed_and_replaced(fast_cfg, tmp_path, caplog, damage):
-    from caulk.feature_store import read_entry
+    from caulk.cache.store import read_entry
     from caulk.train import train
 
     store = tmp_path / "store"
@@ -81,7 +82,7 @@ def test_a_corrupt_entry_is_detected_recomputed_and_replaced(fast_cfg, tmp_path,
 def _write_many(path: str, key: str, seed: int, rounds: int) -> None:
     from pathlib import Path
 
-    from caulk.feature_store import write_entry
+    from caulk.cache.store import write_entry
 
     g = torch.Generator().manual_seed(0)  # every writer writes the same content for the key
     feats = CachedFeatures(
@@ -93,7 +94,7 @@ def _write_many(path: str, key: str, seed: int, rounds: int) -> None:
 
 @pytest.mark.slow
 def test_concurrent_writers_leave_one_whole_entry(tmp_path):
-    from caulk.feature_store import read_entry
+    from caulk.cache.store import read_entry
 
     path = tmp_path / "store" / "k.safetensors"
     ctx = mp.get_context("spawn")

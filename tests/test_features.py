@@ -113,7 +113,7 @@ def test_a_cached_prefix_gives_the_uncached_results(fast_cfg, tmp_path, case):
 )
 def test_the_cached_prefix_ends_before_the_first_trained_block(peft, depth):
     from caulk.backbones import create_backbone
-    from caulk.features import plan_prefix
+    from caulk.cache.prefix import plan_prefix
     from caulk.peft import apply_peft
     from tests.conftest import compose_cfg
 
@@ -182,7 +182,8 @@ def test_batched_heads_equal_one_fast_loop_per_point(fast_cfg, tmp_path):
 
 
 def _positions_loader(n: int, batch: int, seed: int = 3):
-    from caulk.features import IndexedBatches, _take_batch
+    from caulk.cache.data import IndexedBatches
+    from caulk.cache.data import take_batch as _take_batch
 
     t = torch.arange(100, 100 + n)  # positions that are not 0..n-1
     return torch.utils.data.DataLoader(
@@ -196,7 +197,7 @@ def _positions_loader(n: int, batch: int, seed: int = 3):
 
 @pytest.mark.parametrize("n", [1, 10, 33, 64])
 def test_the_batched_schedule_draws_the_dataloaders_own_batches(n):
-    from caulk.fastfit import _loader_batches, _sampler_batches
+    from caulk.engines.batched import _loader_batches, _sampler_batches
 
     fast, real = _positions_loader(n, 16), _positions_loader(n, 16)
     for _ in range(3):  # epochs: the generator state must carry over exactly
@@ -212,7 +213,7 @@ def test_the_batched_schedule_draws_the_dataloaders_own_batches(n):
 def test_the_batched_schedule_counts_epochs_and_samples_as_lightning_does(n, steps, epochs):
     from functools import partial
 
-    from caulk.fastfit import _schedule
+    from caulk.engines.batched import _schedule
 
     idx, mask, counts = _schedule(partial(_positions_loader, n, 16), steps, 16)
     assert counts["epochs"] == epochs  # completed epochs: 3 batches of 33, 1 of 10, 4 of 64
@@ -226,7 +227,7 @@ def test_the_batched_schedule_falls_back_to_the_dataloader_when_its_draws_differ
     """Another torch whose sampler draws differently: the schedule iterates the DataLoader."""
     from functools import partial
 
-    import caulk.fastfit as fastfit
+    import caulk.engines.batched as fastfit
 
     n, batch, steps = 33, 16, 8
     expected, _, _ = fastfit._schedule(partial(_positions_loader, n, batch), steps, batch)

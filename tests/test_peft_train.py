@@ -17,7 +17,7 @@ from caulk.backbones import create_backbone
 from caulk.data import build_datamodule
 from caulk.errors import CaulkConfigError
 from caulk.peft import load_adapter, read_adapter
-from caulk.records import read_record
+from caulk.run.record import read_record
 from caulk.train import train
 from tests.conftest import cli_env, run_cli
 

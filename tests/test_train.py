@@ -10,7 +10,7 @@ import torch
 
 from caulk.backbones import create_backbone, state_dict_tensors
 from caulk.errors import CaulkConfigError
-from caulk.records import read_record
+from caulk.run.record import read_record
 from caulk.train import train
 from tests.conftest import cli_env, run_cli
 
@@ -182,7 +182,7 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message):
 
 
 def test_group_override_check_accepts_every_real_option():
-    from caulk.train import check_group_overrides
+    from caulk.cli import check_group_overrides
 
     check_group_overrides(
         [
@@ -201,8 +201,8 @@ def test_group_override_check_accepts_every_real_option():
 
 
 def test_group_override_check_rejects_an_unknown_launcher():
+    from caulk.cli import check_group_overrides
     from caulk.errors import CaulkConfigError
-    from caulk.train import check_group_overrides
 
     with pytest.raises(
         CaulkConfigError, match="unknown hydra/launcher 'slurmm'; available: basic, slurm"

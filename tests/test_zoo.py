@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 from caulk.backbones import create_backbone
 from caulk.errors import CaulkConfigError
 from caulk.pretrain import pretrain
-from caulk.sources import GlyphDataset, GlyphTask
 from caulk.train import train
-from caulk.zoo import entry_for, verify
+from caulk.zoo.sources import GlyphDataset, GlyphTask
+from caulk.zoo.store import entry_for, verify
 from tests.conftest import CONF, REPO, cli_env
 
 TINY_SOURCE = ["source_task.steps=3", "source_task.batch_size=16", "source_task.val_size=32"]
@@ -96,7 +96,7 @@ def test_kept_glyphs_equal_fresh_renders_and_each_is_rendered_once(monkeypatch):
 
 
 def test_a_source_too_large_to_keep_renders_on_the_fly():
-    from caulk.sources import RENDER_CACHE_BYTES
+    from caulk.zoo.sources import RENDER_CACHE_BYTES
 
     assert not GlyphDataset(GlyphTask(), RENDER_CACHE_BYTES // (32 * 32 * 4) + 1).cache
 

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from caulk.errors import CaulkConfigError
-from caulk.records import RECORD_NAME
+from caulk.run.record import RECORD_NAME
 
 
 @dataclass

@@ -196,7 +196,7 @@ class DownstreamDataModule(pl.LightningDataModule):
     def n_test(self) -> int:
         return len(self.splits.test_labels)
 
-    def _dataset(self, part: str, idx: np.ndarray | None, train: bool = False):
+    def dataset(self, part: str, idx: np.ndarray | None, train: bool = False):
         s = self.splits
         if isinstance(s, ArraySplits):
             x, y = (s.pool_x, s.pool_y) if part == "pool" else (s.test_x, s.test_y)
@@ -221,15 +221,15 @@ class DownstreamDataModule(pl.LightningDataModule):
         return eval_loader(ds, int(self.cfg.batch_size), collate_fn=collate, **self.loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("pool", self.train_idx, train=True), shuffle=True)
+        return self._loader(self.dataset("pool", self.train_idx, train=True), shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.val_idx) == 0:
             return []
-        return self._loader(self._dataset("pool", self.val_idx), shuffle=False)
+        return self._loader(self.dataset("pool", self.val_idx), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test", None), shuffle=False)
+        return self._loader(self.dataset("test", None), shuffle=False)
 
 
 def _check_labels(splits: Splits) -> None:

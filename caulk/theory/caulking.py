@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 from scipy.spatial import cKDTree
 
 from caulk.errors import CaulkConfigError
-from caulk.records import write_json_atomic
+from caulk.run.record import write_json_atomic
 from caulk.theory.entry import (
     CONFIG_DIR,
     as_float,

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from caulk import __version__
 from caulk.errors import CaulkConfigError, exit_on_config_error
-from caulk.records import RECORD_NAME, write_json_atomic
+from caulk.run.record import RECORD_NAME, write_json_atomic
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 

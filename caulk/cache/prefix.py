@@ -13,7 +13,10 @@ mode there too), and batches come in the same order from the same samplers and s
 agree to floating-point noise (tested). Augmented training images change at every epoch, so
 augmentation and the cache exclude each other: ``data.augment`` other than ``none`` turns caching
 off. The cache lives in memory for a process (curve mode) and, with ``cache.disk``, in a
-content-addressed store on disk shared by the jobs of a sweep (``caulk.feature_store``).
+content-addressed store on disk shared by the jobs of a sweep (``caulk.cache.store``).
+
+This module plans the prefix and runs it; ``extract`` computes its outputs, ``store`` keeps
+them on disk, ``data`` serves them as batches.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ import re
 from dataclasses import dataclass
 
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.utils.data import DataLoader
 
-from caulk.data.sharding import eval_loader, train_loader
 from caulk.peft.base import PeftMethod, is_vit
 
 #: ViT modules after the blocks (what the module runs after the cached tokens).
@@ -68,8 +70,6 @@ def plan_prefix(model: nn.Module, method: PeftMethod) -> PrefixPlan | None:
 
 
 def _custom_vit_forward(model: nn.Module) -> bool:
-    from timm.models.vision_transformer import VisionTransformer
-
     return (
         type(model).forward_features is not VisionTransformer.forward_features
         or type(model).forward_head is not VisionTransformer.forward_head
@@ -109,106 +109,3 @@ def prefix_state(model: nn.Module, plan: PrefixPlan) -> dict[str, torch.Tensor]:
             continue
         keep[k] = v
     return keep
-
-
-@dataclass
-class CachedFeatures:
-    """Prefix outputs for the whole training pool and the test split, in dataset order."""
-
-    pool: torch.Tensor
-    test: torch.Tensor
-    plan: PrefixPlan = PrefixPlan(None)
-    source: str = "computed"  # computed | disk
-
-
-@torch.no_grad()
-def extract_features(
-    backbone: nn.Module,
-    datamodule,
-    batch_size: int = 256,
-    plan: PrefixPlan | None = None,
-    device: str | torch.device | None = None,
-) -> CachedFeatures:
-    """Run the frozen prefix of ``backbone`` (eval mode) once over the pool and the test split,
-    on ``device`` (default: where the backbone is); the features come back on the CPU."""
-    plan = plan or PrefixPlan(None)
-    was_training = backbone.training
-    home = next(backbone.parameters()).device
-    device = torch.device(device) if device is not None else home
-    backbone.eval().to(device)
-    try:
-        out = {}
-        for part in ("pool", "test"):
-            loader = DataLoader(
-                datamodule._dataset(part, None),
-                batch_size=batch_size,
-                shuffle=False,
-                collate_fn=datamodule.transform.collate if datamodule.in_memory else None,
-                num_workers=datamodule.loader_kwargs.get("num_workers", 0),
-            )
-            out[part] = torch.cat(
-                [run_prefix(backbone, plan, x.to(device)).cpu() for x, _, _ in loader]
-            )
-    finally:
-        backbone.train(was_training).to(home)
-    return CachedFeatures(out["pool"].contiguous(), out["test"].contiguous(), plan)
-
-
-class IndexedBatches(torch.utils.data.Dataset):
-    """(x, y, index) rows of tensors, fetched a batch at a time (no per-row collation)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor):
-        self.x, self.y, self.index = x, y, index
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i], self.index[i]
-
-    def __getitems__(self, rows: list[int]):
-        t = torch.as_tensor(rows)
-        return self.x[t], self.y[t], self.index[t]
-
-
-def _take_batch(batch):
-    return batch
-
-
-class CachedFeatureDataModule:
-    """Wraps a DownstreamDataModule: same splits, samplers and seeds, cached tensors for images."""
-
-    def __init__(self, datamodule, features: CachedFeatures):
-        self.dm = datamodule
-        self.features = features
-
-    def __getattr__(self, name):  # n, pool_size, val_idx, num_classes, ... of the wrapped module
-        return getattr(self.dm, name)
-
-    def _loader(self, x: torch.Tensor, y: torch.Tensor, idx, shuffle: bool) -> DataLoader:
-        t = torch.as_tensor(idx)
-        ds = IndexedBatches(x[t], y[t], t)
-        batch_size = int(self.dm.cfg.batch_size)
-        if shuffle:  # the same exact-n, seeded, resumable samplers as the uncached path
-            return train_loader(ds, batch_size, self.dm.seed, collate_fn=_take_batch)
-        return eval_loader(ds, batch_size, collate_fn=_take_batch)
-
-    def _labels(self, part: str) -> torch.Tensor:
-        s = self.dm.splits
-        return torch.as_tensor(s.pool_labels if part == "pool" else s.test_labels).long()
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(
-            self.features.pool, self._labels("pool"), self.dm.train_idx, shuffle=True
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        if len(self.dm.val_idx) == 0:
-            return []
-        return self._loader(
-            self.features.pool, self._labels("pool"), self.dm.val_idx, shuffle=False
-        )
-
-    def test_dataloader(self) -> DataLoader:
-        n = len(self.features.test)
-        return self._loader(self.features.test, self._labels("test"), range(n), shuffle=False)

@@ -1,15 +1,5 @@
-"""A light training loop for cached prefixes: what the Lightning Trainer does, without its overhead.
-
-On cached tensors a step of a linear head costs well under a millisecond, while a Lightning step
-costs several (hooks, logging, progress tracking), so a cached curve would be bound by the
-framework. ``fit_cached`` reproduces the Trainer's run of ``TransferModule`` step for step: same
-optimizer and cosine schedule over the same step budget, the same batches from the same seeded
-samplers (the same DataLoaders, iterated the same way), validation every ``val_check_interval``
-steps, the same train/eval modes and the same counts (``n_train_seen``, ``global_steps``, epochs).
-Results equal the Lightning path to floating-point noise (tested). It applies only to trainer
-settings it reproduces (``fast_loop_unsupported`` says why not); everything else goes through
-Lightning.
-"""
+"""The linear heads of all a curve's points trained on cached whole-backbone features as one
+batched computation (the ``batched_heads`` engine)."""
 
 from __future__ import annotations
 
@@ -18,167 +8,25 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
 
-_ALLOWED_CALLBACKS = ("ModelCheckpoint",)
-
-
-def fast_loop_unsupported(cfg: Any) -> str | None:
-    """Why the fast loop cannot reproduce this config's Trainer (None when it can)."""
-    t = cfg.trainer
-    steps, interval = t.get("max_steps"), t.get("val_check_interval")
-    checks = {
-        "trainer.max_steps must be a positive step budget": isinstance(steps, int) and steps > 0,
-        "trainer.max_epochs must be null or -1": t.get("max_epochs") in (None, -1),
-        "trainer.val_check_interval must be an int number of steps": isinstance(interval, int)
-        and not isinstance(interval, bool)
-        and interval > 0,
-        "trainer.check_val_every_n_epoch must be null": t.get("check_val_every_n_epoch") is None,
-        "trainer.precision must be 32-true": str(t.get("precision", "32-true"))
-        in ("32-true", "32"),
-        "trainer.devices must be 1": t.get("devices", 1) in (1, "1", "auto"),
-        "trainer.num_nodes must be 1": t.get("num_nodes", 1) in (1, "1"),
-        "trainer.accumulate_grad_batches must be 1": t.get("accumulate_grad_batches", 1) == 1,
-        "trainer.gradient_clip_val must be unset": not t.get("gradient_clip_val"),
-        "trainer.limit_*_batches must be unset": not any(
-            t.get(k) is not None for k in ("limit_train_batches", "limit_val_batches")
-        ),
-        "compile must be false (the light loop runs eager)": not cfg.get("compile", False),
-        "only ModelCheckpoint callbacks": all(
-            any(a in str(c.get("_target_", "")) for a in _ALLOWED_CALLBACKS)
-            for c in (cfg.get("callbacks") or {}).values()
-            if c
-        ),
-    }
-    failed = [why for why, ok in checks.items() if not ok]
-    return "; ".join(failed) or None
-
-
-def fast_loop_device(trainer_cfg: Any) -> torch.device:
-    acc = str(trainer_cfg.get("accelerator", "auto"))
-    if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def _log(loggers: list, metrics: dict[str, float], step: int) -> None:
-    for lg in loggers:
-        lg.log_metrics(metrics, step=step)
-
-
-def replay_logs(loggers: list, history: list[tuple[int, dict[str, float]]]) -> None:
-    """Log the metrics a batched fit recorded for one point, then close the loggers."""
-    for step, metrics in history:
-        _log(loggers, metrics, step)
-    for lg in loggers:
-        lg.save()
-        lg.finalize("success")
-
-
-@torch.no_grad()
-def _evaluate(module, loader, split: str, device: torch.device) -> dict[str, float]:
-    module.eval()
-    for x, y, idx in loader:
-        module._step((x.to(device), y.to(device), idx), split)
-    acc, loss = getattr(module, f"{split}_acc"), getattr(module, f"{split}_loss")
-    out = {f"{split}/error": float(1.0 - acc.compute()), f"{split}/loss": float(loss.compute())}
-    acc.reset()
-    loss.reset()
-    return out
-
-
-def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> dict[str, Any]:
-    """Train ``module`` on ``data`` (a CachedFeatureDataModule) like ``Trainer.fit``, then test it.
-
-    Returns the metrics a Trainer leaves in ``callback_metrics`` (``test/error``, ``test/loss``,
-    ``test/n_test``, last ``val/error``) plus ``global_steps`` and ``epochs``.
-    """
-    loggers = loggers or []
-    if trainer_cfg.get("deterministic"):
-        torch.use_deterministic_algorithms(True)
-    device = fast_loop_device(trainer_cfg)
-    module.to(device)
-    max_steps, interval = int(trainer_cfg.max_steps), int(trainer_cfg.val_check_interval)
-    log_every = int(trainer_cfg.get("log_every_n_steps", 50) or 50)
-    params = module.trainable_parameters()
-    optimizer = module.optimizer_factory(params)
-    scheduler = None
-    if module.scheduler != "none":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
-    train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
-    metrics: dict[str, Any] = {}
-    step = epochs = 0
-    module.train()
-    while step < max_steps:
-        module.on_train_epoch_start()
-        for x, y, idx in train_loader:
-            loss = module._step((x.to(device), y.to(device), idx), "train")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            step += 1
-            if step % log_every == 0:
-                _log(loggers, {"train/loss": float(loss.detach()), "epoch": epochs}, step - 1)
-            if val_loader and step % interval == 0:
-                val = _evaluate(module, val_loader, "val", device)
-                metrics.update(val)
-                _log(loggers, {**val, "epoch": epochs}, step - 1)
-                module.train()
-            if step >= max_steps:
-                break
-        if len(module.train_seen) > module.n_train_seen:
-            module.n_train_seen = len(module.train_seen)
-            module.train_samples_per_epoch = module.train_drawn
-        acc, loss_metric = module.train_acc, module.train_loss
-        if acc.update_count:
-            train = {
-                "train/error": float(1.0 - acc.compute()),
-                "train/loss": float(loss_metric.compute()),
-            }
-            acc.reset()
-            loss_metric.reset()
-            _log(loggers, {**train, "epoch": epochs}, step - 1)
-        epochs += 1
-    test = _evaluate(module, data.test_dataloader(), "test", device)
-    test["test/n_test"] = float(module.test_count.compute())
-    module.test_count.reset()
-    _log(loggers, {**test, "epoch": epochs}, step)
-    for lg in loggers:
-        lg.save()
-        lg.finalize("success")
-    metrics.update(test)
-    # completed epochs, as the Lightning path records them
-    return {**metrics, "global_steps": step, "epochs": step // max(1, len(train_loader))}
-
-
-#: optimizers whose update is elementwise: stacking the heads of many points changes nothing
-ELEMENTWISE_OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad")
-
-
-def batched_heads_unsupported(cfg: Any, features) -> str | None:
-    """Why the heads of a curve's points cannot train as one batched computation (None: they can)."""
-    opt = cfg.optimizer.get("_target_", "")
-    checks = {
-        "cache.batch_points is off": (cfg.get("cache") or {}).get("batch_points", True),
-        "the prefix is not the whole backbone": features.plan.depth is None,
-        f"optimizer {opt} is not elementwise": opt.rsplit(".", 1)[-1] in ELEMENTWISE_OPTIMIZERS,
-        "scheduler must be cosine or none": cfg.get("scheduler", "cosine") in ("cosine", "none"),
-    }
-    failed = [why for why, ok in checks.items() if not ok]
-    return "; ".join(failed) or fast_loop_unsupported(cfg)
+from caulk.cache.data import CachedFeatureDataModule, IndexedBatches, take_batch
+from caulk.cache.extract import CachedFeatures
+from caulk.engines.base import PointJob, PointResult
+from caulk.engines.cached import finish_point, replay_logs
+from caulk.engines.strategy import fast_loop_device
 
 
 def _index_loader(cached) -> torch.utils.data.DataLoader:
     """The point's training DataLoader (same sampler and seed) yielding pool positions only."""
-    from caulk.features import IndexedBatches, _take_batch
-
     t = torch.as_tensor(cached.dm.train_idx)
     return torch.utils.data.DataLoader(
         IndexedBatches(t, t, t),
         batch_size=int(cached.dm.cfg.batch_size),
         shuffle=True,
-        collate_fn=_take_batch,
+        collate_fn=take_batch,
         generator=torch.Generator().manual_seed(cached.dm.seed),
     )
 
@@ -273,8 +121,6 @@ def fit_linear_heads(
     ``module.head.load_state_dict``), the metrics ``fit_cached`` returns, counts and a ``history``
     of logged metrics.
     """
-    from torch import nn
-
     t_cfg = cfg.trainer
     if t_cfg.get("deterministic"):
         torch.use_deterministic_algorithms(True)
@@ -423,26 +269,24 @@ def fit_linear_heads(
     return results
 
 
-def save_checkpoint(
-    module, path, global_step: int, epochs: int, hparams: dict[str, Any] | None = None
-) -> None:
-    """What ModelCheckpoint keeps of a TransferModule (trainable tensors + plain config, by
-    default the module's own hparams), loadable with ``torch.load(weights_only=True)``; written
-    atomically."""
-    import os
+def train_heads(cfg: DictConfig, datamodules: list, features: CachedFeatures) -> list[dict]:
+    """The heads of the points of ``datamodules``, trained together (``fit_linear_heads``)."""
+    cached = [CachedFeatureDataModule(dm, features) for dm in datamodules]
+    labels = (cached[0].labels("pool"), cached[0].labels("test"))
+    return fit_linear_heads(
+        cached,
+        features,
+        labels,
+        cfg,
+        instantiate(cfg.optimizer),
+        head_norm=bool(cfg.peft.get("head_norm", True)),
+    )
 
-    import pytorch_lightning as pl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in module.trainable_state_dict().items()}
-    ckpt = {
-        "state_dict": state,
-        "hyper_parameters": dict(module.hparams if hparams is None else hparams),
-        "global_step": int(global_step),
-        "epoch": int(epochs),
-        "pytorch-lightning_version": pl.__version__,
-        "caulk_train_loop": "fast",  # no optimizer state: a cached point is rerun, not resumed
-    }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+def run(job: PointJob, head: dict[str, Any]) -> PointResult:
+    """Load the point's head (trained with the other points of its curve) and report it."""
+    job.module.head.load_state_dict(head["head_state"])
+    job.module.n_train_seen = head["metrics"]["n_train_seen"]
+    job.module.train_samples_per_epoch = head["metrics"]["per_epoch"]
+    replay_logs(job.loggers, head["history"])
+    return finish_point(job, head["metrics"])

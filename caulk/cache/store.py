@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from caulk.features import CachedFeatures, PrefixPlan, extract_features, prefix_state
+from caulk.cache.extract import CachedFeatures, extract_features
+from caulk.cache.prefix import PrefixPlan, prefix_state
 
 log = logging.getLogger("caulk.features")
 FORMAT = "caulk-prefix-cache-1"

@@ -1,0 +1,70 @@
+"""What every engine is given (``PointJob``) and what it returns (``PointResult``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from caulk.cache.extract import CachedFeatures
+from caulk.module import TransferModule
+
+
+@dataclass
+class PointJob:
+    """One (n, seed) point ready to train: its config, module, data and where it writes."""
+
+    cfg: DictConfig  # the point's config (the curve's when its points share it)
+    resolved: dict[str, Any]  # the point's resolved config: checkpoints carry it
+    point: dict[str, Any]  # the point's identity (model, peft, n, seed, ...): W&B logs it
+    module: TransferModule
+    datamodule: Any
+    output_dir: Path
+    loggers: list  # Lightning loggers of the point (CSV, W&B)
+    scaling_run: Any  # the W&B run that receives the point's (n, error): the curve's or its own
+    features: CachedFeatures | None = None
+    compiled: bool = False
+
+
+@dataclass
+class PointResult:
+    """The metrics of a trained and tested point (what goes into its record)."""
+
+    test_error: float
+    test_loss: float
+    val_error: float | None
+    n_test: int
+    n_train_seen: int
+    train_samples_per_epoch: int
+    global_steps: int
+    epochs: int
+    resumed_from: str | None = None
+
+
+def result_from_metrics(
+    metrics: dict[str, Any], module: TransferModule, resumed_from: str | None = None
+) -> PointResult:
+    """A PointResult from the metrics a Trainer (or the light loop) leaves behind."""
+    val_error = metrics.get("val/error")
+    return PointResult(
+        test_error=float(metrics["test/error"]),
+        test_loss=float(metrics["test/loss"]),
+        val_error=None if val_error is None else float(val_error),
+        n_test=int(metrics["test/n_test"]),
+        n_train_seen=module.n_train_seen,
+        train_samples_per_epoch=module.train_samples_per_epoch,
+        global_steps=int(metrics["global_steps"]),
+        epochs=int(metrics["epochs"]),
+        resumed_from=resumed_from,
+    )
+
+
+def checkpoint_names(cfg: DictConfig) -> list[str]:
+    """The file names ModelCheckpoint callbacks of ``cfg`` keep (their ``last.ckpt``)."""
+    return [
+        f"{c.get('filename') or 'last'}.ckpt"
+        for c in (cfg.get("callbacks") or {}).values()
+        if c and "ModelCheckpoint" in str(c.get("_target_", ""))
+    ]

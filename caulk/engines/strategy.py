@@ -1,0 +1,113 @@
+"""Which engine trains a curve's points, chosen once per curve, with the reason when a faster one
+cannot apply.
+
+- ``batched_heads``: a linear probe on cached whole-backbone features, all points' heads trained
+  as one computation (``caulk.engines.batched``);
+- ``cached``: a cached prefix trained in caulk's light loop (``caulk.engines.cached``);
+- ``lightning``: the Lightning Trainer, on images or on cached prefix outputs
+  (``caulk.engines.lightning``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from caulk.cache.extract import CachedFeatures
+
+log = logging.getLogger("caulk.train")
+
+_ALLOWED_CALLBACKS = ("ModelCheckpoint",)
+
+
+def fast_loop_unsupported(cfg: Any) -> str | None:
+    """Why the fast loop cannot reproduce this config's Trainer (None when it can)."""
+    t = cfg.trainer
+    steps, interval = t.get("max_steps"), t.get("val_check_interval")
+    checks = {
+        "trainer.max_steps must be a positive step budget": isinstance(steps, int) and steps > 0,
+        "trainer.max_epochs must be null or -1": t.get("max_epochs") in (None, -1),
+        "trainer.val_check_interval must be an int number of steps": isinstance(interval, int)
+        and not isinstance(interval, bool)
+        and interval > 0,
+        "trainer.check_val_every_n_epoch must be null": t.get("check_val_every_n_epoch") is None,
+        "trainer.precision must be 32-true": str(t.get("precision", "32-true"))
+        in ("32-true", "32"),
+        "trainer.devices must be 1": t.get("devices", 1) in (1, "1", "auto"),
+        "trainer.num_nodes must be 1": t.get("num_nodes", 1) in (1, "1"),
+        "trainer.accumulate_grad_batches must be 1": t.get("accumulate_grad_batches", 1) == 1,
+        "trainer.gradient_clip_val must be unset": not t.get("gradient_clip_val"),
+        "trainer.limit_*_batches must be unset": not any(
+            t.get(k) is not None for k in ("limit_train_batches", "limit_val_batches")
+        ),
+        "compile must be false (the light loop runs eager)": not cfg.get("compile", False),
+        "only ModelCheckpoint callbacks": all(
+            any(a in str(c.get("_target_", "")) for a in _ALLOWED_CALLBACKS)
+            for c in (cfg.get("callbacks") or {}).values()
+            if c
+        ),
+    }
+    failed = [why for why, ok in checks.items() if not ok]
+    return "; ".join(failed) or None
+
+
+def fast_loop_device(trainer_cfg: Any) -> torch.device:
+    """The device the light loop and the feature extraction run on: the run's GPU, if any."""
+    acc = str(trainer_cfg.get("accelerator", "auto"))
+    if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+#: optimizers whose update is elementwise: stacking the heads of many points changes nothing
+ELEMENTWISE_OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad")
+
+
+def batched_heads_unsupported(cfg: Any, features) -> str | None:
+    """Why the heads of a curve's points cannot train as one batched computation (None: they can)."""
+    opt = cfg.optimizer.get("_target_", "")
+    checks = {
+        "cache.batch_points is off": (cfg.get("cache") or {}).get("batch_points", True),
+        "the prefix is not the whole backbone": features.plan.depth is None,
+        f"optimizer {opt} is not elementwise": opt.rsplit(".", 1)[-1] in ELEMENTWISE_OPTIMIZERS,
+        "scheduler must be cosine or none": cfg.get("scheduler", "cosine") in ("cosine", "none"),
+    }
+    failed = [why for why, ok in checks.items() if not ok]
+    return "; ".join(failed) or fast_loop_unsupported(cfg)
+
+
+#: the record's ``train_loop`` value of each engine
+TRAIN_LOOPS = {"lightning": "lightning", "cached": "fast", "batched_heads": "fast_batched"}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a curve's points train: the engine, the cached features it trains on (None: images),
+    and why no faster engine applies (None when the fastest one does)."""
+
+    engine: str
+    features: CachedFeatures | None = None
+    reason: str | None = None
+
+    @property
+    def train_loop(self) -> str:
+        return TRAIN_LOOPS[self.engine]
+
+
+def choose(cfg: Any, features: CachedFeatures | None) -> Strategy:
+    """The fastest engine that reproduces ``cfg``'s training on ``features`` (None: no cache)."""
+    if features is None:
+        return Strategy("lightning", None, "no cached prefix")
+    if (cfg.get("cache") or {}).get("loop", "fast") != "fast":
+        return Strategy("lightning", features, "cache.loop=lightning")
+    why = fast_loop_unsupported(cfg)
+    if why:
+        log.info("cached prefix trains through Lightning: %s", why)
+        return Strategy("lightning", features, why)
+    why = batched_heads_unsupported(cfg, features)
+    if why:
+        return Strategy("cached", features, why)
+    return Strategy("batched_heads", features)

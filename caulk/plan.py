@@ -1,0 +1,193 @@
+"""The plan of a job: its (n, seed) points, their configs, data, dirs and finished records.
+
+``make_plan(cfg)`` validates the config and every point before anything is built or trained, and
+finds the points a relaunched sweep already finished (``caulk.cluster.finished_record``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from caulk.backbones import check_backbone_cfg
+from caulk.cluster import finished_record
+from caulk.data import build_datamodule, load_splits
+from caulk.errors import CaulkConfigError
+from caulk.peft import get_peft
+from caulk.zoo.build import check_source_cfg
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that need nothing built; raise CaulkConfigError with a one-line message."""
+    for seed in curve_seeds(cfg):
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise CaulkConfigError(f"seeds must be integers, got {seed!r}")
+    ns = cfg.get("curve", {}).get("n")
+    if ns is not None and (isinstance(ns, (str, int)) or len(ns) == 0):
+        raise CaulkConfigError(
+            f"curve.n must be a non-empty list of sizes, e.g. [10,20,40], got {ns!r}"
+        )
+    cache = cfg.get("cache") or {}
+    for key in ("features", "disk", "batch_points"):
+        if not isinstance(cache.get(key, True), bool):
+            raise CaulkConfigError(f"cache.{key} must be true or false, got {cache.get(key)!r}")
+    if not isinstance(cfg.get("compile", False), bool):
+        raise CaulkConfigError(f"compile must be true or false, got {cfg.get('compile')!r}")
+    if cache.get("loop", "fast") not in ("fast", "lightning"):
+        raise CaulkConfigError(f"cache.loop must be fast or lightning, got {cache.get('loop')!r}")
+    check_backbone_cfg(cfg.model)
+    if cfg.model.weights == "zoo":
+        check_source_cfg(cfg.model, cfg.get("source_task"))
+    get_peft(cfg.peft.name)(cfg.peft).validate()
+
+
+def curve_seeds(cfg: DictConfig) -> list[Any]:
+    seeds = cfg.get("curve", {}).get("seeds")
+    return [cfg.seed] if seeds is None else list(seeds)
+
+
+def curve_points(cfg: DictConfig) -> list[tuple[int | None, int]]:
+    """The (n, seed) points this job runs: ``curve.n`` x ``curve.seeds``, or the single point."""
+    ns = cfg.get("curve", {}).get("n")
+    ns = [cfg.data.n] if ns is None else list(ns)
+    return [(n, int(seed)) for n in ns for seed in curve_seeds(cfg)]
+
+
+def is_curve(cfg: DictConfig) -> bool:
+    c = cfg.get("curve") or {}
+    return c.get("n") is not None or c.get("seeds") is not None
+
+
+#: interpolations that cannot read a point's n or seed: Hydra's runtime values, the environment
+_POINT_FREE_RESOLVERS = re.compile(r"\$\{(hydra|oc\.env):[^${}]*\}")
+_ABSOLUTE_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+_POINT_KEYS = ("seed", "data", "data.n")
+
+
+def _interpolations(node: Any):
+    """Every interpolation string in a DictConfig/ListConfig, depth first."""
+    keys = range(len(node)) if OmegaConf.is_list(node) else node.keys()
+    for key in keys:
+        if OmegaConf.is_interpolation(node, key):
+            yield str(node._get_node(key)._value())
+            continue
+        child = node._get_node(key)
+        if OmegaConf.is_config(child) and not (child._is_none() or child._is_missing()):
+            yield from _interpolations(child)
+
+
+def _may_read_point_keys(interpolation: str) -> bool:
+    rest, before = interpolation, None
+    while rest != before:  # innermost first: ${oc.env:A,${oc.env:HOME}/x}
+        before, rest = rest, _POINT_FREE_RESOLVERS.sub("", rest)
+    if any(m.group(1) in _POINT_KEYS for m in _ABSOLUTE_REFERENCE.finditer(rest)):
+        return True
+    return "${" in _ABSOLUTE_REFERENCE.sub("", rest)  # relative or resolver-made: cannot tell
+
+
+def points_share_config(cfg: DictConfig) -> bool:
+    """Whether the points of ``cfg``'s curve can all read their config from ``cfg`` itself, apart
+    from their own ``data.n`` and ``seed``: no interpolation can read those two."""
+    return not any(_may_read_point_keys(s) for s in _interpolations(cfg))
+
+
+def resolve_points(
+    cfg: DictConfig, points: list[tuple[int | None, int]], share: bool | None = None
+) -> list[dict[str, Any]]:
+    """The resolved config of every (n, seed) point: the curve config with its n and seed.
+
+    Resolving costs tens of ms a point, so when no interpolation can read ``seed`` or ``data.n``
+    the curve config is resolved once and each point sets its own two values; otherwise (a
+    reference to them, a relative one, a custom resolver) every point is resolved on its own.
+    ``share``: ``points_share_config(cfg)`` when the caller already has it.
+    """
+    share = points_share_config(cfg) if share is None else share
+    if len(points) < 2 or not share:
+        return [OmegaConf.to_container(point_cfg(cfg, *p), resolve=True) for p in points]
+    base = OmegaConf.to_container(cfg, resolve=True)
+    resolved = []
+    for n, seed in points:
+        config = copy.deepcopy(base)
+        config["data"]["n"], config["seed"] = n, seed
+        resolved.append(config)
+    return resolved
+
+
+def point_cfg(cfg: DictConfig, n: int | None, seed: int) -> DictConfig:
+    """A copy of the curve config ``cfg`` with the point's n and seed."""
+    point = cfg.copy()
+    with open_dict(point):
+        point.data.n = n
+        point.seed = seed
+    return point
+
+
+def point_data_cfg(cfg: DictConfig, n: int | None) -> DictConfig:
+    """``cfg.data`` with the point's n; interpolations in it still resolve against ``cfg``."""
+    data = cfg.data.copy()
+    with open_dict(data):
+        data.n = n
+    return data
+
+
+@dataclass
+class PointPlan:
+    """One (n, seed) point of a job: its config, data and dir, and its record if already ok."""
+
+    n: int
+    seed: int
+    cfg: DictConfig  # the point's config, or the curve's when its points share it
+    resolved: dict[str, Any]
+    datamodule: Any
+    output_dir: Path
+    done: dict[str, Any] | None
+
+
+@dataclass
+class CurvePlan:
+    """A job's points (one for a single run), in order."""
+
+    cfg: DictConfig
+    curve: bool
+    points: list[PointPlan]
+
+    @property
+    def pending(self) -> list[PointPlan]:
+        """The points still to train (no ok record made with their config)."""
+        return [p for p in self.points if p.done is None]
+
+
+def make_plan(cfg: DictConfig) -> CurvePlan:
+    """Validate ``cfg`` and plan its points: one dataset load, every n checked before any work."""
+    validate_config(cfg)
+    curve, points = is_curve(cfg), curve_points(cfg)
+    # a point's config is a copy of the curve's with its n and seed (a few ms each), unless no
+    # interpolation can read those two: then every point reads the curve's and gets them passed
+    share = points_share_config(cfg)
+    if share:
+        point_cfgs = [cfg] * len(points)
+        data_cfgs = [point_data_cfg(cfg, n) for n, _ in points]
+    else:
+        point_cfgs = [point_cfg(cfg, n, seed) for n, seed in points]
+        data_cfgs = [p.data for p in point_cfgs]
+    splits = load_splits(data_cfgs[0])  # points differ only in n and seed: one load
+    datamodules = []
+    for (_, seed), data_cfg in zip(points, data_cfgs, strict=True):  # validates every n first
+        pl.seed_everything(seed, workers=True, verbose=False)
+        datamodules.append(build_datamodule(data_cfg, seed, splits))
+    if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
+        raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
+    output_dir = Path(cfg.paths.output_dir)
+    resolved = resolve_points(cfg, points, share)
+    plans = []
+    for (_, seed), dm, pcfg, res in zip(points, datamodules, point_cfgs, resolved, strict=True):
+        point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
+        done = finished_record(point_dir, res)
+        plans.append(PointPlan(dm.n, seed, pcfg, res, dm, point_dir, done))
+    return CurvePlan(cfg, curve, plans)

@@ -1,0 +1,115 @@
+"""A curve: build the backbone once, plan the cache and the strategy, then run every point."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from caulk.backbones import Backbone, create_backbone
+from caulk.cache.extract import CachedFeatures
+from caulk.cache.prefix import plan_prefix
+from caulk.cache.store import load_or_extract
+from caulk.cluster import is_global_zero
+from caulk.engines import batched
+from caulk.engines.strategy import choose, fast_loop_device
+from caulk.loggers import init_wandb_run
+from caulk.peft import apply_peft
+from caulk.plan import CurvePlan, curve_seeds
+from caulk.run.point import CurveContext, finish_wandb, run_point
+from caulk.torch_env import skip_nvml_check_without_driver
+
+log = logging.getLogger("caulk.train")
+
+
+def cached_features(
+    cfg: DictConfig, backbone: Backbone, probe_model, probe, datamodule
+) -> CachedFeatures | None:
+    """The frozen prefix's outputs over pool and test when caching applies (caulk.cache);
+    ``probe_model`` is a copy of the backbone with ``probe``, the curve's PEFT method, applied."""
+    cache = cfg.get("cache") or {}
+    augmented = str(cfg.data.get("augment", "none")) != "none"  # augmentation and caching exclude
+    if not cache.get("features", True) or augmented:
+        return None
+    prefix = plan_prefix(probe_model, probe)
+    if prefix is None:
+        return None
+    datamodule.set_input_transform(backbone.data_config, augment=False)
+    disk = cache.get("dir") if cache.get("disk", True) else None
+    device = fast_loop_device(cfg.trainer)  # the GPU when the run uses one
+    return load_or_extract(probe_model, prefix, datamodule, backbone.data_config, disk, device)
+
+
+def _curve_run(plan: CurvePlan):
+    """The W&B run a curve logs all its points to (None for a single point or off rank 0)."""
+    cfg = plan.cfg
+    if not plan.curve or not is_global_zero():
+        return None
+    info = {
+        "model": cfg.model.name,
+        "peft": cfg.peft.name,
+        "data": cfg.data.name,
+        "curve_n": [p.n for p in plan.points],
+        "curve_seeds": curve_seeds(cfg),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    name = f"{cfg.model.name}-{cfg.peft.name}-curve"
+    return init_wandb_run(cfg.get("logger"), Path(cfg.paths.output_dir), name, info)
+
+
+def _context(plan: CurvePlan) -> CurveContext:
+    cfg = plan.cfg
+    backbone = create_backbone(cfg.model, cfg.get("source_task"), cfg.paths.get("zoo_dir"))
+    probe_model = copy.deepcopy(backbone.model)
+    probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing: fails now
+    features = cached_features(cfg, backbone, probe_model, probe, plan.points[0].datamodule)
+    strategy = choose(cfg, features)
+    ctx = CurveContext(cfg, backbone, strategy, plan.curve)
+    if strategy.engine == "batched_heads":
+        pending = [i for i, p in enumerate(plan.points) if p.done is None]
+        dms = [plan.points[i].datamodule for i in pending]
+        ctx.heads = dict(
+            zip(pending, batched.train_heads(cfg, dms, strategy.features), strict=True)
+        )
+    return ctx
+
+
+def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any]]:
+    """Run every pending point of ``plan``; the records of all its points, in order.
+
+    A failed point of a curve leaves a failed record, the others still run, and the curve then
+    raises; a single point's failure raises at once (after writing its record).
+    """
+    start = time.perf_counter() if start is None else start
+    skip_nvml_check_without_driver()  # after Lightning's import, which turns the check on
+    if plan.cfg.trainer.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if not plan.pending:  # a re-launched sweep: nothing left to do here
+        log.info("all %d point(s) already have an ok record: skipped", len(plan.points))
+        return [p.done for p in plan.points]
+    ctx = _context(plan)
+    records: list[dict[str, Any]] = []
+    try:
+        ctx.curve_run = _curve_run(plan)
+        for i, point in enumerate(plan.points):
+            if point.done is not None:
+                log.info(
+                    "point n=%s seed=%s already has an ok record: skipped", point.n, point.seed
+                )
+                records.append(point.done)
+                continue
+            records.append(run_point(ctx, point, i, start).to_dict())
+            start = time.perf_counter()
+    finally:
+        finish_wandb(ctx.curve_run, failed=any(r["status"] != "ok" for r in records))
+    failed = [r for r in records if r["status"] != "ok"]
+    if plan.curve and failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(records)} curve points failed; first: {failed[0]['message']}"
+        )
+    return records

@@ -1,0 +1,184 @@
+"""One point: build its module, let the curve's engine train it, write its record whatever happens."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from caulk import __version__
+from caulk.backbones import Backbone, count_params
+from caulk.cluster import is_global_zero
+from caulk.engines import batched, cached, lightning
+from caulk.engines.base import PointJob, PointResult
+from caulk.engines.strategy import Strategy
+from caulk.loggers import csv_logger, init_wandb_run, lightning_wandb_logger
+from caulk.module import TransferModule
+from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
+from caulk.plan import PointPlan
+from caulk.run.record import Record
+
+log = logging.getLogger("caulk.train")
+
+
+@dataclass
+class CurveContext:
+    """What the points of one curve share: config, backbone, strategy, W&B curve run."""
+
+    cfg: Any
+    backbone: Backbone
+    strategy: Strategy
+    curve: bool
+    curve_run: Any = None
+    heads: dict[int, dict[str, Any]] = field(default_factory=dict)  # batched: point index -> head
+    shared_module: tuple[TransferModule, dict[str, int]] | None = None  # batched points share it
+
+
+def point_identity(cfg: Any, backbone: Backbone, n: int, seed: int) -> dict[str, Any]:
+    """The keys that name a point (what W&B and the analysis group by)."""
+    return {
+        "model": cfg.model.name,
+        "backbone_tag": backbone.backbone_tag,
+        "weights": backbone.weights,
+        "source_m": cfg.model.get("source_m") if backbone.weights == "zoo" else None,
+        "peft": cfg.peft.name,
+        "data": cfg.data.name,
+        "n": n,
+        "seed": seed,
+    }
+
+
+def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
+    cfg, backbone, features = plan.cfg, ctx.backbone, ctx.strategy.features
+    zoo = backbone.zoo_meta or {}
+    return Record(
+        **point_identity(cfg, backbone, plan.datamodule.n, plan.seed),
+        arch=backbone.arch,
+        weights_file=backbone.weights_file,
+        zoo_entry=zoo.get("name"),
+        source_accuracy=zoo.get("source_accuracy"),
+        init_seed=cfg.model.get("init_seed", 0) if backbone.weights == "none" else None,
+        peft_knob=method.knob,
+        peft_knob_value=method.knob_value(),
+        peft_params=method.trainable_params,  # trained inside the backbone (head excluded)
+        pool_size=plan.datamodule.pool_size,
+        n_val=len(plan.datamodule.val_idx),
+        curve=ctx.curve,
+        features_cached=features is not None,
+        cache_prefix=None if features is None else features.plan.tag,
+        cache_source=None if features is None else features.source,
+        train_loop=ctx.strategy.train_loop,
+        compiled=ctx.strategy.engine == "lightning" and bool(cfg.get("compile", False)),
+        caulk_version=__version__,
+        torch_version=torch.__version__,
+        host=platform.node(),
+        output_dir=str(plan.output_dir.resolve()),
+        config=plan.resolved,
+    )
+
+
+def _adapted_backbone(ctx: CurveContext, plan: PointPlan):
+    """(model, method): the point's copy of the backbone with its PEFT method applied."""
+    if ctx.shared_module is not None:
+        module = ctx.shared_module[0]
+        return module.backbone, module.method
+    pl.seed_everything(plan.seed, workers=True, verbose=False)
+    features = ctx.strategy.features
+    # a linear probe on cached features never runs or changes the backbone: no copy needed
+    whole = features is not None and features.plan.depth is None
+    model = ctx.backbone.model if whole else copy.deepcopy(ctx.backbone.model)
+    return model, apply_peft(model, plan.cfg.peft)
+
+
+def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[TransferModule, dict]:
+    """The point's TransferModule and parameter counts (one module for all batched points)."""
+    if ctx.shared_module is not None:
+        return ctx.shared_module
+    batched_point = ctx.strategy.engine == "batched_heads"
+    features = ctx.strategy.features
+    module = TransferModule(
+        model,
+        method,
+        plan.datamodule.num_classes,
+        optimizer=None if batched_point else instantiate(plan.cfg.optimizer),
+        scheduler=plan.cfg.scheduler,
+        head_norm=bool(plan.cfg.peft.get("head_norm", True)),
+        hparams=plan.resolved,
+        cached_prefix=None if features is None else features.plan,
+    )
+    params = {
+        "trainable_params": count_params(module, trainable_only=True),
+        "total_params": count_params(module),
+        "backbone_params": count_params(ctx.backbone.model),
+    }
+    if batched_point:
+        ctx.shared_module = (module, params)
+    return module, params
+
+
+def _train(ctx: CurveContext, job: PointJob, index: int) -> PointResult:
+    engine = ctx.strategy.engine
+    if engine == "batched_heads":
+        return batched.run(job, ctx.heads[index])
+    return cached.run(job) if engine == "cached" else lightning.run(job)
+
+
+def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> Record:
+    """Train, test and record one point. A failure is recorded (and re-raised outside a curve);
+    an interruption is recorded as such and re-raised; the record is written in any case."""
+    model, method = _adapted_backbone(ctx, plan)
+    plan.datamodule.set_input_transform(ctx.backbone.data_config)
+    record = _new_record(ctx, plan, method)
+    point, run = point_identity(plan.cfg, ctx.backbone, record.n, record.seed), None
+    try:
+        module, params = _module(ctx, plan, model, method)
+        record.update(**params)
+        loggers = csv_logger(plan.cfg.get("logger"), plan.output_dir)
+        if not ctx.curve and is_global_zero():
+            run = init_wandb_run(
+                plan.cfg.get("logger"),
+                plan.output_dir,
+                f"{record.model}-{record.peft}-n{record.n}-s{record.seed}",
+                {**point, "config": plan.resolved},
+            )
+            loggers += lightning_wandb_logger(run)
+        job = PointJob(
+            plan.cfg, plan.resolved, point, module, plan.datamodule, plan.output_dir, loggers,
+            ctx.curve_run or run, ctx.strategy.features, record.compiled,
+        )  # fmt: skip
+        result = _train(ctx, job, index)
+        record.adapter_file = str(export_adapter(module, plan.output_dir / ADAPTER_NAME))
+        record.update(**dataclasses.asdict(result), status="ok", message="")
+    except Exception as e:
+        record.status, record.message = "failed", f"{type(e).__name__}: {e}"
+        record.traceback = traceback.format_exc()
+        if not ctx.curve:
+            raise
+    except BaseException as e:  # preempted (submitit requeues and exits) or interrupted
+        record.status, record.message = "interrupted", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        record.wall_time_s = round(time.perf_counter() - start, 3)
+        if is_global_zero():  # DDP: one record per point, written by rank 0
+            record.write(plan.output_dir)
+        finish_wandb(run, failed=record.status != "ok")
+    return record
+
+
+def finish_wandb(run, failed: bool) -> None:
+    """Close a W&B run (multirun jobs in one process must not share a run)."""
+    if run is None:
+        return
+    try:
+        run.finish(exit_code=1 if failed else 0)
+    except Exception as e:  # e.g. the W&B service was killed with a preempted job: never mask that
+        log.warning("could not finish the W&B run: %s: %s", type(e).__name__, e)
