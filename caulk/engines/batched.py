@@ -107,6 +107,169 @@ def _standardize(x, mean, var, eps):
     return (x - mean.unsqueeze(1)) / torch.sqrt(var.unsqueeze(1) + eps)
 
 
+def _initial_heads(points: list, dim: int, n_cls: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every point's head weights and biases, drawn as ``TransferModule`` draws its head."""
+    weights, biases = torch.empty(len(points), n_cls, dim), torch.empty(len(points), n_cls)
+    for p, point in enumerate(points):
+        # TransferModule's head is drawn from the CPU generator after seed_everything(seed);
+        # seeding only that generator skips the ~1 ms per call of seeding every device
+        torch.default_generator.manual_seed(point.dm.seed)
+        lin = nn.Linear(dim, n_cls)  # consumes the RNG exactly as TransferModule's head does
+        weights[p], biases[p] = lin.weight.detach(), lin.bias.detach()
+    return weights, biases
+
+
+def _schedules(points: list, steps: int, batch: int):
+    """(idx, mask) of shape (steps, points, batch) and each point's epoch counts."""
+    idx = torch.zeros(steps, len(points), batch, dtype=torch.long)
+    mask = torch.zeros(steps, len(points), batch, dtype=torch.bool)
+    counts = []
+    for p, point in enumerate(points):
+        i, m, c = _schedule(partial(_index_loader, point), steps, batch)
+        idx[:, p], mask[:, p] = i, m
+        counts.append(c)
+    return idx, mask, counts
+
+
+class _BatchedHeads:
+    """The state of a batched fit: all heads in one parameter, running BatchNorm statistics,
+    each point's schedule, and the per-step weights of the masked mean loss."""
+
+    def __init__(self, points: list, features: CachedFeatures, labels: tuple, cfg: Any, opt):
+        t_cfg = cfg.trainer
+        self.device = device = fast_loop_device(t_cfg)
+        self.steps, self.interval = int(t_cfg.max_steps), int(t_cfg.val_check_interval)
+        self.log_every = int(t_cfg.get("log_every_n_steps", 50) or 50)
+        self.batch = batch = max(int(p.dm.cfg.batch_size) for p in points)
+        self.pool, self.test = features.pool.to(device), features.test.to(device)
+        self.y_pool, self.y_test = labels[0].to(device), labels[1].to(device)
+        self.n_cls, self.dim, self.n_pts = points[0].num_classes, self.pool.shape[1], len(points)
+        weights, biases = _initial_heads(points, self.dim, self.n_cls)
+        idx, mask, self.counts = _schedules(points, self.steps, batch)
+        # one tensor holds every head's weight and bias: the elementwise optimizer takes one step
+        # over it instead of two (each of its steps is a dozen small ops)
+        self.heads = nn.Parameter(torch.cat([weights, biases.unsqueeze(2)], 2).to(device))
+        self.w, self.b = self.heads[:, :, : self.dim], self.heads[:, :, self.dim]
+        self.heads.grad = torch.zeros_like(self.heads)
+        self.grad_w, self.grad_b = (
+            self.heads.grad[:, :, : self.dim],
+            self.heads.grad[:, :, self.dim],
+        )
+        self.optimizer = opt([self.heads])
+        self.scheduler = None
+        if cfg.get("scheduler", "cosine") != "none":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.steps)
+        bn = nn.BatchNorm1d(self.dim, affine=False)  # FeatureStandardize's eps and momentum
+        self.eps, self.mom = bn.eps, bn.momentum
+        self.r_mean = torch.zeros(self.n_pts, self.dim, device=device)
+        self.r_var = torch.ones(self.n_pts, self.dim, device=device)
+        self.tracked = torch.zeros(self.n_pts, dtype=torch.long, device=device)
+        self.idx, self.mask = idx.to(device), mask.to(device)
+        self._loss_weights()
+
+    def _loss_weights(self) -> None:
+        # d(mean masked cross-entropy)/d(logits) = (softmax - onehot) * mask / c
+        self.mf = self.mask.to(self.pool.dtype)
+        self.counts_per_step = self.mf.sum(2)  # (steps, points): rows in each point's batch
+        self.row_weight = self.mf / self.counts_per_step.unsqueeze(2)
+        self.unbias = self.counts_per_step / (self.counts_per_step - 1).clamp(min=1)
+        # a batch of one uses the running statistics
+        self.any_single = (self.counts_per_step == 1).any(1).tolist()
+        self.onehot = F.one_hot(self.y_pool, self.n_cls).to(self.pool.dtype)
+        self.mean_weight = self.row_weight.unsqueeze(2)  # (steps, points, 1, batch): a bmm mean
+
+    def evaluate(self, x_all, y_all, rows_per_point, head_norm: bool, split: str) -> list[dict]:
+        """Error and mean loss of every point's head on its rows (one batched pass when the
+        points share their rows, as val and test do)."""
+        shared = all(torch.equal(r, rows_per_point[0]) for r in rows_per_point)
+        groups = [(slice(None), rows_per_point[0])] if shared else list(enumerate(rows_per_point))
+        out: list[dict[str, float]] = [{} for _ in range(self.n_pts)]
+        for sel, rows in groups:
+            x, y = x_all[rows], y_all[rows]
+            mean, var = self.r_mean[sel], self.r_var[sel]
+            ws, bs = self.w[sel], self.b[sel]
+            if not shared:
+                mean, var, ws, bs = mean[None], var[None], ws[None], bs[None]
+            x = x.expand(len(ws), *x.shape)
+            if head_norm:
+                x = _standardize(x, mean, var, self.eps)
+            logits = torch.baddbmm(bs.unsqueeze(1), x, ws.transpose(1, 2))
+            errs = (logits.argmax(2) != y).float().mean(1).tolist()
+            ce = F.cross_entropy(logits.transpose(1, 2), y.expand(len(ws), -1), reduction="none")
+            losses = ce.mean(1).tolist()
+            at = range(self.n_pts) if shared else [sel]
+            for p, err, loss in zip(at, errs, losses, strict=True):
+                out[p] = {f"{split}/error": err, f"{split}/loss": loss}
+        return out
+
+    def _normalize_with_singles(self, t: int, x: torch.Tensor) -> torch.Tensor:
+        """Standardise a step's batches where some point's batch has one row (running stats)."""
+        m, c = self.mf[t].unsqueeze(2), self.counts_per_step[t].unsqueeze(1)
+        mean = (x * m).sum(1) / c
+        var = (((x - mean.unsqueeze(1)) ** 2) * m).sum(1) / c
+        single = c == 1
+        upd = ~single
+        x = _standardize(
+            x,
+            torch.where(single, self.r_mean, mean),
+            torch.where(single, self.r_var, var),
+            self.eps,
+        )
+        new_mean = (1 - self.mom) * self.r_mean + self.mom * mean
+        new_var = (1 - self.mom) * self.r_var + self.mom * var * self.unbias[t].unsqueeze(1)
+        self.r_mean = torch.where(upd, new_mean, self.r_mean)
+        self.r_var = torch.where(upd, new_var, self.r_var)
+        self.tracked += upd.squeeze(1).long()
+        return x
+
+    def _normalize(self, t: int, x: torch.Tensor) -> torch.Tensor:
+        """Standardise a step's batches with their masked statistics (two bmms)."""
+        mean = torch.bmm(self.mean_weight[t], x)
+        centred = x - mean
+        var = torch.bmm(self.mean_weight[t], centred * centred).squeeze(1)
+        x = centred * torch.rsqrt(var + self.eps).unsqueeze(1)
+        self.r_mean = self.r_mean.mul_(1 - self.mom).add_(mean.squeeze(1), alpha=self.mom)
+        unbiased = var * self.unbias[t].unsqueeze(1)
+        self.r_var = self.r_var.mul_(1 - self.mom).add_(unbiased, alpha=self.mom)
+        self.tracked += 1
+        return x
+
+    def step(self, t: int, head_norm: bool) -> torch.Tensor:
+        """Step ``t`` of every head (gradients by hand, the real optimizer); returns the logits."""
+        flat = self.idx[t].view(-1)
+        x = self.pool.index_select(0, flat).view(self.n_pts, self.batch, self.dim)
+        if head_norm and self.any_single[t]:
+            x = self._normalize_with_singles(t, x)
+        elif head_norm:
+            x = self._normalize(t, x)
+        logits = torch.baddbmm(self.b.unsqueeze(1), x, self.w.transpose(1, 2))
+        target = self.onehot.index_select(0, flat).view(self.n_pts, self.batch, self.n_cls)
+        grad = torch.softmax(logits, 2).sub_(target).mul_(self.row_weight[t].unsqueeze(2))
+        self.grad_w.copy_(torch.bmm(grad.transpose(1, 2), x))
+        torch.sum(grad, 1, out=self.grad_b)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return logits
+
+    def train_losses(self, t: int, logits: torch.Tensor) -> list[float]:
+        """Each point's mean training loss at step ``t``."""
+        ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[self.idx[t]], reduction="none")
+        return ((ce * self.mf[t]).sum(1) / self.counts_per_step[t]).tolist()
+
+    def head_state(self, p: int, head_norm: bool) -> dict[str, torch.Tensor]:
+        """Point ``p``'s head as ``TransferModule.head``'s state dict."""
+        state = {
+            "1.weight": self.w[p].detach().cpu().clone(),
+            "1.bias": self.b[p].detach().cpu().clone(),
+        }
+        if head_norm:
+            state["0.running_mean"] = self.r_mean[p].cpu().clone()
+            state["0.running_var"] = self.r_var[p].cpu().clone()
+            state["0.num_batches_tracked"] = self.tracked[p].cpu().clone()
+        return state
+
+
 def fit_linear_heads(
     points: list, features, labels: tuple, cfg: Any, optimizer_factory, head_norm: bool
 ) -> list[dict[str, Any]]:
@@ -121,150 +284,34 @@ def fit_linear_heads(
     ``module.head.load_state_dict``), the metrics ``fit_cached`` returns, counts and a ``history``
     of logged metrics.
     """
-    t_cfg = cfg.trainer
-    if t_cfg.get("deterministic"):
+    if cfg.trainer.get("deterministic"):
         torch.use_deterministic_algorithms(True)
-    device = fast_loop_device(t_cfg)
-    steps, interval = int(t_cfg.max_steps), int(t_cfg.val_check_interval)
-    log_every = int(t_cfg.get("log_every_n_steps", 50) or 50)
-    batch = max(int(p.dm.cfg.batch_size) for p in points)
-    pool, test = features.pool.to(device), features.test.to(device)
-    y_pool, y_test = labels[0].to(device), labels[1].to(device)
-    n_cls, dim, n_pts = points[0].num_classes, pool.shape[1], len(points)
-    weights, biases = torch.empty(n_pts, n_cls, dim), torch.empty(n_pts, n_cls)
-    idx = torch.zeros(steps, n_pts, batch, dtype=torch.long)
-    mask = torch.zeros(steps, n_pts, batch, dtype=torch.bool)
-    counts = []
-    for p, point in enumerate(points):
-        # TransferModule's head is drawn from the CPU generator after seed_everything(seed);
-        # seeding only that generator skips the ~1 ms per call of seeding every device
-        torch.default_generator.manual_seed(point.dm.seed)
-        lin = nn.Linear(dim, n_cls)  # consumes the RNG exactly as TransferModule's head does
-        weights[p], biases[p] = lin.weight.detach(), lin.bias.detach()
-        i, m, c = _schedule(partial(_index_loader, point), steps, batch)
-        idx[:, p], mask[:, p] = i, m
-        counts.append(c)
-    # one tensor holds every head's weight and bias: the elementwise optimizer takes one step
-    # over it instead of two (each of its steps is a dozen small ops)
-    heads = nn.Parameter(torch.cat([weights, biases.unsqueeze(2)], 2).to(device))
-    w, b = heads[:, :, :dim], heads[:, :, dim]
-    heads.grad = torch.zeros_like(heads)
-    grad_w, grad_b = heads.grad[:, :, :dim], heads.grad[:, :, dim]
-    optimizer = optimizer_factory([heads])
-    scheduler = None
-    if cfg.get("scheduler", "cosine") != "none":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    bn = nn.BatchNorm1d(dim, affine=False)  # FeatureStandardize's eps and momentum
-    eps, mom = bn.eps, bn.momentum
-    r_mean = torch.zeros(n_pts, dim, device=device)
-    r_var = torch.ones(n_pts, dim, device=device)
-    tracked = torch.zeros(n_pts, dtype=torch.long, device=device)
-    idx, mask = idx.to(device), mask.to(device)
+    fit = _BatchedHeads(points, features, labels, cfg, optimizer_factory)
     history: list[list[tuple[int, dict[str, float]]]] = [[] for _ in points]
     last_val: list[dict[str, float]] = [{} for _ in points]
-
-    def evaluate(x_all, y_all, rows_per_point, split):
-        """Error and mean loss of every point's head on its rows (one batched pass when the
-        points share their rows, as val and test do)."""
-        shared = all(torch.equal(r, rows_per_point[0]) for r in rows_per_point)
-        groups = [(slice(None), rows_per_point[0])] if shared else list(enumerate(rows_per_point))
-        out: list[dict[str, float]] = [{} for _ in points]
-        for sel, rows in groups:
-            x, y = x_all[rows], y_all[rows]
-            mean, var = r_mean[sel], r_var[sel]
-            ws, bs = w[sel], b[sel]
-            if not shared:
-                mean, var, ws, bs = mean[None], var[None], ws[None], bs[None]
-            x = x.expand(len(ws), *x.shape)
-            if head_norm:
-                x = _standardize(x, mean, var, eps)
-            logits = torch.baddbmm(bs.unsqueeze(1), x, ws.transpose(1, 2))
-            errs = (logits.argmax(2) != y).float().mean(1).tolist()
-            ce = F.cross_entropy(logits.transpose(1, 2), y.expand(len(ws), -1), reduction="none")
-            losses = ce.mean(1).tolist()
-            at = range(n_pts) if shared else [sel]
-            for p, err, loss in zip(at, errs, losses, strict=True):
-                out[p] = {f"{split}/error": err, f"{split}/loss": loss}
-        return out
-
-    # Gradients by hand: d(mean masked cross-entropy)/d(logits) = (softmax - onehot) * mask / c.
-    # The heads are the only trained tensors, so no graph is needed; the optimizer is the real one.
-    mf = mask.to(pool.dtype)
-    counts_per_step = mf.sum(2)  # (steps, points): rows in each point's batch
-    row_weight = mf / counts_per_step.unsqueeze(2)
-    unbias = counts_per_step / (counts_per_step - 1).clamp(min=1)
-    any_single = (counts_per_step == 1).any(1).tolist()  # a batch of one uses running statistics
-    onehot = F.one_hot(y_pool, n_cls).to(pool.dtype)
-    val_rows = [torch.as_tensor(p.dm.val_idx, device=device) for p in points]
+    val_rows = [torch.as_tensor(p.dm.val_idx, device=fit.device) for p in points]
     has_val = any(len(r) for r in val_rows)
-    mean_weight = row_weight.unsqueeze(2)  # (steps, points, 1, batch): a masked mean as a bmm
     with torch.no_grad():
-        for t in range(steps):
-            rows = idx[t]
-            flat = rows.view(-1)
-            x = pool.index_select(0, flat).view(n_pts, batch, dim)  # faster than pool[rows]
-            if head_norm and any_single[t]:
-                m, c = mf[t].unsqueeze(2), counts_per_step[t].unsqueeze(1)
-                mean = (x * m).sum(1) / c
-                var = (((x - mean.unsqueeze(1)) ** 2) * m).sum(1) / c
-                single = c == 1
-                upd = ~single
-                x = _standardize(
-                    x, torch.where(single, r_mean, mean), torch.where(single, r_var, var), eps
-                )
-                new_mean = (1 - mom) * r_mean + mom * mean
-                new_var = (1 - mom) * r_var + mom * var * unbias[t].unsqueeze(1)
-                r_mean = torch.where(upd, new_mean, r_mean)
-                r_var = torch.where(upd, new_var, r_var)
-                tracked += upd.squeeze(1).long()
-            elif head_norm:
-                mean = torch.bmm(mean_weight[t], x)
-                centred = x - mean
-                var = torch.bmm(mean_weight[t], centred * centred).squeeze(1)
-                x = centred * torch.rsqrt(var + eps).unsqueeze(1)
-                r_mean = r_mean.mul_(1 - mom).add_(mean.squeeze(1), alpha=mom)
-                r_var = r_var.mul_(1 - mom).add_(var * unbias[t].unsqueeze(1), alpha=mom)
-                tracked += 1
-            logits = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-            target = onehot.index_select(0, flat).view(n_pts, batch, n_cls)
-            grad = torch.softmax(logits, 2).sub_(target).mul_(row_weight[t].unsqueeze(2))
-            grad_w.copy_(torch.bmm(grad.transpose(1, 2), x))
-            torch.sum(grad, 1, out=grad_b)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if (t + 1) % log_every == 0:
-                ce = F.cross_entropy(logits.transpose(1, 2), y_pool[rows], reduction="none")
-                for p, v in enumerate(((ce * mf[t]).sum(1) / counts_per_step[t]).tolist()):
+        for t in range(fit.steps):
+            logits = fit.step(t, head_norm)
+            if (t + 1) % fit.log_every == 0:
+                for p, v in enumerate(fit.train_losses(t, logits)):
                     history[p].append((t, {"train/loss": v}))
-            if (t + 1) % interval == 0 and has_val:
-                for p, val in enumerate(evaluate(pool, y_pool, val_rows, "val")):
+            if (t + 1) % fit.interval == 0 and has_val:
+                for p, val in enumerate(
+                    fit.evaluate(fit.pool, fit.y_pool, val_rows, head_norm, "val")
+                ):
                     if len(val_rows[p]):
                         last_val[p] = val
                         history[p].append((t, val))
-    test_rows = [torch.arange(len(test), device=device)] * n_pts
+    test_rows = [torch.arange(len(fit.test), device=fit.device)] * len(points)
     results = []
-    for p, tst in enumerate(evaluate(test, y_test, test_rows, "test")):
-        tst["test/n_test"] = float(len(test))
-        history[p].append((steps, tst))
-        head_state = {
-            "1.weight": w[p].detach().cpu().clone(),
-            "1.bias": b[p].detach().cpu().clone(),
-        }
-        if head_norm:
-            head_state.update(
-                {
-                    "0.running_mean": r_mean[p].cpu().clone(),
-                    "0.running_var": r_var[p].cpu().clone(),
-                    "0.num_batches_tracked": tracked[p].cpu().clone(),
-                }
-            )
+    for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, head_norm, "test")):
+        tst["test/n_test"] = float(len(fit.test))
+        history[p].append((fit.steps, tst))
+        metrics = {**last_val[p], **tst, "global_steps": fit.steps, **fit.counts[p]}
         results.append(
-            {
-                "head_state": head_state,
-                "metrics": {**last_val[p], **tst, "global_steps": steps, **counts[p]},
-                "history": history[p],
-            }
+            {"head_state": fit.head_state(p, head_norm), "metrics": metrics, "history": history[p]}
         )
     return results
 
