@@ -18,8 +18,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from caulk.backbones import check_arch
-from caulk.cli import CONFIG_DIR, run_cli
-from caulk.errors import CaulkConfigError, exit_on_config_error
+from caulk.cli import CONFIG_DIR, reject_job, run_cli
+from caulk.errors import CaulkConfigError
 from caulk.zoo.build import build_zoo_entry, check_source_cfg
 from caulk.zoo.store import ensure_entry, entry_for
 
@@ -60,7 +60,8 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         meta = pretrain(cfg)
     except CaulkConfigError as e:
-        exit_on_config_error(e, cfg.paths.output_dir)
+        reject_job(e, cfg.paths.output_dir)
+        return
     print(format_entry(meta), flush=True)
     OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "pretrain_config.yaml")
 

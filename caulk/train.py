@@ -16,9 +16,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from caulk.cli import CONFIG_DIR, run_cli
+from caulk.cli import CONFIG_DIR, reject_job, run_cli
 from caulk.cluster import is_global_zero
-from caulk.errors import CaulkConfigError, exit_on_config_error
+from caulk.errors import CaulkConfigError
 from caulk.plan import is_curve, make_plan
 from caulk.run.curve import run_curve
 from caulk.run.record import format_curve_summary, format_summary
@@ -60,7 +60,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     try:
         records = train_curve(cfg)
     except CaulkConfigError as e:
-        exit_on_config_error(e, cfg.paths.output_dir)
+        reject_job(e, cfg.paths.output_dir)
+        return None
     if not is_global_zero():  # a DDP child: rank 0 reports
         pass
     elif len(records) == 1:
