@@ -74,6 +74,13 @@ def reject_job(error: CaulkConfigError, output_dir: str | Path | None) -> None:
     _REJECTED.append(f"job {HydraConfig.get().job.num} ({error})")
 
 
+def take_rejected() -> list[str]:
+    """The jobs of this process's sweeps rejected for bad input since the last call."""
+    rejected = list(_REJECTED)
+    _REJECTED.clear()
+    return rejected
+
+
 def run_cli(hydra_main: Callable[[], Any]) -> None:
     """Check the command line's group options (one-line error, exit 2), then run ``hydra_main``;
     exit 2 after a sweep whose jobs were rejected for bad input."""
@@ -83,10 +90,11 @@ def run_cli(hydra_main: Callable[[], Any]) -> None:
         print(f"caulk: error: {e}", file=sys.stderr)
         sys.exit(2)
     hydra_main()
-    if _REJECTED:
+    rejected = take_rejected()
+    if rejected:
         print(
-            f"caulk: error: {len(_REJECTED)} job(s) of the sweep rejected for bad input, the others "
-            f"ran: {'; '.join(_REJECTED)}",
+            f"caulk: error: {len(rejected)} job(s) of the sweep rejected for bad input, the others "
+            f"ran: {'; '.join(rejected)}",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from caulk.cli import check_group_overrides
+from caulk.cli import check_group_overrides, take_rejected
 from caulk.errors import CaulkConfigError
 from caulk.train import hydra_main
 
@@ -90,6 +90,7 @@ def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> 
         sys.argv = argv
         try:
             hydra_main()
+            code = 2 if take_rejected() else 0  # a job rejected for bad input
         except SystemExit as e:  # Hydra reports a failed job and exits
             code = e.code if isinstance(e.code, int) else 1
         except Exception:

@@ -6,8 +6,9 @@ dirs and entries were there before, so that a rejected job removes only what thi
 """
 
 import shutil
-from contextlib import suppress
 import sys
+import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,6 +29,19 @@ def remember_existing(path: str | Path) -> None:
             for parent in d.parents:
                 _EXISTING.setdefault(parent, set())
             return
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Raise CaulkConfigError unless a dir can be created at or below ``path`` (tried with a
+    temporary dir in its nearest existing ancestor, removed at once)."""
+    path = Path(path).absolute()
+    ancestor = next((d for d in (path, *path.parents) if d.exists()), None)
+    try:
+        if ancestor is None or not ancestor.is_dir():
+            raise NotADirectoryError(f"{ancestor} is not a directory")
+        Path(tempfile.mkdtemp(prefix=".caulk-write-check-", dir=ancestor)).rmdir()
+    except OSError as e:
+        raise CaulkConfigError(f"{what} is not writable: {path} ({e.strerror or e})") from None
 
 
 def _made_by_this_run(entry: Path, before: set[str] | None) -> bool:

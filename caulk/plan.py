@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from caulk.backbones import check_backbone_cfg
 from caulk.cluster import finished_record
 from caulk.data import build_datamodule, load_splits
-from caulk.errors import CaulkConfigError
+from caulk.errors import CaulkConfigError, check_writable
 from caulk.peft import get_peft
 from caulk.zoo.build import check_source_cfg
 
@@ -166,6 +166,7 @@ class CurvePlan:
 def make_plan(cfg: DictConfig) -> CurvePlan:
     """Validate ``cfg`` and plan its points: one dataset load, every n checked before any work."""
     validate_config(cfg)
+    check_writable(cfg.paths.output_dir, "paths.output_dir")
     curve, points = is_curve(cfg), curve_points(cfg)
     # a point's config is a copy of the curve's with its n and seed (a few ms each), unless no
     # interpolation can read those two: then every point reads the curve's and gets them passed
@@ -191,3 +192,9 @@ def make_plan(cfg: DictConfig) -> CurvePlan:
         done = finished_record(point_dir, res)
         plans.append(PointPlan(dm.n, seed, pcfg, res, dm, point_dir, done))
     return CurvePlan(cfg, curve, plans)
+
+
+def refresh_finished(plan: CurvePlan) -> None:
+    """Look again for ok records of the pending points (written meanwhile by another process)."""
+    for point in plan.pending:
+        point.done = finished_record(point.output_dir, point.resolved)

@@ -16,6 +16,7 @@ from caulk.cache.data import CachedFeatureDataModule, IndexedBatches, take_batch
 from caulk.cache.extract import CachedFeatures
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.cached import finish_point, replay_logs
+from caulk.engines.guards import Diverged
 from caulk.engines.strategy import fast_loop_device
 
 
@@ -281,8 +282,8 @@ def fit_linear_heads(
     loss and optimizer state; stacking only batches the arithmetic, because the optimizers in
     ``ELEMENTWISE_OPTIMIZERS`` update each element on its own. Results equal one fast loop per
     point to floating-point noise (tested). Returns per point: ``head_state`` (for
-    ``module.head.load_state_dict``), the metrics ``fit_cached`` returns, counts and a ``history``
-    of logged metrics.
+    ``module.head.load_state_dict``), the metrics ``fit_cached`` returns, counts, a ``history``
+    of logged metrics and ``diverged_at``, the first step after which its head was not finite.
     """
     if cfg.trainer.get("deterministic"):
         torch.use_deterministic_algorithms(True)
@@ -291,9 +292,12 @@ def fit_linear_heads(
     last_val: list[dict[str, float]] = [{} for _ in points]
     val_rows = [torch.as_tensor(p.dm.val_idx, device=fit.device) for p in points]
     has_val = any(len(r) for r in val_rows)
+    diverged = torch.full((len(points),), -1, dtype=torch.long, device=fit.device)
     with torch.no_grad():
         for t in range(fit.steps):
             logits = fit.step(t, head_norm)
+            bad = ~torch.isfinite(fit.heads).flatten(1).all(1)
+            diverged = torch.where(bad & (diverged < 0), t, diverged)
             if (t + 1) % fit.log_every == 0:
                 for p, v in enumerate(fit.train_losses(t, logits)):
                     history[p].append((t, {"train/loss": v}))
@@ -310,8 +314,14 @@ def fit_linear_heads(
         tst["test/n_test"] = float(len(fit.test))
         history[p].append((fit.steps, tst))
         metrics = {**last_val[p], **tst, "global_steps": fit.steps, **fit.counts[p]}
+        step = int(diverged[p])
         results.append(
-            {"head_state": fit.head_state(p, head_norm), "metrics": metrics, "history": history[p]}
+            {
+                "head_state": fit.head_state(p, head_norm),
+                "metrics": metrics,
+                "history": history[p],
+                "diverged_at": None if step < 0 else step,
+            }
         )
     return results
 
@@ -332,6 +342,10 @@ def train_heads(cfg: DictConfig, datamodules: list, features: CachedFeatures) ->
 
 def run(job: PointJob, head: dict[str, Any]) -> PointResult:
     """Load the point's head (trained with the other points of its curve) and report it."""
+    if isinstance(head, Exception):
+        raise RuntimeError(f"the batched heads of the curve failed: {head}") from head
+    if head["diverged_at"] is not None:
+        raise Diverged(head["diverged_at"])
     job.module.head.load_state_dict(head["head_state"])
     job.module.n_train_seen = head["metrics"]["n_train_seen"]
     job.module.train_samples_per_epoch = head["metrics"]["per_epoch"]

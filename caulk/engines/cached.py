@@ -22,6 +22,7 @@ import torch
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.callbacks import log_scaling_point
 from caulk.engines.base import PointJob, PointResult, checkpoint_names, result_from_metrics
+from caulk.engines.guards import check_loss
 from caulk.engines.strategy import fast_loop_device
 
 
@@ -77,6 +78,7 @@ def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> d
         module.on_train_epoch_start()
         for x, y, idx in train_loader:
             loss = module.shared_step((x.to(device), y.to(device), idx), "train")
+            check_loss(loss.detach(), step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -16,6 +16,7 @@ from caulk.cluster import (
     resume_checkpoint,
 )
 from caulk.engines.base import PointJob, PointResult, result_from_metrics
+from caulk.engines.guards import DivergenceGuard
 
 
 def _callbacks(job: PointJob) -> list[pl.Callback]:
@@ -26,7 +27,8 @@ def _callbacks(job: PointJob) -> list[pl.Callback]:
         for c in (job.cfg.get("callbacks") or {}).values()
         if c
     ]
-    return callbacks + [ScalingPointLogger(job.point, run=job.scaling_run), RngStateCheckpoint()]
+    guards = [DivergenceGuard(), RngStateCheckpoint()]
+    return callbacks + [ScalingPointLogger(job.point, run=job.scaling_run), *guards]
 
 
 def _trainer(job: PointJob) -> pl.Trainer:

@@ -6,6 +6,7 @@ import copy
 import logging
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from caulk.engines import batched
 from caulk.engines.strategy import choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
-from caulk.plan import CurvePlan, curve_seeds
+from caulk.plan import CurvePlan, curve_seeds, refresh_finished
+from caulk.run.guards import job_lock, sigterm_raises
 from caulk.run.point import CurveContext, finish_wandb, run_point
 from caulk.torch_env import skip_nvml_check_without_driver
 
@@ -69,30 +71,59 @@ def _context(plan: CurvePlan) -> CurveContext:
     probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing: fails now
     features = cached_features(cfg, backbone, probe_model, probe, plan.points[0].datamodule)
     strategy = choose(cfg, features)
-    ctx = CurveContext(cfg, backbone, strategy, plan.curve)
-    if strategy.engine == "batched_heads":
-        pending = [i for i, p in enumerate(plan.points) if p.done is None]
-        dms = [plan.points[i].datamodule for i in pending]
-        ctx.heads = dict(
-            zip(pending, batched.train_heads(cfg, dms, strategy.features), strict=True)
-        )
-    return ctx
+    return CurveContext(cfg, backbone, strategy, plan.curve)
+
+
+def _batched_heads(plan: CurvePlan, features: CachedFeatures) -> dict[int, Any]:
+    """The pending points' heads, trained together; a failure of that computation becomes each
+    point's failure (each still gets its record)."""
+    pending = [i for i, p in enumerate(plan.points) if p.done is None]
+    dms = [plan.points[i].datamodule for i in pending]
+    try:
+        heads = batched.train_heads(plan.cfg, dms, features)
+    except Exception as e:
+        log.warning("the batched heads failed: %s: %s", type(e).__name__, e)
+        heads = [e] * len(pending)
+    return dict(zip(pending, heads, strict=True))
+
+
+def _all_done(plan: CurvePlan) -> list[dict[str, Any]]:
+    log.info("all %d point(s) already have an ok record: skipped", len(plan.points))
+    return [p.done for p in plan.points]
 
 
 def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any]]:
     """Run every pending point of ``plan``; the records of all its points, in order.
 
+    One process at a time runs a job dir (a second waits, then skips what the first finished).
     A failed point of a curve leaves a failed record, the others still run, and the curve then
-    raises; a single point's failure raises at once (after writing its record).
+    raises; a single point's failure raises at once (after writing its record). SIGTERM records
+    the point in progress as interrupted and exits 143.
     """
     start = time.perf_counter() if start is None else start
     skip_nvml_check_without_driver()  # after Lightning's import, which turns the check on
     if plan.cfg.trainer.get("deterministic"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if not plan.pending:  # a re-launched sweep: nothing left to do here
-        log.info("all %d point(s) already have an ok record: skipped", len(plan.points))
-        return [p.done for p in plan.points]
-    ctx = _context(plan)
+        return _all_done(plan)
+    ctx = _context(plan)  # bad input (e.g. a PEFT that matches nothing) fails here, unwritten
+    lock = job_lock(plan.cfg.paths.output_dir) if is_global_zero() else nullcontext()
+    with lock, sigterm_raises():
+        refresh_finished(plan)  # another process may have run points while this one waited
+        if not plan.pending:
+            return _all_done(plan)
+        if ctx.strategy.engine == "batched_heads":
+            ctx.heads = _batched_heads(plan, ctx.strategy.features)
+        records = _run_points(plan, ctx, start)
+    failed = [r for r in records if r["status"] != "ok"]
+    if plan.curve and failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(records)} curve points failed; first: {failed[0]['message']}"
+        )
+    return records
+
+
+def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     try:
         ctx.curve_run = _curve_run(plan)
@@ -107,9 +138,4 @@ def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
             start = time.perf_counter()
     finally:
         finish_wandb(ctx.curve_run, failed=any(r["status"] != "ok" for r in records))
-    failed = [r for r in records if r["status"] != "ok"]
-    if plan.curve and failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(records)} curve points failed; first: {failed[0]['message']}"
-        )
     return records

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import platform
 import time
 import traceback
@@ -14,17 +15,20 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from caulk import __version__
 from caulk.backbones import Backbone, count_params
 from caulk.cluster import is_global_zero
 from caulk.engines import batched, cached, lightning
 from caulk.engines.base import PointJob, PointResult
+from caulk.engines.guards import Diverged, TrainedNothing
 from caulk.engines.strategy import Strategy
 from caulk.loggers import csv_logger, init_wandb_run, lightning_wandb_logger
 from caulk.module import TransferModule
 from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
 from caulk.plan import PointPlan
+from caulk.run.guards import Terminated
 from caulk.run.record import Record
 
 log = logging.getLogger("caulk.train")
@@ -132,6 +136,15 @@ def _train(ctx: CurveContext, job: PointJob, index: int) -> PointResult:
     return cached.run(job) if engine == "cached" else lightning.run(job)
 
 
+def _checked(result: PointResult) -> PointResult:
+    """``result`` if it is a trained point with finite metrics; else Diverged or TrainedNothing."""
+    if result.global_steps < 1:
+        raise TrainedNothing("no optimizer step was taken (trainer.max_steps=0?): nothing trained")
+    if not math.isfinite(result.test_loss):
+        raise Diverged(result.global_steps)
+    return result
+
+
 def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> Record:
     """Train, test and record one point. A failure is recorded (and re-raised outside a curve);
     an interruption is recorded as such and re-raised; the record is written in any case."""
@@ -155,9 +168,13 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
             plan.cfg, plan.resolved, point, module, plan.datamodule, plan.output_dir, loggers,
             ctx.curve_run or run, ctx.strategy.features, record.compiled,
         )  # fmt: skip
-        result = _train(ctx, job, index)
+        result = _checked(_train(ctx, job, index))
         record.adapter_file = str(export_adapter(module, plan.output_dir / ADAPTER_NAME))
         record.update(**dataclasses.asdict(result), status="ok", message="")
+    except Diverged as e:
+        record.update(status="diverged", message=str(e), diverged_at_step=e.step)
+        if not ctx.curve:
+            raise
     except Exception as e:
         record.status, record.message = "failed", f"{type(e).__name__}: {e}"
         record.traceback = traceback.format_exc()
@@ -165,6 +182,8 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
             raise
     except BaseException as e:  # preempted (submitit requeues and exits) or interrupted
         record.status, record.message = "interrupted", f"{type(e).__name__}: {e}"
+        if isinstance(e, SIGTERMException):  # Lightning's, which would exit 0
+            raise Terminated() from e
         raise
     finally:
         record.wall_time_s = round(time.perf_counter() - start, 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import types
@@ -29,7 +30,7 @@ _METRICS = (
     "epochs",
     "resumed_from",
 )
-_OPTIONAL = ("traceback", "adapter_file")
+_OPTIONAL = ("traceback", "adapter_file", "diverged_at_step")
 #: fields that are not scalar table columns
 _NESTED = ("config", "traceback")
 
@@ -78,6 +79,7 @@ class Record:
     status: str = "running"
     message: str = ""
     traceback: str | None = None
+    diverged_at_step: int | None = None
     test_error: float | None = None
     test_loss: float | None = None
     val_error: float | None = None
@@ -158,14 +160,26 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, infinity) replaced by None: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as JSON to ``path`` so readers never see a partial file."""
+    """Write ``payload`` as strict JSON (non-finite floats as null) to ``path`` so readers never
+    see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
+            json.dump(finite(payload), f, indent=2, sort_keys=True, default=str, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
