@@ -14,6 +14,7 @@ import timm
 import torch
 from torch import nn
 
+from caulk.config import check_section
 from caulk.errors import CaulkConfigError
 from caulk.zoo import models as _zoo_models  # noqa: F401  (registers caulk's own small timm architectures)
 from caulk.zoo.build import build_zoo_entry, check_source_cfg
@@ -53,19 +54,22 @@ def check_arch(arch: str) -> None:
 
 
 def check_backbone_cfg(model_cfg: Any) -> None:
-    """Validate a ``model`` config without building anything; raises CaulkConfigError."""
+    """Validate a ``model`` config without building anything; raises CaulkConfigError.
+
+    Types and ranges (seeds, source size) are the schema's (``caulk.config``); here: the
+    architecture and weights source are known and a weights file exists.
+    """
     check_arch(model_cfg.arch)
     weights = model_cfg.weights
     if weights not in WEIGHT_SOURCES:
         raise CaulkConfigError(
             f"unknown weights source model.weights={weights!r}; expected one of {', '.join(WEIGHT_SOURCES)}"
         )
-    if weights == "zoo":
-        m = model_cfg.get("source_m")
-        if not isinstance(m, int) or isinstance(m, bool) or m < 0:
-            raise CaulkConfigError(
-                f"model.weights=zoo needs model.source_m=M (an integer >= 0), got {m!r}"
-            )
+    check_section("model", model_cfg)
+    if weights == "zoo" and model_cfg.get("source_m") is None:
+        raise CaulkConfigError(
+            "model.weights=zoo needs model.source_m=M (an integer >= 0), got None"
+        )
     if weights == "file":
         path = model_cfg.get("weights_file")
         if not path:

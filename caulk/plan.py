@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk.backbones import check_backbone_cfg
 from caulk.cluster import finished_record
+from caulk.config import check_config
 from caulk.data import build_datamodule, load_splits
 from caulk.errors import CaulkConfigError, check_writable
 from caulk.peft import get_peft
@@ -24,23 +25,12 @@ from caulk.zoo.build import check_source_cfg
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Checks that need nothing built; raise CaulkConfigError with a one-line message."""
-    for seed in curve_seeds(cfg):
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise CaulkConfigError(f"seeds must be integers, got {seed!r}")
-    ns = cfg.get("curve", {}).get("n")
-    if ns is not None and (isinstance(ns, (str, int)) or len(ns) == 0):
-        raise CaulkConfigError(
-            f"curve.n must be a non-empty list of sizes, e.g. [10,20,40], got {ns!r}"
-        )
-    cache = cfg.get("cache") or {}
-    for key in ("features", "disk", "batch_points"):
-        if not isinstance(cache.get(key, True), bool):
-            raise CaulkConfigError(f"cache.{key} must be true or false, got {cache.get(key)!r}")
-    if not isinstance(cfg.get("compile", False), bool):
-        raise CaulkConfigError(f"compile must be true or false, got {cfg.get('compile')!r}")
-    if cache.get("loop", "fast") not in ("fast", "lightning"):
-        raise CaulkConfigError(f"cache.loop must be fast or lightning, got {cache.get('loop')!r}")
+    """Checks that need nothing built; raise CaulkConfigError with a one-line message.
+
+    Types and ranges: the schema (``caulk.config.check_config``); then what needs a registry or a
+    file (architecture, weights source and file, zoo source task, peft method).
+    """
+    check_config(cfg)
     check_backbone_cfg(cfg.model)
     if cfg.model.weights == "zoo":
         check_source_cfg(cfg.model, cfg.get("source_task"))

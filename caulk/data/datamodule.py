@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from caulk.config import is_int
 from caulk.data.base import (
     ArraySplits,
     ImageSplits,
@@ -43,7 +44,7 @@ def loader_settings(data_cfg: Any, in_memory: bool) -> dict[str, Any]:
     workers = data_cfg.get("num_workers", "auto")
     if workers == "auto":
         workers = 0 if in_memory else _auto_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    if not is_int(workers) or workers < 0:
         raise CaulkConfigError(
             f"data.num_workers must be 'auto' or an integer >= 0, got {workers!r}"
         )

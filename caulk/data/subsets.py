@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from caulk.config import is_int
 from caulk.errors import CaulkConfigError
 
 
@@ -38,7 +39,7 @@ def nested_stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
 
 def check_n(n: int, pool_size: int, num_classes: int, stratify: bool) -> None:
     """Reject an n that cannot give the promised subset (raises CaulkConfigError)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+    if not is_int(n):
         raise CaulkConfigError(f"data.n must be a positive integer or null, got {n!r}")
     if n <= 0:
         raise CaulkConfigError(f"data.n must be positive, got {n}")
@@ -63,7 +64,7 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int, stratify: bool = Tr
 
 
 def _check_positive_int(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise CaulkConfigError(f"{key} must be a positive integer, got {value!r}")
     return int(value)
 

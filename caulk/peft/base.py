@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from caulk.config import is_int
 from caulk.errors import CaulkConfigError
 
 _REGISTRY: dict[str, type[PeftMethod]] = {}
@@ -150,6 +151,6 @@ def check_last_k_blocks(cfg: Any) -> None:
 
 def check_positive_int(cfg: Any, key: str, minimum: int = 1) -> int:
     value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise CaulkConfigError(f"peft.{key} must be an integer >= {minimum}, got {value!r}")
     return value

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caulk.config import is_int
 from caulk.errors import CaulkConfigError
 from caulk.peft.base import (
     PeftMethod,
@@ -196,7 +197,7 @@ class LoRA(PeftMethod):
 
     def validate(self) -> None:
         c = self.cfg
-        if isinstance(c.rank, bool) or not isinstance(c.rank, int) or c.rank <= 0:
+        if not is_int(c.rank) or c.rank <= 0:
             raise CaulkConfigError(f"peft.rank must be a positive integer, got {c.rank}")
         if float(c.alpha) <= 0:
             raise CaulkConfigError(f"peft.alpha must be positive, got {c.alpha}")

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from caulk import __version__
+from caulk.config import is_int, is_number
 from caulk.errors import CaulkConfigError, exit_on_config_error
 from caulk.run.record import RECORD_NAME, write_json_atomic
 
@@ -18,7 +19,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 def as_int(cfg: DictConfig, key: str, low: int | None = None, high: int | None = None) -> int:
     """``cfg[key]`` as an int in [low, high], else CaulkConfigError."""
     value = cfg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         raise CaulkConfigError(f"{key} must be an integer, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"≥ {low}" if high is None else f"in [{low}, {high}]"
@@ -29,7 +30,7 @@ def as_int(cfg: DictConfig, key: str, low: int | None = None, high: int | None =
 def as_float(cfg: DictConfig, key: str, low: float = 0.0, strict: bool = False) -> float:
     """``cfg[key]`` as a float ≥ low (> low when ``strict``), else CaulkConfigError."""
     value = cfg.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    if not is_number(value):
         raise CaulkConfigError(f"{key} must be a number, got {value!r}")
     if value < low or (strict and value == low):
         raise CaulkConfigError(f"{key} must be {'>' if strict else '≥'} {low}, got {value}")
@@ -43,7 +44,7 @@ def as_int_list(cfg: DictConfig, key: str, low: int) -> list[int]:
     if not values:
         raise CaulkConfigError(f"{key} must not be empty")
     for v in values:
-        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        if not is_int(v) or v < low:
             raise CaulkConfigError(f"{key} must be integers ≥ {low}, got {v!r}")
     return sorted(set(values))
 

@@ -21,6 +21,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
 from caulk import __version__
+from caulk.config import check_section
 from caulk.data.base import ToBackboneInput
 from caulk.errors import CaulkConfigError
 from caulk.run.record import write_json_atomic
@@ -31,12 +32,28 @@ from caulk.zoo.store import ZooEntry, file_sha256, recipe
 
 log = logging.getLogger("caulk.pretrain")
 SOURCES = ("glyphs", "imagefolder")
+#: the recipe keys every source task needs, and those only glyphs has
+SOURCE_KEYS = (
+    "val_size",
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "label_smoothing",
+)
+GLYPH_KEYS = ("num_classes", "max_strokes")
 
 
 def check_source_cfg(model_cfg: Any, source_cfg: Any) -> None:
-    """One-line errors for a bad source config, before anything is built."""
+    """One-line errors for a bad source config, before anything is built.
+
+    Types and ranges of ``model`` and ``source_task`` are the schema's (``caulk.config``); here:
+    the source size is set, the source task is known and an ImageFolder source's root exists.
+    """
+    check_section("model", model_cfg)
     m = model_cfg.get("source_m")
-    if not isinstance(m, int) or isinstance(m, bool) or m < 0:
+    if m is None:
         raise CaulkConfigError(
             f"model.source_m must be an integer >= 0 (the source size), got {m!r}"
         )
@@ -45,31 +62,8 @@ def check_source_cfg(model_cfg: Any, source_cfg: Any) -> None:
         raise CaulkConfigError(
             f"unknown source_task {name!r}; expected one of {', '.join(SOURCES)}"
         )
-    seed = model_cfg.get("source_seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise CaulkConfigError(f"model.source_seed must be an integer, got {seed!r}")
-    positive = ["steps", "batch_size", "val_size"]
-    if source_cfg.name == "glyphs":
-        positive += ["max_strokes"]
-        classes = source_cfg.get("num_classes")
-        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
-            raise CaulkConfigError(
-                f"source_task.num_classes must be an integer >= 2, got {classes!r}"
-            )
-    for key in positive:
-        v = source_cfg.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise CaulkConfigError(f"source_task.{key} must be a positive integer, got {v!r}")
-    checks = {
-        "lr": lambda v: v > 0,
-        "weight_decay": lambda v: v >= 0,
-        "warmup_steps": lambda v: v >= 0,
-        "label_smoothing": lambda v: 0 <= v < 1,
-    }
-    for key, ok in checks.items():
-        v = source_cfg.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not ok(v):
-            raise CaulkConfigError(f"source_task.{key} is out of range: {v!r}")
+    recipe_keys = SOURCE_KEYS + (GLYPH_KEYS if source_cfg.name == "glyphs" else ())
+    check_section("source_task", source_cfg, required=recipe_keys)
     if source_cfg.name == "imagefolder":
         root = source_cfg.get("root")
         if not root or not Path(root).is_dir():

@@ -1,0 +1,245 @@
+"""The typed schema of the config keys caulk checks, and ``check_config`` that applies it.
+
+Each checked section of the composed config (the run's top level, ``curve``, ``cache``,
+``trainer``, ``peft``, ``data``, ``model``, ``source_task``) has a dataclass below. Types are
+checked by OmegaConf's structured configs (``OmegaConf.merge(OmegaConf.structured(Schema), ...)``),
+made strict: no string is read as a number or bool (``compile=yes`` is an error, not true). Ranges
+and choices are each field's ``rule`` in its metadata. Only the modelled keys are checked: every
+other key of a section stays free (configs carry many keys the schema does not know), and a
+modelled key absent from a section is not required. A bad value is one ``CaulkConfigError`` line
+naming the full key: ``peft.lr must be a positive number, got -1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, ValidationError
+
+from caulk.errors import CaulkConfigError
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or NumPy), and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (int or float, Python or NumPy), and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def spec(kind: str, rule: Callable[[Any], bool] | None = None, fails: str | None = None) -> Any:
+    """A schema field: ``kind`` names the valid values in messages ("a positive integer");
+    ``rule`` is the range or choice check on a well-typed value; ``fails``, when given, is the
+    message's wording for a well-typed value out of range (default: ``kind``)."""
+    return field(default=MISSING, metadata={"kind": kind, "rule": rule, "fails": fails})
+
+
+def at_least(low: float) -> Callable[[Any], bool]:
+    """A rule: a finite number >= ``low``."""
+    return lambda v: math.isfinite(v) and v >= low
+
+
+def positive(v: float) -> bool:
+    """A rule: a finite number > 0 (nan and inf fail)."""
+    return math.isfinite(v) and v > 0
+
+
+def one_of(*choices: str) -> Callable[[Any], bool]:
+    """A rule: one of ``choices``."""
+    return lambda v: v in choices
+
+
+def each(rule: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A rule on a list: not empty, every item passes ``rule``."""
+    return lambda v: len(v) > 0 and all(rule(x) for x in v)
+
+
+BOOL = "true or false"
+INT = "an integer"
+POSITIVE_INT = "a positive integer"
+
+
+@dataclass
+class RunSchema:
+    """The top level of a run: ``seed``, ``compile``."""
+
+    seed: int = spec(INT)
+    compile: bool = spec(BOOL)
+
+
+@dataclass
+class CurveSchema:
+    """``curve``: the grid of n (and seeds) one process runs; null = the single point.
+
+    A single int for ``curve.seeds`` is read as a one-seed list (``check_config`` rewrites it)."""
+
+    n: list[int] | None = spec("a non-empty list of sizes, e.g. [10,20,40]", each(at_least(1)))
+    seeds: list[int] | None = spec("a non-empty list of integer seeds, e.g. [0,1,2]", each(is_int))
+
+
+@dataclass
+class CacheSchema:
+    """``cache``: the frozen-prefix feature cache and its training loop."""
+
+    features: bool = spec(BOOL)
+    disk: bool = spec(BOOL)
+    batch_points: bool = spec(BOOL)
+    loop: str = spec("fast or lightning", one_of("fast", "lightning"))
+
+
+@dataclass
+class TrainerSchema:
+    """``trainer``: the step budget and the intervals caulk's loops read."""
+
+    max_steps: int = spec("a positive step budget (an integer >= 1)", at_least(1))
+    val_check_interval: float | None = spec(
+        "a positive integer (steps) or a fraction of an epoch in (0, 1]",
+        lambda v: positive(v) and (is_int(v) or v <= 1),
+    )
+    log_every_n_steps: int = spec(POSITIVE_INT, at_least(1))
+
+
+@dataclass
+class PeftSchema:
+    """``peft``: the keys every method shares (method-specific keys are checked by the method)."""
+
+    lr: float = spec("a positive number", positive)
+    weight_decay: float = spec("a number >= 0", at_least(0))
+
+
+@dataclass
+class DataSchema:
+    """``data``: the keys every dataset shares (dataset-specific ones are checked when loaded)."""
+
+    n: int | None = spec("a positive integer or null", at_least(1), fails="positive")
+    batch_size: int = spec(POSITIVE_INT, at_least(1))
+    test_fraction: float | None = spec("in (0, 1)", lambda v: 0 < v < 1)
+    val_size: int = spec("an integer >= 0", at_least(0))
+    split_seed: int = spec(INT)
+    stratify: bool = spec(BOOL)
+    shots: int | None = spec("a positive integer or null", at_least(1))
+
+
+@dataclass
+class ModelSchema:
+    """``model``: the seeds of a random or zoo backbone and the zoo's source size."""
+
+    init_seed: int = spec(INT)
+    source_m: int | None = spec("an integer >= 0 (the source size)", at_least(0))
+    source_seed: int = spec(INT)
+
+
+@dataclass
+class SourceTaskSchema:
+    """``source_task``: the zoo's pre-training recipe (glyphs or an ImageFolder)."""
+
+    num_classes: int = spec("an integer >= 2", at_least(2))
+    max_strokes: int = spec(POSITIVE_INT, at_least(1))
+    task_seed: int = spec(INT)
+    val_size: int = spec(POSITIVE_INT, at_least(1))
+    steps: int = spec(POSITIVE_INT, at_least(1))
+    batch_size: int = spec(POSITIVE_INT, at_least(1))
+    lr: float = spec("a positive number", positive)
+    weight_decay: float = spec("a number >= 0", at_least(0))
+    warmup_steps: int = spec("an integer >= 0", at_least(0))
+    label_smoothing: float = spec("in [0, 1)", lambda v: 0 <= v < 1)
+    num_workers: int = spec("an integer >= 0", at_least(0))
+
+
+#: section name -> its schema; "" is the top level
+SCHEMAS: dict[str, type] = {
+    "": RunSchema,
+    "curve": CurveSchema,
+    "cache": CacheSchema,
+    "trainer": TrainerSchema,
+    "peft": PeftSchema,
+    "data": DataSchema,
+    "model": ModelSchema,
+    "source_task": SourceTaskSchema,
+}
+
+
+def _coerced(raw: Any, typed: Any) -> bool:
+    """Whether OmegaConf changed a value's kind to fit the schema ('5' -> 5, 'yes' -> True)."""
+    if isinstance(raw, (list, tuple, ListConfig)) and isinstance(typed, (list, ListConfig)):
+        return any(_coerced(r, t) for r, t in zip(raw, typed, strict=True))
+    return isinstance(raw, str) != isinstance(typed, str) or (
+        isinstance(typed, bool) and not isinstance(raw, bool)
+    )
+
+
+def _error(name: str, value: Any, text: str) -> CaulkConfigError:
+    return CaulkConfigError(f"{name} must be {text}, got {value!r}")
+
+
+def check_section(section: str, node: Any, required: tuple[str, ...] = ()) -> None:
+    """Check the modelled keys present in ``node`` (the config section ``section``, e.g.
+    ``"peft"``) against its schema in ``SCHEMAS``; raise a one-line CaulkConfigError.
+
+    A key in ``required`` that ``node`` lacks is checked as null (an error unless it may be null).
+    """
+    if node is None:
+        return
+    schema, prefix = SCHEMAS[section], f"{section}." if section else ""
+    for f in fields(schema):
+        if f.name in node or f.name in required:
+            _check_value(prefix + f.name, _plain(node.get(f.name)), f, schema)
+
+
+def _check_value(name: str, value: Any, f: Field, schema: type) -> None:
+    """Check one value: its type (OmegaConf, no coercion from strings), then its rule."""
+    try:
+        typed = OmegaConf.merge(_structured(schema), {f.name: value})[f.name]
+    except ValidationError:
+        raise _error(name, value, f.metadata["kind"]) from None
+    if value is None:
+        return
+    if _coerced(value, typed):
+        raise _error(name, value, f.metadata["kind"])
+    rule = f.metadata["rule"]
+    if rule is not None and not rule(value):
+        raise _error(name, value, f.metadata["fails"] or f.metadata["kind"])
+
+
+@functools.cache
+def _structured(schema: type) -> DictConfig:
+    """The schema as an OmegaConf structured config (built once; merges copy it)."""
+    return OmegaConf.structured(schema)
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain Python (lists resolved), for checks and messages."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Validate the composed run config ``cfg`` against the schema before anything is built.
+
+    Raises a one-line CaulkConfigError naming the full key. A single int ``curve.seeds`` is
+    rewritten in place as a one-seed list; ``data.n`` beside ``curve.n`` is an error (a curve
+    sets each point's n; every shipped data config leaves ``data.n`` null, so a value there is
+    the user's). Sections absent from ``cfg`` (``caulk.pretrain`` has no ``data``) are skipped.
+    """
+    curve = cfg.get("curve")
+    if curve is not None and is_int(curve.get("seeds")):
+        curve.seeds = [curve.seeds]
+    for section in SCHEMAS:
+        check_section(section, cfg if section == "" else cfg.get(section))
+    _check_data_n_beside_curve(cfg)
+
+
+def _check_data_n_beside_curve(cfg: DictConfig) -> None:
+    """``data.n`` set beside ``curve.n`` is an error: the curve would silently replace it."""
+    curve, data = cfg.get("curve") or {}, cfg.get("data") or {}
+    if curve.get("n") is not None and data.get("n") is not None:
+        raise CaulkConfigError(
+            f"data.n={data['n']} is set beside curve.n={list(curve['n'])}: a curve sets each "
+            f"point's n; drop data.n (or curve.n to run the single point)"
+        )

@@ -1,0 +1,100 @@
+"""The config schema (caulk/config.py): bad types and ranges are one line, exit code 2, nothing left."""
+
+import pytest
+
+from caulk.config import check_config, check_section
+from caulk.errors import CaulkConfigError
+from caulk.run.record import read_record
+from tests.conftest import CONF, compose_cfg, run_cli
+
+BAD = [
+    ("peft.lr=-1", "peft.lr must be a positive number, got -1"),
+    ("peft.lr=nan", "peft.lr must be a positive number, got nan"),
+    ("peft.weight_decay=-1", "peft.weight_decay must be a number >= 0, got -1"),
+    ("data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
+    ("data.test_fraction=1.5", "data.test_fraction must be in (0, 1), got 1.5"),
+    ("model.init_seed=abc", "model.init_seed must be an integer, got 'abc'"),
+    ("trainer.max_steps=-5", "trainer.max_steps must be a positive step budget"),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval must be a positive integer"),
+    ("curve.n=[20,40] data.n=40", "data.n=40 is set beside curve.n=[20, 40]"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[a for a, _ in BAD])
+def test_cli_bad_value_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
+    out = tmp_path / "job"
+    res = run_cli([*args.split(), "debug=fast", f"hydra.run.dir={out}"], timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"caulk: error: {message}")
+    assert [ln for ln in lines if "error" in ln.lower()] == [lines[-1]]
+    assert not out.exists()  # no record, no checkpoint, not even Hydra's job dir
+
+
+VALID = [
+    # a single int seed is a one-seed curve
+    (["curve.seeds=0", "data.n=20"], "n20_s0/record.json"),
+    # the smallest budget and interval, no weight decay
+    (["trainer.max_steps=1", "trainer.val_check_interval=1", "peft.weight_decay=0"], "record.json"),
+]
+
+
+@pytest.mark.parametrize(("args", "record"), VALID, ids=[" ".join(a) for a, _ in VALID])
+def test_cli_edge_values_still_run(tmp_path, args, record):
+    out = tmp_path / "job"
+    common = ["debug=fast", "logger=csv", "cache.disk=false", f"hydra.run.dir={out}"]
+    res = run_cli([*args, *common], timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert read_record(out / record)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["compile=yes"], "compile must be true or false, got 'yes'"),  # no string -> bool
+        (["data.n='50'"], "data.n must be a positive integer or null, got '50'"),
+        (["seed=true"], "seed must be an integer, got True"),
+        (["peft.lr=inf"], "peft.lr must be a positive number, got inf"),
+        (["curve.seeds=[0,x]"], "curve.seeds must be a non-empty list of integer seeds"),
+        (["trainer.val_check_interval=1.5"], "trainer.val_check_interval must be a positive"),
+        (["source_task.label_smoothing=1"], "source_task.label_smoothing must be in [0, 1), got 1"),
+    ],
+)
+def test_schema_rejects_in_one_line(overrides, message):
+    with pytest.raises(CaulkConfigError) as err:
+        check_config(compose_cfg(overrides))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_schema_accepts_edge_values_and_leaves_unknown_keys_free():
+    cfg = compose_cfg(
+        [
+            "curve.seeds=3",
+            "trainer.val_check_interval=0.5",  # a fraction of an epoch (Lightning's loop)
+            "data.n=null",
+            "peft.lr=1",  # an int is a number
+            "+peft.some_new_knob=anything",
+        ]
+    )
+    check_config(cfg)
+    assert list(cfg.curve.seeds) == [3]  # rewritten as a one-seed list
+    check_section("peft", {"lr": 0.1, "not_in_the_schema": "x"})
+    check_section("data", {})  # a modelled key absent is not required
+    with pytest.raises(CaulkConfigError, match="source_task.steps must be a positive integer"):
+        check_section("source_task", {"lr": 0.1}, required=("steps",))
+
+
+GROUPS = [
+    (g, p.stem)
+    for g in ("data", "experiment", "model", "peft", "source_task", "trainer")
+    for p in sorted((CONF / g).glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUPS, ids=[f"{g}={o}" for g, o in GROUPS])
+def test_every_shipped_config_passes_and_leaves_data_n_null(group, option):
+    """``data.n`` beside ``curve.n`` is rejected as the user's: no shipped config sets data.n."""
+    cfg = compose_cfg([f"{group}={option}"])
+    assert cfg.data.n is None
+    check_config(cfg)
