@@ -1,14 +1,19 @@
 """``python -m caulk.analyze <sweep dir> [...]``: records -> table, fits, transfer, figures, report.
 
 Reads only the ``record.json`` files on disk (no live process, no W&B API needed); failed and
-missing jobs are reported, never fatal.
+missing jobs, and records that are unreadable or no points of the metric, are reported, never fatal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from caulk.analysis.collect import check_sweep_dirs
+from caulk.analysis.report import count_line
 from caulk.errors import CaulkConfigError
 
 DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
@@ -55,6 +62,41 @@ def _write_atomic(path: Path, write) -> Path:
     return path
 
 
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A fresh hidden dir next to ``out`` to write the analysis into; when the block ends it
+    replaces ``out`` whole, and if the block fails it is removed, so ``out`` is never half written.
+    CaulkConfigError, before any work, if ``out`` cannot be written."""
+    stage = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        file = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+        if file is not None:
+            raise NotADirectoryError(f"{file} is a file, not a directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as e:
+        raise CaulkConfigError(
+            f"cannot write the analysis into {out}: {e.strerror or e} (choose another with --out)"
+        ) from None
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _replace_dir(stage, out)
+
+
+def _replace_dir(new: Path, old: Path) -> None:
+    """Rename ``new`` to ``old``, removing what was at ``old`` (a previous analysis)."""
+    if not old.exists():
+        os.replace(new, old)
+        return
+    trash = new.with_name(f"{new.name}.old")
+    os.replace(old, trash)
+    os.replace(new, old)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def analyze(
     sweep_dirs: list[str | Path],
     out: str | Path | None = None,
@@ -68,137 +110,64 @@ def analyze(
     wandb_group: str | None = None,
     rng_seed: int = 0,
 ) -> Analysis:
-    """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``."""
+    """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``.
+
+    The outputs are written into a fresh dir next to ``out`` that then replaces it whole: a
+    failed analysis leaves ``out`` as it was. An unwritable ``out`` fails before any work.
+    """
     from caulk.analysis.collect import collect_records
-    from caulk.analysis.fits import CurveFit, fit_groups, seed_means
-    from caulk.analysis.plots import (
-        plot_curves,
-        plot_exponents,
-        plot_source_m,
-        plot_transfer,
-        source_m_table,
-    )
+    from caulk.analysis.fits import fit_groups
     from caulk.analysis.report import write_report
-    from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 
     if replicates < 0:
         raise CaulkConfigError(f"--bootstrap must be >= 0, got {replicates}")
     selector = _parse_selector(scratch)
-    sweep_dirs = [Path(d) for d in sweep_dirs]
+    sweep_dirs = check_sweep_dirs(sweep_dirs)
     out = Path(out) if out else sweep_dirs[0] / "analysis"
-    collection = collect_records(sweep_dirs)
-    table = collection.table
-    ok = collection.ok.copy()
-    if metric is None:  # training records fit test error; theory records their excess risk
-        metric = next(
-            (m for m in ("test_error", "excess_risk") if m in table.columns), "test_error"
+    with _staged(out) as work:
+        collection = collect_records(sweep_dirs)
+        table = collection.table
+        metric = metric or _default_metric(table)
+        ok, skipped = collection.points(metric)
+        keys, ok = _group_keys(table, ok, metric, group_by)
+        files = _write_tables(work, table)
+        fits = (
+            fit_groups(ok, keys, metric, replicates, rng_seed)
+            if len(ok)
+            else pd.DataFrame(columns=keys)
         )
-    if group_by is None and "curve_keys" in ok.columns:
-        group_by = list(
-            dict.fromkeys(k for ks in ok["curve_keys"].dropna() for k in ks.split(",") if k)
+        files["fits.csv"] = _write_atomic(work / "fits.csv", lambda p: fits.to_csv(p, index=False))
+        transfer, law, transfer_note = _transfer(
+            work, ok, fits, keys, metric, selector, scratch, low_data_max_n, files
         )
-    if metric not in table.columns:
-        raise CaulkConfigError(
-            f"metric {metric!r} is not a record field; try test_error, test_loss, val_error"
+        figures, by_source_m = _figures(work, ok, fits, keys, metric, transfer, law, files)
+        summary = {
+            "sweep_dirs": [str(d) for d in sweep_dirs],
+            "records": len(table),
+            "ok": int(len(ok)),
+            "failed": len(collection.failed),
+            "missing": len(collection.missing),
+            "unreadable": len(collection.unreadable),
+            "skipped": len(skipped),
+            "failed_jobs": collection.failed,
+            "missing_jobs": collection.missing,
+            "unreadable_records": collection.unreadable,
+            "skipped_records": skipped,
+            "metric": metric,
+            "group_by": keys,
+            "groups": int(len(fits)),
+            "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
+            "transfer_law": law,
+            "transfer_note": transfer_note,
+        }
+        files["report.html"] = write_report(
+            work, summary, fits, figures, law, collection.failed, collection.missing, by_source_m
         )
-    keys = [k for k in (group_by or DEFAULT_GROUP_BY) if k in ok.columns]
-    if not {"n", "seed"} <= set(ok.columns) or not keys:
-        raise CaulkConfigError("records need n, seed and at least one group key (e.g. model, peft)")
-    for k in keys:  # NaN group keys (e.g. source_m of hub models) group as "-"
-        ok[k] = ok[k].astype(object).where(ok[k].notna(), "-")
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-    files["table.csv"] = _write_atomic(out / "table.csv", lambda p: table.to_csv(p, index=False))
-    files["table.parquet"] = _write_atomic(
-        out / "table.parquet",
-        lambda p: table.astype(
-            {c: str for c in table.columns if table[c].dtype == object}
-        ).to_parquet(p, index=False),
-    )
-
-    fits = (
-        fit_groups(ok, keys, metric, replicates, rng_seed)
-        if len(ok)
-        else pd.DataFrame(columns=keys)
-    )
-    files["fits.csv"] = _write_atomic(out / "fits.csv", lambda p: fits.to_csv(p, index=False))
-
-    transfer, law, transfer_note = None, None, ""
-    is_scratch = _matches(ok, selector)
-    if is_scratch.any() and (~is_scratch).any():
-        scratch_fits = fits[_matches(fits, {k: v for k, v in selector.items() if k in fits})]
-        rows = []
-        for group, pts in ok[~is_scratch].groupby(keys, dropna=False):
-            group = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
-            same = (
-                scratch_fits[scratch_fits["model"] == group.get("model")]
-                if "model" in group
-                else scratch_fits
-            )
-            ref = same if len(same) == 1 else scratch_fits if len(scratch_fits) == 1 else None
-            if ref is None or not np.isfinite(ref["c"].iloc[0]):
-                continue
-            f = ref.iloc[0]
-            m = seed_means(pts, metric).assign(
-                **group, backbone_params=pts["backbone_params"].iloc[0]
-            )
-            rows.append(
-                effective_data_transferred(m, CurveFit(f["a"], f["b"], f["c"], f["rmse"], 0))
-            )
-        if rows:
-            transfer = pd.concat(rows, ignore_index=True)
-            files["transfer.csv"] = _write_atomic(
-                out / "transfer.csv", lambda p: transfer.to_csv(p, index=False)
-            )
-            try:
-                law = fit_transfer_law(transfer, low_data_max_n)
-            except CaulkConfigError as e:
-                transfer_note = str(e)
-        else:
-            transfer_note = "no from-scratch curve with a valid fit"
-    else:
-        transfer_note = f"no from-scratch curve ({scratch}) next to fine-tuned ones"
-    if law:
-        files["transfer_fit.json"] = _write_atomic(
-            out / "transfer_fit.json", lambda p: p.write_text(json.dumps(law, indent=2))
+        files["summary.json"] = _write_atomic(
+            work / "summary.json",
+            lambda p: p.write_text(json.dumps(summary, indent=2, default=str)),
         )
-
-    figures = []
-    if len(ok):
-        figures.append(plot_curves(ok, fits, keys, metric, out / "error_vs_n.png"))
-        if "backbone_params" in fits and np.isfinite(fits["c"]).any():
-            figures.append(plot_exponents(fits, out / "exponents.png"))
-    by_source_m = source_m_table(ok, metric) if len(ok) else pd.DataFrame()
-    if not by_source_m.empty:
-        figures.append(plot_source_m(ok, metric, out / "error_vs_source_m.png"))
-        files["source_m.csv"] = _write_atomic(out / "source_m.csv", by_source_m.to_csv)
-    if transfer is not None:
-        figures.append(plot_transfer(transfer, law, out / "transfer.png"))
-    files.update({f.name: f for f in figures})
-
-    summary = {
-        "sweep_dirs": [str(d) for d in sweep_dirs],
-        "records": len(table),
-        "ok": int(len(ok)),
-        "failed": len(collection.failed),
-        "missing": len(collection.missing),
-        "unreadable": len(collection.unreadable),
-        "failed_jobs": collection.failed,
-        "missing_jobs": collection.missing,
-        "unreadable_records": collection.unreadable,
-        "metric": metric,
-        "group_by": keys,
-        "groups": int(len(fits)),
-        "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
-        "transfer_law": law,
-        "transfer_note": transfer_note,
-    }
-    files["report.html"] = write_report(
-        out, summary, fits, figures, law, collection.failed, collection.missing, by_source_m
-    )
-    files["summary.json"] = _write_atomic(
-        out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=str))
-    )
+    files = {name: out / path.relative_to(work) for name, path in files.items()}
     if wandb_mode != "off" and len(ok):
         from caulk.analysis.wandb_aggregate import log_aggregate
 
@@ -209,15 +178,141 @@ def analyze(
     return Analysis(out, table, fits, transfer, law, summary, files)
 
 
+def _default_metric(table: pd.DataFrame) -> str:
+    """Training records fit test error; theory records their excess risk."""
+    return next((m for m in ("test_error", "excess_risk") if m in table.columns), "test_error")
+
+
+def _group_keys(
+    table: pd.DataFrame, ok: pd.DataFrame, metric: str, group_by: list[str] | None
+) -> tuple[list[str], pd.DataFrame]:
+    """The keys that define a curve, and the ok points with NaN keys grouped as "-"."""
+    if group_by is None and "curve_keys" in ok.columns:
+        group_by = list(
+            dict.fromkeys(k for ks in ok["curve_keys"].dropna() for k in ks.split(",") if k)
+        )
+    if metric not in table.columns:
+        raise CaulkConfigError(
+            f"metric {metric!r} is not a record field; try test_error, test_loss, val_error"
+        )
+    keys = [k for k in (group_by or DEFAULT_GROUP_BY) if k in table.columns]
+    if not {"n", "seed"} <= set(table.columns) or not keys:
+        raise CaulkConfigError("records need n, seed and at least one group key (e.g. model, peft)")
+    ok = ok.copy()
+    for k in keys:  # NaN group keys (e.g. source_m of hub models) group as "-"
+        ok[k] = ok[k].astype(object).where(ok[k].notna(), "-")
+    return keys, ok
+
+
+def _write_tables(work: Path, table: pd.DataFrame) -> dict[str, Path]:
+    """table.csv and table.parquet (every readable record, ok or not)."""
+    return {
+        "table.csv": _write_atomic(work / "table.csv", lambda p: table.to_csv(p, index=False)),
+        "table.parquet": _write_atomic(
+            work / "table.parquet",
+            lambda p: table.astype(
+                {c: str for c in table.columns if table[c].dtype == object}
+            ).to_parquet(p, index=False),
+        ),
+    }
+
+
+def _transfer(
+    work: Path,
+    ok: pd.DataFrame,
+    fits: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    selector: dict[str, str],
+    scratch: str,
+    low_data_max_n: float | None,
+    files: dict[str, Path],
+) -> tuple[pd.DataFrame | None, dict[str, Any] | None, str]:
+    """Effective data transferred against the from-scratch curve, and its law (with a note when
+    there is none); writes transfer.csv and transfer_fit.json."""
+    from caulk.analysis.fits import CurveFit, seed_means
+    from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
+
+    is_scratch = _matches(ok, selector)
+    if not (is_scratch.any() and (~is_scratch).any()):
+        return None, None, f"no from-scratch curve ({scratch}) next to fine-tuned ones"
+    scratch_fits = fits[_matches(fits, {k: v for k, v in selector.items() if k in fits})]
+    rows = []
+    for group, pts in ok[~is_scratch].groupby(keys, dropna=False):
+        group = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
+        same = (
+            scratch_fits[scratch_fits["model"] == group.get("model")]
+            if "model" in group
+            else scratch_fits
+        )
+        ref = same if len(same) == 1 else scratch_fits if len(scratch_fits) == 1 else None
+        if ref is None or not np.isfinite(ref["c"].iloc[0]):
+            continue
+        f = ref.iloc[0]
+        m = seed_means(pts, metric).assign(**group, backbone_params=pts["backbone_params"].iloc[0])
+        rows.append(effective_data_transferred(m, CurveFit(f["a"], f["b"], f["c"], f["rmse"], 0)))
+    if not rows:
+        return None, None, "no from-scratch curve with a valid fit"
+    transfer = pd.concat(rows, ignore_index=True)
+    files["transfer.csv"] = _write_atomic(
+        work / "transfer.csv", lambda p: transfer.to_csv(p, index=False)
+    )
+    try:
+        law = fit_transfer_law(transfer, low_data_max_n)
+    except CaulkConfigError as e:
+        return transfer, None, str(e)
+    files["transfer_fit.json"] = _write_atomic(
+        work / "transfer_fit.json", lambda p: p.write_text(json.dumps(law, indent=2))
+    )
+    return transfer, law, ""
+
+
+def _figures(
+    work: Path,
+    ok: pd.DataFrame,
+    fits: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    transfer: pd.DataFrame | None,
+    law: dict[str, Any] | None,
+    files: dict[str, Path],
+) -> tuple[list[Path], pd.DataFrame]:
+    """The figures (and the source-m table) of the analysis, written into ``work``."""
+    from caulk.analysis.plots import (
+        plot_curves,
+        plot_exponents,
+        plot_source_m,
+        plot_transfer,
+        source_m_table,
+    )
+
+    figures = []
+    if len(ok):
+        figures.append(plot_curves(ok, fits, keys, metric, work / "error_vs_n.png"))
+        if "backbone_params" in fits and np.isfinite(fits["c"]).any():
+            figures.append(plot_exponents(fits, work / "exponents.png"))
+    by_source_m = source_m_table(ok, metric) if len(ok) else pd.DataFrame()
+    if not by_source_m.empty:
+        figures.append(plot_source_m(ok, metric, work / "error_vs_source_m.png"))
+        files["source_m.csv"] = _write_atomic(work / "source_m.csv", by_source_m.to_csv)
+    if transfer is not None:
+        figures.append(plot_transfer(transfer, law, work / "transfer.png"))
+    files.update({f.name: f for f in figures})
+    return figures, by_source_m
+
+
 def format_analysis(result: Analysis) -> str:
+    """The console summary: counts, each failed/missing/unreadable/skipped record, the fits."""
     s = result.summary
-    lines = [
-        f"caulk analyze: {s['records']} records ({s['ok']} ok, {s['failed']} failed, {s['missing']} missing jobs)"
-    ]
+    lines = [f"caulk analyze: {count_line(s)}"]
     for f in s["failed_jobs"]:
         lines.append(f"  failed: {f['path']}: {f['message'][:160]}")
     for m in s["missing_jobs"]:
         lines.append(f"  missing: {m} (no record)")
+    for f in s["unreadable_records"]:
+        lines.append(f"  unreadable: {f['path']}: {f['message'][:160]}")
+    for f in s["skipped_records"]:
+        lines.append(f"  skipped: {f['path']}: {f['message'][:160]}")
     for _, f in result.fits.iterrows():
         name = " ".join(str(f[k]) for k in s["group_by"])
         if np.isfinite(f.get("c", np.nan)):

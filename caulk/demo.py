@@ -10,6 +10,7 @@ backbones beat the random ones at small n, and how the error moves with the sour
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -18,11 +19,17 @@ import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
-from caulk.cli import check_group_overrides, take_rejected
+from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
 from caulk.errors import CaulkConfigError
+from caulk.plan import validate_config
 from caulk.train import hydra_main
 
 MODELS = ("vit_femto", "vit_pico", "vit_nano")
@@ -71,15 +78,60 @@ def demo_sweeps(
     return sweeps
 
 
+def sweep_overrides(overrides: list[str], extra: list[str]) -> list[str]:
+    """The Hydra overrides of one demo sweep (before its output dir): the demo experiment, the
+    sweep's own overrides, then the user's extra ones."""
+    return ["experiment=demo", *overrides, *extra]
+
+
+def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Every job's overrides of a multirun: the sweeps (``a=1,2``) expanded, one value each."""
+    choices = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except HydraException:  # glob(): needs the config loader; Hydra checks it when it runs
+            continue
+        choices.append([f"{override.get_key_element()}={v}" for v in values])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def check_demo_overrides(sweeps: dict[str, list[str]], extra: list[str]) -> None:
+    """Compose every job of every demo sweep with the ``extra`` overrides and validate its config
+    (``caulk.plan.validate_config``, and ``data.n``), so a misspelt key or a bad value fails in
+    one line (CaulkConfigError) before any sweep runs."""
+    check_group_overrides(extra)
+    try:
+        jobs = [job for o in sweeps.values() for job in _sweep_jobs(sweep_overrides(o, extra))]
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            for job in jobs:
+                cfg = compose(config_name="train", overrides=job)
+                validate_config(cfg)
+                _check_data_n(cfg.data.get("n"))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise CaulkConfigError(f"bad override: {_one_line(e)}") from None
+
+
+def _check_data_n(n: object) -> None:
+    """``data.n`` (the demo's curves set each point's own) must still be a size or null."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise CaulkConfigError(f"data.n must be a positive integer or null, got {n!r}")
+
+
 def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> float:
     """Run one ``caulk.train -m`` multirun into ``root/name``, in this process (one set of imports
     for the whole demo); its output goes to ``root/name.log``. Returns seconds."""
     argv = [
         "caulk.train",
         "-m",
-        "experiment=demo",
-        *overrides,
-        *extra,
+        *sweep_overrides(overrides, extra),
         f"hydra.sweep.dir={root / name}",
         "hydra.callbacks.analyze.enabled=false",
     ]
@@ -169,9 +221,42 @@ def format_findings(table: pd.DataFrame, small_n: int = SMALL_N) -> list[str]:
     return lines
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``caulk: error: ...`` (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``caulk: error: <message>`` and exit 2."""
+        self.exit(2, f"caulk: error: {message}\n")
+
+
+def _attach_values(argv: list[str], flags: tuple[str, ...] = ("--source-m",)) -> list[str]:
+    """``--source-m -1,0`` as ``--source-m=-1,0``: argparse takes a value that starts with "-" (and
+    is no plain negative number) for a flag."""
+    joined, args = [], iter(argv)
+    for arg in args:
+        value = next(args, None) if arg in flags else None
+        joined.append(arg if value is None else f"{arg}={value}")
+    return joined
+
+
+def parse_source_m(text: str) -> list[int]:
+    """The sorted distinct sizes of ``--source-m`` (at least two, each >= 0)."""
+    try:
+        sizes = sorted({int(m) for m in text.split(",") if m.strip()})
+    except ValueError:
+        raise CaulkConfigError(
+            f"--source-m must be comma-separated integers m >= 0, got {text!r}"
+        ) from None
+    if len(sizes) < 2 or sizes[0] < 0:
+        raise CaulkConfigError(
+            f"--source-m needs two source sizes m >= 0 (e.g. --source-m 0,32000), got {text!r}"
+        )
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m caulk.demo [--models ...] [--source-m ...] [--out DIR] [overrides...]``."""
-    p = argparse.ArgumentParser(prog="python -m caulk.demo", description=__doc__.split("\n\n")[0])
+    p = _OneLineParser(prog="python -m caulk.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS), help="zoo model configs (sizes)")
     p.add_argument(
         "--source-m",
@@ -185,25 +270,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default=None, help="demo dir (default logs/demo/<time>)")
     p.add_argument("overrides", nargs="*", help="extra caulk.train overrides, e.g. curve.seeds=[0]")
-    args = p.parse_args(argv)
+    args = p.parse_args(_attach_values(sys.argv[1:] if argv is None else argv))
     try:
         models = [m for m in args.models.split(",") if m]
-        source_m = sorted({int(m) for m in args.source_m.split(",") if m})
+        source_m = parse_source_m(args.source_m)
         if args.lora_steps < 1:
             raise CaulkConfigError(f"--lora-steps must be >= 1, got {args.lora_steps}")
-        if not models or len(source_m) < 2 or min(source_m) < 0:
-            raise CaulkConfigError(
-                "need at least one model and two source sizes m >= 0 (e.g. --source-m 0,32000)"
-            )
+        if not models:
+            raise CaulkConfigError("--models needs at least one model, e.g. --models vit_pico")
         check_group_overrides([f"model={m}" for m in [*models, args.m_sweep_model]])
-    except (CaulkConfigError, ValueError) as e:
+        sweeps = demo_sweeps(
+            models, source_m, args.m_sweep_model, not args.no_lora, args.lora_steps
+        )
+        check_demo_overrides(sweeps, args.overrides)
+    except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
         return 2
     root_dir = Path(os.environ.get("CAULK_ROOT", "."))
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     root = Path(args.out) if args.out else root_dir / "logs" / "demo" / stamp
     root.mkdir(parents=True, exist_ok=True)
-    sweeps = demo_sweeps(models, source_m, args.m_sweep_model, not args.no_lora, args.lora_steps)
     start = time.perf_counter()
     for name, overrides in sweeps.items():
         print(

@@ -138,3 +138,59 @@ def test_a_failing_sweep_raises_with_its_log_and_keeps_the_console_clean(tmp_pat
     for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
         for h in getattr(logger, "handlers", []):  # none left writing to the closed log
             assert not getattr(getattr(h, "stream", None), "closed", False), (logger, h)
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--source-m", "abc"], "--source-m must be comma-separated integers m >= 0, got 'abc'"),
+        (["--source-m", "-1,0"], "--source-m needs two source sizes m >= 0"),
+        (["--lora-steps", "x"], "argument --lora-steps: invalid int value: 'x'"),
+        (["data.n=abc"], "data.n must be a positive integer or null, got 'abc'"),
+        (["peft.rnak=3"], "bad override: Could not override 'peft.rnak'."),
+        (["curve.seeds=[0"], "bad override: no viable alternative at input '[0'"),
+        (["data=nope"], "unknown data 'nope'; available:"),
+    ],
+)
+def test_bad_demo_flags_and_overrides_fail_in_one_line_before_any_sweep(
+    tmp_path, capsys, monkeypatch, argv, line
+):
+    """Each demo job's config is composed and validated up front: no sweep runs."""
+
+    def no_sweep(*args, **kwargs):
+        raise AssertionError("a sweep ran")
+
+    monkeypatch.setattr("caulk.demo.run_sweep", no_sweep)
+    try:
+        code = main([*argv, "--out", str(tmp_path / "demo")])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("caulk: error: "), err
+    assert line in err[0]
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_cli_names_the_bad_flag_in_one_line(tmp_path):
+    """As a user runs it: a value starting with "-" is read as --source-m's, not as a flag."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "caulk.demo", "--source-m", "-1,0", "--out", str(tmp_path / "d")],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "caulk: error: --source-m needs two source sizes m >= 0 (e.g. --source-m 0,32000), "
+        "got '-1,0'"
+    ]
+    assert not (tmp_path / "d").exists()
+
+
+def test_good_demo_overrides_pass_the_up_front_check():
+    from caulk.demo import check_demo_overrides
+
+    sweeps = demo_sweeps(["vit_femto", "vit_pico"], [0, 250, 4000], "vit_pico", lora=True)
+    check_demo_overrides(sweeps, ["curve.seeds=[0]", "seed=0,1", "trainer.max_steps=10"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,32 +11,47 @@ from typing import Any
 import pandas as pd
 
 from caulk.errors import CaulkConfigError
-from caulk.run.record import RECORD_NAME
+from caulk.run.record import RECORD_NAME, RecordShapeError, read_record_row
 
 
 @dataclass
 class Collection:
     """The records of one or more sweeps as a tidy table, plus what is wrong with the sweep."""
 
-    table: pd.DataFrame  # one row per record (ok and failed), scalar fields only
+    table: pd.DataFrame  # one row per readable record (ok and failed), scalar fields only
     failed: list[dict[str, Any]] = field(default_factory=list)  # {path, message}
     missing: list[str] = field(default_factory=list)  # job (or curve point) dirs without a record
-    unreadable: list[dict[str, str]] = field(default_factory=list)  # {path, message}
+    unreadable: list[dict[str, str]] = field(default_factory=list)  # {path, message}: not a record
 
     @property
     def ok(self) -> pd.DataFrame:
+        """The records whose status is ok."""
         return self.table[self.table["status"] == "ok"]
 
+    def points(self, metric: str) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+        """The ok records that are points of a ``metric`` curve (a finite ``metric`` and a
+        seed), and {path, message} for each ok record that is not (it is left out of the fits)."""
+        ok = self.ok
+        reasons = {i: _why_not_a_point(row, metric) for i, row in ok.iterrows()}
+        skipped = [
+            {"path": str(ok.at[i, "record_path"]), "message": why}
+            for i, why in reasons.items()
+            if why
+        ]
+        return ok[[not reasons[i] for i in ok.index]], skipped
 
-def _scalar_fields(record: dict[str, Any]) -> dict[str, Any]:
-    row = {
-        k: v
-        for k, v in record.items()
-        if k not in ("config", "traceback") and not isinstance(v, (dict, list))
-    }
-    if isinstance(record.get("curve_keys"), list):  # theory records name the keys of their curve
-        row["curve_keys"] = ",".join(record["curve_keys"])
-    return row
+
+def _why_not_a_point(row: pd.Series, metric: str) -> str:
+    """Why an ok record's row is no point of a ``metric`` curve ("" if it is one)."""
+    for key in ("seed", metric):
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"ok record without a {key} value (missing, null or NaN)"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's too
+            return f"{key} is not a number: {value!r}"
+        if not math.isfinite(value):
+            return f"{key} is {value}"
+    return ""
 
 
 def _job_dirs(root: Path) -> list[Path]:
@@ -59,24 +75,50 @@ def _curve_point_dirs(job: Path) -> list[Path]:
         return []
 
 
-def collect_records(sweep_dirs: list[str | Path]) -> Collection:
-    """Read every ``record.json`` below the sweep dirs (JSON files only; no live process needed)."""
-    rows, failed, unreadable, missing = [], [], [], []
+def check_sweep_dirs(sweep_dirs: list[str | Path]) -> list[Path]:
+    """The sweep dirs as paths; CaulkConfigError naming the first that is not a dir."""
     for root in map(Path, sweep_dirs):
         if not root.is_dir():
             raise CaulkConfigError(f"sweep dir not found: {root}")
+    return [Path(d) for d in sweep_dirs]
+
+
+def _read_rows(paths: list[Path], rows: list, failed: list, unreadable: list) -> None:
+    """Append each record's checked row (or its path and why it is no record) to the lists."""
+    for path in paths:
+        try:
+            row = read_record_row(path)
+        except (OSError, ValueError) as e:  # JSONDecodeError and RecordShapeError included
+            kind = "bad record" if isinstance(e, RecordShapeError) else type(e).__name__
+            unreadable.append({"path": str(path), "message": f"{kind}: {e}"})
+            continue
+        row["record_path"] = str(path)
+        rows.append(row)
+        if row["status"] != "ok":
+            failed.append({"path": str(path), "message": str(row.get("message", ""))})
+
+
+def _no_records_error(sweep_dirs: list[Path], unreadable: list[dict[str, str]]) -> CaulkConfigError:
+    where = ", ".join(map(str, sweep_dirs))
+    if not unreadable:
+        return CaulkConfigError(f"no {RECORD_NAME} found under {where}")
+    first = unreadable[0]
+    return CaulkConfigError(
+        f"no readable {RECORD_NAME} under {where}: {len(unreadable)} unreadable, first "
+        f"{first['path']} ({first['message']})"
+    )
+
+
+def collect_records(sweep_dirs: list[str | Path]) -> Collection:
+    """Read every ``record.json`` below the sweep dirs (JSON files only; no live process needed).
+
+    Each is checked against the record schema (``caulk.run.record``); one that is not JSON or not
+    a record is listed in ``unreadable`` with its reason and left out of the table.
+    """
+    rows, failed, unreadable, missing = [], [], [], []
+    for root in check_sweep_dirs(sweep_dirs):
         paths = sorted(root.rglob(RECORD_NAME))
-        for path in paths:
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                unreadable.append({"path": str(path), "message": f"{type(e).__name__}: {e}"})
-                continue
-            row = _scalar_fields(record)
-            row["record_path"] = str(path)
-            rows.append(row)
-            if record.get("status") != "ok":
-                failed.append({"path": str(path), "message": record.get("message", "")})
+        _read_rows(paths, rows, failed, unreadable)
         have = {p.parent for p in paths}
         for job in _job_dirs(root):
             if not any(h == job or job in h.parents for h in have):
@@ -84,8 +126,5 @@ def collect_records(sweep_dirs: list[str | Path]) -> Collection:
                 continue
             missing += [str(d) for d in _curve_point_dirs(job) if d not in have]
     if not rows:
-        raise CaulkConfigError(f"no {RECORD_NAME} found under {', '.join(map(str, sweep_dirs))}")
-    table = pd.DataFrame(rows)
-    if "status" not in table:
-        table["status"] = "ok"
-    return Collection(table=table, failed=failed, missing=missing, unreadable=unreadable)
+        raise _no_records_error([Path(d) for d in sweep_dirs], unreadable)
+    return Collection(pd.DataFrame(rows), failed=failed, missing=missing, unreadable=unreadable)

@@ -162,7 +162,7 @@ def fit_groups(
         means = seed_means(pts, metric)
         row.update(
             n_points=len(means),
-            n_seeds=int(pts["seed"].nunique()),
+            n_seeds=int(pts.loc[pts[metric].notna(), "seed"].nunique()),  # the seeds used
             n_min=int(means["n"].min()),
             n_max=int(means["n"].max()),
         )

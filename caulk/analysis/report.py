@@ -19,6 +19,24 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
 
 
+def count_line(summary: dict[str, Any]) -> str:
+    """The record counts of an analysis summary, e.g. ``12 records (10 ok, 1 failed, 1 skipped),
+    1 unreadable, 0 missing jobs`` (skipped: ok records that are no point of the metric's curve)."""
+    s = summary
+    skipped = f", {s['skipped']} skipped" if s.get("skipped") else ""
+    return (
+        f"{s['records']} records ({s['ok']} ok, {s['failed']} failed{skipped}), "
+        f"{s['unreadable']} unreadable, {s['missing']} missing jobs"
+    )
+
+
+def _warn_items(kind: str, records: list[dict[str, str]]) -> list[str]:
+    return [
+        f"<li class='warn'>{kind}: {html.escape(f['path'])}: {html.escape(f['message'][:300])}</li>"
+        for f in records
+    ]
+
+
 def write_report(
     out: Path,
     summary: dict[str, Any],
@@ -33,17 +51,17 @@ def write_report(
     parts = [
         f"<html><head><meta charset='utf-8'><title>caulk report</title><style>{_STYLE}</style></head><body>",
         "<h1>caulk scaling report</h1>",
-        f"<p>{summary['records']} records ({summary['ok']} ok, {summary['failed']} failed, "
-        f"{summary['missing']} jobs missing) from {html.escape(', '.join(summary['sweep_dirs']))}; "
+        f"<p>{html.escape(count_line(summary))} from {html.escape(', '.join(summary['sweep_dirs']))}; "
         f"metric <b>{html.escape(summary['metric'])}</b>; groups by {html.escape(', '.join(summary['group_by']))}.</p>",
     ]
-    if failed or missing:
-        parts.append("<h2 class='warn'>Failed and missing jobs</h2><ul>")
-        parts += [
-            f"<li class='warn'>failed: {html.escape(f['path'])}: {html.escape(f['message'][:300])}</li>"
-            for f in failed
-        ]
+    unreadable = summary.get("unreadable_records", [])
+    skipped = summary.get("skipped_records", [])
+    if failed or missing or unreadable or skipped:
+        parts.append("<h2 class='warn'>Failed, missing, unreadable and skipped records</h2><ul>")
+        parts += _warn_items("failed", failed)
         parts += [f"<li class='warn'>missing (no record): {html.escape(m)}</li>" for m in missing]
+        parts += _warn_items("unreadable", unreadable)
+        parts += _warn_items("skipped", skipped)
         parts.append("</ul>")
     parts.append("<h2>Figures</h2>" + "".join(_img(f) for f in figures))
     parts.append("<h2>Fits: e(n) = a + b n<sup>-c</sup> (95% CIs: bootstrap over seeds)</h2>")

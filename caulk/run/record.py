@@ -194,6 +194,47 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+#: what an ok point must say to be a point of a curve
+_OK_ESSENTIALS = ("n",)
+
+
+def _theory_own_fields(record: dict[str, Any]) -> set[str]:
+    """The fields a theory record (one with ``curve_keys``) writes on its own terms: its curve's
+    keys and ``curve``, the curve's label (a training record's ``curve`` is a flag)."""
+    keys = record["curve_keys"]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise RecordShapeError(f"field 'curve_keys' must be a list of names, got {keys!r}")
+    return {"curve", *keys}
+
+
+def check_read_record(record: Any) -> dict[str, Any]:
+    """``check_record`` for a record read back, training or theory: it must also say its
+    ``status``, and an ok one its ``n``. Raises RecordShapeError with the first problem."""
+    if isinstance(record, dict) and "curve_keys" in record:
+        own = _theory_own_fields(record)
+        check_record({k: v for k, v in record.items() if k not in own})
+    else:
+        check_record(record)
+    if "status" not in record:
+        raise RecordShapeError("no 'status' field")
+    missing = [k for k in _OK_ESSENTIALS if record["status"] == "ok" and record.get(k) is None]
+    if missing:
+        raise RecordShapeError(f"an ok record needs {', '.join(missing)}")
+    return record
+
+
+def read_record_row(path: str | Path) -> dict[str, Any]:
+    """The checked scalar row (``record_row``) of the record file at ``path``, theory records
+    included. Raises OSError, ValueError (not JSON) or RecordShapeError (not a record)."""
+    record = check_read_record(read_record(path))
+    if "curve_keys" not in record:
+        return record_row(record)
+    own = _theory_own_fields(record)
+    row = record_row({k: v for k, v in record.items() if k not in own})
+    scalar_own = {k for k in own if k in record and not isinstance(record[k], (dict, list))}
+    return {k: row.get(k, record[k]) for k in record if k in row or k in scalar_own}
+
+
 def format_summary(record: dict[str, Any]) -> str:
     """A short human-readable summary of a record."""
     frac = 100.0 * record["trainable_params"] / max(1, record["total_params"])
