@@ -99,7 +99,7 @@ def run_caulk(cfg, steps: int, warmup: int, out: Path) -> float:
         raise RuntimeError(
             f"overhead.py: no training step of the caulk run was timed (status "
             f"{record.get('status')!r}, {record.get('global_steps')} steps, warmup {warmup}); "
-            "did the run train at all?"
+            "did it train at all? (caulk skips a point whose folder holds an ok record)"
         )
     return (steps - warmup) / (TIMES["end"] - TIMES["start"])
 
