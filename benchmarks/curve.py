@@ -1,19 +1,20 @@
 """Benchmark: a linear-probe curve (7 n x 3 seeds) with and without feature caching, one run.
 
     python benchmarks/curve.py [--steps 300] [--model vit_pico] [--repeats 3]
+                               [--ns 10,20,...,640] [--seeds 0,1,2] [--smoke]
 
 Prints one JSON object on its last line: name, ratio (uncached / cached wall time, higher is
 better; the cached time is the median of ``--repeats`` curves), the raw timings, the cost of one
 feature-extraction pass (the floor, median of as many passes) and the cached curve's multiple of
 it, and whether the cached and uncached curves agree. ``benchmarks/curve_floor.py`` measures the
-floor multiple alone, for backbones whose uncached curve would take too long.
+floor multiple alone, for backbones whose uncached curve would take too long. ``--smoke``:
+ViT-Femto, 2 n x 1 seed, 4 steps, 1 repeat, in seconds (checks the path; the ratio means nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -25,11 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from benchmarks.common import int_list, parse_args, print_result
+from caulk.backbones import create_backbone
+from caulk.cache.extract import extract_features
 from caulk.cli import CONFIG_DIR
+from caulk.data import build_datamodule
 from caulk.train import train_curve
 
 NS = [10, 20, 40, 80, 160, 320, 640]
 SEEDS = [0, 1, 2]
+#: ``--smoke``'s model, steps and grid (also of curve_floor.py, partial_k.py with one n)
+SMOKE_GRID = {"model": "vit_femto", "steps": 4, "ns": "10,20", "seeds": "0"}
+SMOKE = {**SMOKE_GRID, "repeats": 1}
 
 
 def run_curve(
@@ -65,10 +73,6 @@ def warm_up(overrides: list[str], out: Path) -> None:
 
 def extraction_pass(model: str, extra: list[str] = ()) -> float:
     """Seconds of one feature-extraction pass of ``model`` over the data (pool and test)."""
-    from caulk.backbones import create_backbone
-    from caulk.cache.extract import extract_features
-    from caulk.data import build_datamodule
-
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", *extra])
     bb = create_backbone(cfg.model)
@@ -81,14 +85,14 @@ def extraction_pass(model: str, extra: list[str] = ()) -> float:
 
 
 def cached_curve_and_floor(
-    model: str, steps: int, repeats: int, out: Path, extra: list[str] = ()
+    model: str, steps: int, repeats: int, out: Path, extra: list[str] = (), ns=NS, seeds=SEEDS
 ) -> dict:
     """Median seconds of ``repeats`` cached curves and of as many extraction passes, alternated
     (``extra``: more overrides, e.g. ``model.weights=none``)."""
     base = [f"model={model}", f"trainer.max_steps={steps}", *extra]
     curves, passes, records = [], [], []
     for r in range(repeats):
-        t, records = run_curve(base, True, out / f"cached{r}")
+        t, records = run_curve(base, True, out / f"cached{r}", ns, seeds)
         curves.append(t)
         passes.append(extraction_pass(model, extra))
     cached, floor = statistics.median(curves), statistics.median(passes)
@@ -103,36 +107,44 @@ def cached_curve_and_floor(
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+def add_grid_args(p: argparse.ArgumentParser, model: str) -> None:
+    """The flags curve.py, curve_floor.py and partial_k.py share: model, steps and the grid."""
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--model", default="vit_pico")
+    p.add_argument("--model", default=model)
+    p.add_argument("--ns", type=int_list, default=NS, help="the curve's n, e.g. 10,20,40")
+    p.add_argument("--seeds", type=int_list, default=SEEDS, help="its seeds, e.g. 0,1,2")
+
+
+def max_test_error_diff(a: list[dict], b: list[dict]) -> float:
+    """The largest test-error difference between two curves' records, point by point."""
+    return max(abs(x["test_error"] - y["test_error"]) for x, y in zip(a, b, strict=True))
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON result line."""
+    p = argparse.ArgumentParser()
+    add_grid_args(p, "vit_pico")
     p.add_argument("--repeats", type=int, default=3, help="cached curves (median reported)")
-    args = p.parse_args()
+    args = parse_args(p, SMOKE)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    grid = {"ns": args.ns, "seeds": args.seeds}
     with tempfile.TemporaryDirectory() as tmp:
         warm_up([f"model={args.model}"], Path(tmp))
-        cached = cached_curve_and_floor(args.model, args.steps, args.repeats, Path(tmp))
+        cached = cached_curve_and_floor(args.model, args.steps, args.repeats, Path(tmp), **grid)
         base = [f"model={args.model}", f"trainer.max_steps={args.steps}"]
-        t_plain, plain = run_curve(base, False, Path(tmp) / "plain")
-    max_diff = max(
-        abs(a["test_error"] - b["test_error"])
-        for a, b in zip(cached.pop("records"), plain, strict=True)
-    )
-    print(
-        json.dumps(
-            {
-                "name": "curve_linear_probe_cache",
-                "ratio": round(t_plain / cached["cached_s"], 2),
-                "uncached_s": round(t_plain, 2),
-                **cached,
-                "steps_per_point": args.steps,
-                "max_test_error_diff": max_diff,
-                "model": args.model,
-            }
-        )
-    )
+        t_plain, plain = run_curve(base, False, Path(tmp) / "plain", **grid)
+    diff = max_test_error_diff(cached.pop("records"), plain)
+    result = {
+        "name": "curve_linear_probe_cache",
+        "ratio": round(t_plain / cached["cached_s"], 2),
+        "uncached_s": round(t_plain, 2),
+        **cached,
+        "steps_per_point": args.steps,
+        "max_test_error_diff": diff,
+        "model": args.model,
+    }
+    print_result(result, args.smoke)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""What the benchmarks share: the ``--smoke`` flag and the JSON line they end with.
+
+``--smoke`` runs a benchmark's whole path (every arm of its comparison) at tiny sizes, in
+seconds: ``tests/test_benchmarks.py`` runs each one so, so that no benchmark breaks unnoticed.
+Its timings and ratio mean nothing; the result line then says ``"smoke": true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def parse_args(parser: argparse.ArgumentParser, smoke: dict) -> argparse.Namespace:
+    """Add ``--smoke`` to ``parser`` and parse the command line; with ``--smoke`` the defaults
+    become ``smoke`` (tiny sizes), flags given explicitly still win."""
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, seconds: checks the benchmark runs, its numbers mean nothing "
+        f"(sets {' '.join(f'--{k}={v}' for k, v in smoke.items())})",
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args()
+    return args
+
+
+def print_result(result: dict, smoke: bool) -> None:
+    """Print the benchmark's result as one JSON line (the last of its output)."""
+    print(json.dumps({**result, "smoke": smoke}), flush=True)
+
+
+def int_list(text: str) -> list[int]:
+    """``"10,20,40"`` -> ``[10, 20, 40]`` (an argparse ``type``)."""
+    return [int(x) for x in text.split(",") if x.strip()]

@@ -1,0 +1,95 @@
+"""Every benchmark in ``benchmarks/`` runs end to end at tiny sizes (``--smoke``), both arms of its
+comparison, and ends with its JSON result line: no benchmark breaks unnoticed."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, cli_env
+
+TIMEOUT_S = 600  # a hung benchmark fails instead of stalling the suite
+
+
+def run_smoke(name: str, tmp_path) -> dict:
+    """Run ``python benchmarks/<name>.py --smoke`` from the repo root; its last line, parsed.
+
+    Fails the test, with the output's tail, if it exits non-zero or does not end with a JSON
+    object.
+    """
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{name}.py", "--smoke"],
+        cwd=REPO,
+        env=cli_env(PYTHONPATH=str(REPO), CAULK_CACHE=str(tmp_path / "cache")),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, (
+        f"{name}.py --smoke exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"{name}.py --smoke printed nothing on stdout:\n{proc.stderr[-3000:]}"
+    try:
+        result = json.loads(lines[-1])
+    except json.JSONDecodeError as e:
+        pytest.fail(f"{name}.py --smoke: last line is not JSON ({e}): {lines[-1][:500]!r}")
+    assert isinstance(result, dict), lines[-1]
+    assert result.get("smoke") is True, result
+    return result
+
+
+def assert_positive(result: dict, *keys: str) -> None:
+    """Each of ``keys`` is in ``result`` and a finite number > 0."""
+    for key in keys:
+        value = result.get(key)
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, result)
+
+
+def test_overhead_smoke(tmp_path):
+    r = run_smoke("overhead", tmp_path)
+    assert r["name"] == "overhead_lora_lightning_vs_bare"
+    assert_positive(r, "ratio", "caulk_images_per_s", "bare_images_per_s", "timed_steps")
+    assert len(r["caulk_steps_per_s_runs"]) == len(r["bare_steps_per_s_runs"]) == 2  # re-runs too
+    assert all(s > 0 for s in r["caulk_steps_per_s_runs"] + r["bare_steps_per_s_runs"])
+    assert r["model"] == "vit_femto" and r["device"] == "cpu" and r["compile"] is False
+
+
+def test_curve_smoke(tmp_path):
+    r = run_smoke("curve", tmp_path)
+    assert r["name"] == "curve_linear_probe_cache"
+    assert_positive(r, "ratio", "uncached_s", "cached_s", "extraction_pass_s")
+    assert r["points"] == 2 and r["model"] == "vit_femto"
+    assert r["max_test_error_diff"] <= 0.02  # the cached and uncached curves agree
+
+
+@pytest.mark.slow
+def test_curve_floor_smoke(tmp_path):
+    r = run_smoke("curve_floor", tmp_path)
+    assert r["name"] == "curve_cached_vs_extraction_pass"
+    assert_positive(r, "ratio", "cached_s", "extraction_pass_s", "cached_over_extraction")
+    assert r["points"] == 2 and r["overrides"] == []
+
+
+@pytest.mark.slow
+def test_partial_k_smoke(tmp_path):
+    r = run_smoke("partial_k", tmp_path)
+    assert r["name"] == "partial_k_prefix_cache"
+    assert_positive(r, "ratio")
+    assert r["ratio"] == r["partial"]["ratio"] and r["points"] == 1
+    for method in ("partial", "lora_last_k"):
+        assert_positive(r[method], "ratio", "cached_s", "uncached_s")
+        assert r[method]["cache_prefix"] == "vit_blocks_2"  # ViT-Femto's 3 blocks, k=1
+        assert r[method]["max_test_error_diff"] <= 0.02
+
+
+@pytest.mark.slow
+def test_sweep_smoke(tmp_path):
+    r = run_smoke("sweep", tmp_path)
+    assert r["name"] == "sweep_curve_process_vs_process_per_point"
+    assert_positive(r, "ratio", "curve_process_s", "process_per_point_s")
+    assert r["points"] == 1 and r["peft"] == "linear"
