@@ -1,0 +1,195 @@
+"""Nothing lost, nothing lied about: what a user's bad input, a signal, a diverged run or a second
+process does to the output (the reliability issue's data-loss items, run as a user would)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from caulk.errors import check_writable
+from caulk.run.record import read_record, write_json_atomic
+from caulk.train import train, train_curve
+from tests.conftest import REPO, cli_env, run_cli
+
+FAST = ["debug=fast", "trainer.enable_progress_bar=false"]
+
+
+def _strict(path) -> dict:
+    """A record parsed as strict JSON (no NaN/Infinity)."""
+
+    def refuse(name):
+        raise ValueError(f"{path}: non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_rejected_run_keeps_a_users_existing_dir_and_files(tmp_path):
+    user = tmp_path / "u"
+    user.mkdir()
+    (user / "important.log").write_text("keep")
+    res = run_cli([*FAST, "data.n=0", f"hydra.run.dir={user}"], timeout=120)
+    assert res.returncode == 2 and "caulk: error: data.n must be positive" in res.stderr
+    assert sorted(p.name for p in user.iterdir()) == ["important.log"]  # .hydra and train.log gone
+    assert (user / "important.log").read_text() == "keep"
+
+
+def test_a_rejected_run_into_a_new_dir_leaves_nothing_even_its_parents(tmp_path):
+    out = tmp_path / "new" / "deeper" / "run"
+    res = run_cli([*FAST, "data.n=0", f"hydra.run.dir={out}"], timeout=120)
+    assert res.returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("hydra.run.dir=/proc/caulk-x", "hydra.run.dir is not writable: /proc/caulk-x"),
+        ("paths.output_dir=/proc/caulk-x", "paths.output_dir is not writable: /proc/caulk-x"),
+    ],
+)
+def test_an_unwritable_output_dir_is_one_line_before_any_work(tmp_path, arg, message):
+    res = run_cli(
+        [*FAST, arg, f"hydra.sweep.dir={tmp_path}/s"], env=cli_env(CAULK_ROOT=str(tmp_path))
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"caulk: error: {message} (No such file or directory)"
+    ]
+    assert list(tmp_path.iterdir()) == []  # not even the Hydra run dir
+
+
+def test_check_writable_accepts_a_new_dir_below_a_writable_one_and_creates_nothing(tmp_path):
+    check_writable(tmp_path / "a" / "b", "x")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="x is not writable"):
+        check_writable(tmp_path / "file" / "sub", "x")
+
+
+@pytest.mark.slow
+def test_one_bad_job_does_not_stop_an_in_process_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        ["-m", *FAST, "data.n=20,0,40", f"hydra.sweep.dir={sweep}"],
+        env=cli_env(CAULK_ROOT=str(tmp_path)),
+    )
+    assert res.returncode == 2
+    assert "caulk: error: data.n must be positive, got 0" in res.stderr
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "caulk: error: 1 job(s) of the sweep rejected for bad input, the others ran: job 1"
+        )
+    )
+    assert read_record(sweep / "0" / "record.json")["status"] == "ok"
+    assert read_record(sweep / "2" / "record.json")["status"] == "ok"
+    assert not (sweep / "1").exists()
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loop"),
+    [
+        (["peft=full", "peft.lr=10"], "lightning"),
+        (["peft=lora", "peft.lr=1e6"], "lightning"),
+        (["peft.lr=1e37", "cache.batch_points=false"], "fast"),
+        (["peft.lr=1e37"], "fast_batched"),
+    ],
+)
+def test_a_diverged_point_is_recorded_as_diverged_in_strict_json(fast_cfg, overrides, loop):
+    cfg = fast_cfg("data.n=20", *overrides)
+    with pytest.raises(RuntimeError, match="non-finite at step"):
+        train(cfg)
+    record = _strict(Path(cfg.paths.output_dir) / "record.json")
+    assert record["status"] == "diverged" and record["train_loop"] == loop
+    assert isinstance(record["diverged_at_step"], int) and 0 <= record["diverged_at_step"] < 6
+    assert "test_error" not in record and "test_loss" not in record
+
+
+def test_a_failure_of_the_batched_heads_still_gives_every_point_its_record(fast_cfg, tmp_path):
+    cfg = fast_cfg("curve.n=[20,40]", "curve.seeds=[0,1]", "peft.lr=1e38")
+    with pytest.raises(RuntimeError, match="4 of 4 curve points failed"):
+        train_curve(cfg)
+    records = [_strict(p) for p in sorted((tmp_path / "run").glob("n*_s*/record.json"))]
+    assert len(records) == 4
+    assert {r["status"] for r in records} <= {"failed", "diverged"}
+
+
+def test_records_are_strict_json_whatever_the_payload(tmp_path):
+    path = write_json_atomic(tmp_path / "r.json", {"a": float("nan"), "b": [float("inf"), 1.0]})
+    assert _strict(path) == {"a": None, "b": [None, 1.0]}
+
+
+@pytest.mark.slow
+def test_sigterm_exits_143_and_records_the_interrupted_point(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        *FAST,
+        "curve.n=[10,20,40,80]",
+        "curve.seeds=[0,1]",
+        "cache.features=false",
+        "trainer.max_steps=300",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "caulk.train", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not list(out.glob("n*_s*/record.json")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no point finished"
+        time.sleep(0.2)  # polling for the first record, not timing anything
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    statuses = {p.parent.name: _strict(p)["status"] for p in out.glob("n*_s*/record.json")}
+    assert "interrupted" in statuses.values() and "ok" in statuses.values()
+    assert len(statuses) < 8  # the rest never ran
+    assert not [s for s in statuses.values() if s not in ("ok", "interrupted")]
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_dir_train_each_point_once(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "-m",
+        "caulk.train",
+        *FAST,
+        "curve.n=[10,20]",
+        "curve.seeds=[0]",
+        "cache.features=false",
+        "trainer.max_steps=30",
+        "logger=csv",
+        f"hydra.run.dir={out}",
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert sum("already have an ok record: skipped" in log for log in logs) == 1
+    for point in ("n10_s0", "n20_s0"):
+        header, *rows = (out / point / "csv" / "metrics.csv").read_text().splitlines()
+        assert header not in rows  # one writer: the header once, the steps in order
+        steps = [int(r.split(",")[header.split(",").index("step")]) for r in rows]
+        assert steps == sorted(steps)
+        assert _strict(out / point / "record.json")["global_steps"] == 30
