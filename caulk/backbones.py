@@ -169,6 +169,12 @@ def _create_from_file(name: str, arch: str, weights_file: str, kwargs: dict[str,
         raise CaulkConfigError(
             f"weights file {weights_file} does not fit {arch}: {_summarize_load_error(str(e))}"
         ) from None
+    except Exception as e:  # not a weights file at all: text, truncated, another format
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CaulkConfigError(
+            f"model.weights_file {weights_file} is not a readable weights file "
+            f"({type(e).__name__}: {first})"
+        ) from None
     _check_file_matches(model, weights_file, arch)
     return model
 

@@ -11,11 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
+from safetensors.torch import save_file
 
-from caulk.errors import check_writable
+import caulk.backbones  # noqa: F401  (registers caulk's timm architectures)
+from caulk.errors import CaulkConfigError, check_writable
 from caulk.run.record import read_record, write_json_atomic
 from caulk.train import train, train_curve
-from tests.conftest import REPO, cli_env, run_cli
+from caulk.zoo.store import entry_for, verify
+from tests.conftest import REPO, cli_env, compose_cfg, run_cli
 
 FAST = ["debug=fast", "trainer.enable_progress_bar=false"]
 
@@ -193,3 +197,42 @@ def test_two_processes_on_one_dir_train_each_point_once(tmp_path):
         steps = [int(r.split(",")[header.split(",").index("step")]) for r in rows]
         assert steps == sorted(steps)
         assert _strict(out / point / "record.json")["global_steps"] == 30
+
+
+def _pico_safetensors(path: Path) -> Path:
+    model = timm.create_model("caulk_vit_pico", num_classes=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["text", "truncated", "text_pth"])
+def test_a_weights_file_that_is_not_weights_is_one_line(tmp_path, damage):
+    if damage == "truncated":
+        good = _pico_safetensors(tmp_path / "good.safetensors")
+        weights = tmp_path / "w.safetensors"
+        weights.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    else:
+        weights = tmp_path / ("w.pth" if damage == "text_pth" else "w.safetensors")
+        weights.write_text("these are not weights\n")
+    out = tmp_path / "run"
+    res = run_cli(
+        [*FAST, "model.weights=file", f"model.weights_file={weights}", f"hydra.run.dir={out}"]
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"caulk: error: model.weights_file {weights} is not a readable weights file")
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("meta", ["[1, 2]", '"name"', "null"])
+def test_zoo_metadata_that_is_json_but_not_an_object_is_reported(tmp_path, meta):
+    entry = entry_for(
+        compose_cfg(["model.source_m=0"]).model, compose_cfg().source_task, tmp_path / "zoo"
+    )
+    entry.zoo_dir.mkdir(parents=True)
+    entry.meta_path.write_text(meta)
+    with pytest.raises(CaulkConfigError, match="is not a metadata object.*delete"):
+        verify(entry)

@@ -87,12 +87,18 @@ def file_sha256(path: Path) -> str:
 def read_metadata(entry: ZooEntry) -> dict[str, Any]:
     """The entry's metadata; CaulkConfigError if it is unreadable."""
     try:
-        return json.loads(entry.meta_path.read_text())
+        meta = json.loads(entry.meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CaulkConfigError(
             f"zoo entry {entry.meta_path} is unreadable ({type(e).__name__}); delete "
             f"{entry.zoo_dir / entry.name}.* to rebuild it"
         ) from None
+    if not isinstance(meta, dict):
+        raise CaulkConfigError(
+            f"zoo entry {entry.meta_path} is not a metadata object (a JSON "
+            f"{type(meta).__name__}); delete {entry.zoo_dir / entry.name}.* to rebuild it"
+        )
+    return meta
 
 
 def verify(entry: ZooEntry) -> dict[str, Any]:
