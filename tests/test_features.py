@@ -243,6 +243,23 @@ def test_the_batched_schedule_falls_back_to_the_dataloader_when_its_draws_differ
     assert torch.equal(idx[mask], expected[mask])
 
 
+def test_the_patched_sampler_draws_reach_the_moved_schedule(monkeypatch):
+    """The patch above lands where the schedule looks its draws up (caulk.engines.batched)."""
+    from functools import partial
+
+    import caulk.engines.batched as batched
+
+    loader = partial(_positions_loader, 33, 16)
+    before = batched._sampler_batches(loader())
+    real = batched._sampler_permutations
+    monkeypatch.setattr(
+        batched, "_sampler_permutations", lambda ld, e: torch.flip(real(ld, e), [1])
+    )
+    after = batched._sampler_batches(loader())
+    assert not torch.equal(torch.cat(before), torch.cat(after))
+    assert torch.equal(torch.cat(before).flip(0), torch.cat(after))
+
+
 def _real_batches(n: int, batch: int):
     loader = _positions_loader(n, batch)
     while True:
