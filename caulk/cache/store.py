@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from caulk.cache.extract import CachedFeatures, extract_features
 from caulk.cache.prefix import PrefixPlan, prefix_state
 
-log = logging.getLogger("caulk.features")
+log = logging.getLogger("caulk.features")  # the name users filter the cache messages by
 FORMAT = "caulk-prefix-cache-1"
 #: data settings that choose training subsets or loading, not the pool/test content
 _DATA_KEYS_IGNORED = {
