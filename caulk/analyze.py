@@ -16,6 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from caulk.analysis.collect import collect_records
+from caulk.analysis.fits import CurveFit, fit_groups, seed_means
+from caulk.analysis.report import write_report
+from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 from caulk.errors import CaulkConfigError
 
 DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
@@ -23,6 +27,8 @@ DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_v
 
 @dataclass
 class Analysis:
+    """What ``analyze`` produced: the tables, the transfer law, the summary and the files."""
+
     out: Path
     table: pd.DataFrame
     fits: pd.DataFrame
@@ -55,40 +61,10 @@ def _write_atomic(path: Path, write) -> Path:
     return path
 
 
-def analyze(
-    sweep_dirs: list[str | Path],
-    out: str | Path | None = None,
-    metric: str | None = None,
-    group_by: list[str] | None = None,
-    replicates: int = 200,
-    scratch: str = "peft=full,weights=none",
-    low_data_max_n: float | None = None,
-    wandb_mode: str = "off",
-    wandb_project: str = "caulk",
-    wandb_group: str | None = None,
-    rng_seed: int = 0,
-) -> Analysis:
-    """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``."""
-    from caulk.analysis.collect import collect_records
-    from caulk.analysis.fits import CurveFit, fit_groups, seed_means
-    from caulk.analysis.plots import (
-        plot_curves,
-        plot_exponents,
-        plot_source_m,
-        plot_transfer,
-        source_m_table,
-    )
-    from caulk.analysis.report import write_report
-    from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
-
-    if replicates < 0:
-        raise CaulkConfigError(f"--bootstrap must be >= 0, got {replicates}")
-    selector = _parse_selector(scratch)
-    sweep_dirs = [Path(d) for d in sweep_dirs]
-    out = Path(out) if out else sweep_dirs[0] / "analysis"
-    collection = collect_records(sweep_dirs)
-    table = collection.table
-    ok = collection.ok.copy()
+def _metric_and_keys(
+    table: pd.DataFrame, ok: pd.DataFrame, metric: str | None, group_by: list[str] | None
+) -> tuple[str, list[str]]:
+    """The metric to fit and the record fields that define a curve (defaults from the records)."""
     if metric is None:  # training records fit test error; theory records their excess risk
         metric = next(
             (m for m in ("test_error", "excess_risk") if m in table.columns), "test_error"
@@ -104,10 +80,11 @@ def analyze(
     keys = [k for k in (group_by or DEFAULT_GROUP_BY) if k in ok.columns]
     if not {"n", "seed"} <= set(ok.columns) or not keys:
         raise CaulkConfigError("records need n, seed and at least one group key (e.g. model, peft)")
-    for k in keys:  # NaN group keys (e.g. source_m of hub models) group as "-"
-        ok[k] = ok[k].astype(object).where(ok[k].notna(), "-")
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
+    return metric, keys
+
+
+def _write_table(out: Path, table: pd.DataFrame, files: dict[str, Path]) -> None:
+    """The record table as ``table.csv`` and ``table.parquet`` (object columns as strings)."""
     files["table.csv"] = _write_atomic(out / "table.csv", lambda p: table.to_csv(p, index=False))
     files["table.parquet"] = _write_atomic(
         out / "table.parquet",
@@ -116,35 +93,50 @@ def analyze(
         ).to_parquet(p, index=False),
     )
 
-    fits = (
-        fit_groups(ok, keys, metric, replicates, rng_seed)
-        if len(ok)
-        else pd.DataFrame(columns=keys)
-    )
-    files["fits.csv"] = _write_atomic(out / "fits.csv", lambda p: fits.to_csv(p, index=False))
 
+def _transfer_points(
+    ok: pd.DataFrame,
+    fits: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    selector: dict[str, str],
+    is_scratch: pd.Series,
+) -> list[pd.DataFrame]:
+    """Per fine-tuned curve: its seed means against the matching from-scratch fit (D_E, D_T)."""
+    scratch_fits = fits[_matches(fits, {k: v for k, v in selector.items() if k in fits})]
+    rows = []
+    for group, pts in ok[~is_scratch].groupby(keys, dropna=False):
+        group = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
+        same = (
+            scratch_fits[scratch_fits["model"] == group.get("model")]
+            if "model" in group
+            else scratch_fits
+        )
+        ref = same if len(same) == 1 else scratch_fits if len(scratch_fits) == 1 else None
+        if ref is None or not np.isfinite(ref["c"].iloc[0]):
+            continue
+        f = ref.iloc[0]
+        m = seed_means(pts, metric).assign(**group, backbone_params=pts["backbone_params"].iloc[0])
+        rows.append(effective_data_transferred(m, CurveFit(f["a"], f["b"], f["c"], f["rmse"], 0)))
+    return rows
+
+
+def _transfer(
+    ok: pd.DataFrame,
+    fits: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    selector: dict[str, str],
+    scratch: str,
+    low_data_max_n: float | None,
+    out: Path,
+    files: dict[str, Path],
+) -> tuple[pd.DataFrame | None, dict[str, Any] | None, str]:
+    """(transfer points, fitted D_T law, note on why either is missing); writes their files."""
     transfer, law, transfer_note = None, None, ""
     is_scratch = _matches(ok, selector)
     if is_scratch.any() and (~is_scratch).any():
-        scratch_fits = fits[_matches(fits, {k: v for k, v in selector.items() if k in fits})]
-        rows = []
-        for group, pts in ok[~is_scratch].groupby(keys, dropna=False):
-            group = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
-            same = (
-                scratch_fits[scratch_fits["model"] == group.get("model")]
-                if "model" in group
-                else scratch_fits
-            )
-            ref = same if len(same) == 1 else scratch_fits if len(scratch_fits) == 1 else None
-            if ref is None or not np.isfinite(ref["c"].iloc[0]):
-                continue
-            f = ref.iloc[0]
-            m = seed_means(pts, metric).assign(
-                **group, backbone_params=pts["backbone_params"].iloc[0]
-            )
-            rows.append(
-                effective_data_transferred(m, CurveFit(f["a"], f["b"], f["c"], f["rmse"], 0))
-            )
+        rows = _transfer_points(ok, fits, keys, metric, selector, is_scratch)
         if rows:
             transfer = pd.concat(rows, ignore_index=True)
             files["transfer.csv"] = _write_atomic(
@@ -162,6 +154,28 @@ def analyze(
         files["transfer_fit.json"] = _write_atomic(
             out / "transfer_fit.json", lambda p: p.write_text(json.dumps(law, indent=2))
         )
+    return transfer, law, transfer_note
+
+
+def _figures(
+    ok: pd.DataFrame,
+    fits: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    transfer: pd.DataFrame | None,
+    law: dict[str, Any] | None,
+    out: Path,
+    files: dict[str, Path],
+) -> tuple[list[Path], pd.DataFrame]:
+    """Draw the figures (and write ``source_m.csv``); returns them and the by-source-m table."""
+    # matplotlib is slow to import: +0.25-0.5 s, about twice the time of `caulk.analyze --help`
+    from caulk.analysis.plots import (
+        plot_curves,
+        plot_exponents,
+        plot_source_m,
+        plot_transfer,
+        source_m_table,
+    )
 
     figures = []
     if len(ok):
@@ -175,7 +189,47 @@ def analyze(
     if transfer is not None:
         figures.append(plot_transfer(transfer, law, out / "transfer.png"))
     files.update({f.name: f for f in figures})
+    return figures, by_source_m
 
+
+def analyze(
+    sweep_dirs: list[str | Path],
+    out: str | Path | None = None,
+    metric: str | None = None,
+    group_by: list[str] | None = None,
+    replicates: int = 200,
+    scratch: str = "peft=full,weights=none",
+    low_data_max_n: float | None = None,
+    wandb_mode: str = "off",
+    wandb_project: str = "caulk",
+    wandb_group: str | None = None,
+    rng_seed: int = 0,
+) -> Analysis:
+    """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``."""
+    if replicates < 0:
+        raise CaulkConfigError(f"--bootstrap must be >= 0, got {replicates}")
+    selector = _parse_selector(scratch)
+    sweep_dirs = [Path(d) for d in sweep_dirs]
+    out = Path(out) if out else sweep_dirs[0] / "analysis"
+    collection = collect_records(sweep_dirs)
+    table = collection.table
+    ok = collection.ok.copy()
+    metric, keys = _metric_and_keys(table, ok, metric, group_by)
+    for k in keys:  # NaN group keys (e.g. source_m of hub models) group as "-"
+        ok[k] = ok[k].astype(object).where(ok[k].notna(), "-")
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    _write_table(out, table, files)
+    fits = (
+        fit_groups(ok, keys, metric, replicates, rng_seed)
+        if len(ok)
+        else pd.DataFrame(columns=keys)
+    )
+    files["fits.csv"] = _write_atomic(out / "fits.csv", lambda p: fits.to_csv(p, index=False))
+    transfer, law, transfer_note = _transfer(
+        ok, fits, keys, metric, selector, scratch, low_data_max_n, out, files
+    )
+    figures, by_source_m = _figures(ok, fits, keys, metric, transfer, law, out, files)
     summary = {
         "sweep_dirs": [str(d) for d in sweep_dirs],
         "records": len(table),
@@ -200,6 +254,7 @@ def analyze(
         out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=str))
     )
     if wandb_mode != "off" and len(ok):
+        # optional wandb, and caulk.loggers pulls in pytorch_lightning (~5 s): only when W&B logs
         from caulk.analysis.wandb_aggregate import log_aggregate
 
         group = wandb_group or sweep_dirs[0].resolve().name
@@ -210,6 +265,7 @@ def analyze(
 
 
 def format_analysis(result: Analysis) -> str:
+    """A few lines for the terminal: record counts, failures, fitted rates, D_T law, outputs."""
     s = result.summary
     lines = [
         f"caulk analyze: {s['records']} records ({s['ok']} ok, {s['failed']} failed, {s['missing']} missing jobs)"
@@ -236,6 +292,7 @@ def format_analysis(result: Analysis) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m caulk.analyze``: parse ``argv``, analyse, print; exit code 2 on bad input."""
     p = argparse.ArgumentParser(prog="python -m caulk.analyze", description=__doc__.splitlines()[0])
     p.add_argument("sweep_dirs", nargs="+", help="sweep (or run) dirs holding record.json files")
     p.add_argument("--out", help="output dir (default: <first sweep dir>/analysis)")

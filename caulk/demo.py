@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from caulk.analyze import analyze, format_analysis
 from caulk.cli import check_group_overrides
 from caulk.errors import CaulkConfigError
 from caulk.train import hydra_main
@@ -210,8 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         seconds = run_sweep(name, overrides, root, args.overrides)
         print(f"[demo]   done in {seconds:.0f} s (log: {root / name}.log)", flush=True)
-    from caulk.analyze import analyze, format_analysis
-
     result = analyze([root], out=root / "analysis", wandb_mode="offline")
     print(format_analysis(result), flush=True)
     for line in format_findings(result.table):
