@@ -177,14 +177,8 @@ def test_cli_writes_records_and_rejects_bad_input(tmp_path):
 
 def test_cli_rejects_nan_sigma_in_one_line(tmp_path):
     env = cli_env(CAULK_ROOT=str(tmp_path))
-    bad = subprocess.run(
-        [sys.executable, "-m", "caulk.theory.linear_teacher", "sigma=nan"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "sigma=nan"]
+    bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "caulk: error: sigma must be a finite number, got nan"
