@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caulk.analysis.collect import check_sweep_dirs
-from caulk.analysis.report import count_line
+from caulk.analysis.collect import check_sweep_dirs, collect_records
+from caulk.analysis.fits import CurveFit, fit_groups, seed_means
+from caulk.analysis.report import count_line, write_report
+from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 from caulk.errors import CaulkConfigError
 
 DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
@@ -115,10 +117,6 @@ def analyze(
     The outputs are written into a fresh dir next to ``out`` that then replaces it whole: a
     failed analysis leaves ``out`` as it was. An unwritable ``out`` fails before any work.
     """
-    from caulk.analysis.collect import collect_records
-    from caulk.analysis.fits import fit_groups
-    from caulk.analysis.report import write_report
-
     if replicates < 0:
         raise CaulkConfigError(f"--bootstrap must be >= 0, got {replicates}")
     selector = _parse_selector(scratch)
@@ -169,6 +167,7 @@ def analyze(
         )
     files = {name: out / path.relative_to(work) for name, path in files.items()}
     if wandb_mode != "off" and len(ok):
+        # optional wandb, and caulk.loggers pulls in pytorch_lightning (~5 s): only when W&B logs
         from caulk.analysis.wandb_aggregate import log_aggregate
 
         group = wandb_group or sweep_dirs[0].resolve().name
@@ -230,9 +229,6 @@ def _transfer(
 ) -> tuple[pd.DataFrame | None, dict[str, Any] | None, str]:
     """Effective data transferred against the from-scratch curve, and its law (with a note when
     there is none); writes transfer.csv and transfer_fit.json."""
-    from caulk.analysis.fits import CurveFit, seed_means
-    from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
-
     is_scratch = _matches(ok, selector)
     if not (is_scratch.any() and (~is_scratch).any()):
         return None, None, f"no from-scratch curve ({scratch}) next to fine-tuned ones"
@@ -278,6 +274,7 @@ def _figures(
     files: dict[str, Path],
 ) -> tuple[list[Path], pd.DataFrame]:
     """The figures (and the source-m table) of the analysis, written into ``work``."""
+    # matplotlib is slow to import: +0.25-0.5 s, about twice the time of `caulk.analyze --help`
     from caulk.analysis.plots import (
         plot_curves,
         plot_exponents,

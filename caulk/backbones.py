@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
 from caulk.config import check_section
@@ -222,8 +223,6 @@ def _hub_cached_file(hf_hub_id: str | None) -> str | None:
     """Path of the weights in the local HF cache, if they were downloaded before."""
     if not hf_hub_id:
         return None
-    from huggingface_hub import try_to_load_from_cache
-
     repo = hf_hub_id.split("@")[0]
     for filename in ("model.safetensors", "pytorch_model.bin"):
         path = try_to_load_from_cache(repo, filename)
@@ -239,6 +238,7 @@ def freeze(model: nn.Module) -> None:
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those that train with ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -26,6 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import open_dict, read_write
 from pytorch_lightning import Callback
 
@@ -37,8 +42,6 @@ CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 def is_global_zero() -> bool:
     """True in the process that writes records and W&B runs (rank 0 of a DDP job, or no DDP)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     env = os.environ
@@ -105,15 +108,11 @@ class RngStateCheckpoint(Callback):
 
 
 def _literal(text: str) -> Any:
-    import ast
-
     return ast.literal_eval(text)
 
 
 def cluster_plugins() -> list[Any]:
     """Under Slurm: the SLURM environment with Lightning's auto-requeue off (submitit requeues)."""
-    from lightning_fabric.plugins.environments import SLURMEnvironment
-
     if SLURMEnvironment.detect():
         return [SLURMEnvironment(auto_requeue=False)]
     return []
@@ -138,9 +137,6 @@ _launched: dict[str, Any] = {}  # the Hydra job whose DDP children this process 
 
 def _hydra_job() -> tuple[str | None, bool]:
     """(this Hydra job's output dir, whether it is a multirun job); (None, False) outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return None, False
     hc = HydraConfig.get()
@@ -149,8 +145,6 @@ def _hydra_job() -> tuple[str | None, bool]:
 
 def _end_previous_ddp() -> None:
     """Forget the DDP group of an earlier job in this process (its children have exited)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     for key, value in _launched.pop("env").items():
@@ -176,8 +170,6 @@ def prepare_ddp_children(trainer_kwargs: dict[str, Any]) -> None:
     _launched.update(job=job, env={k: os.environ.get(k) for k in LAUNCH_ENV})
     if not multirun:
         return
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     with read_write(hc), open_dict(hc):
         hc.run.dir = hc.runtime.output_dir

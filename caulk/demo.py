@@ -27,6 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from caulk.analyze import analyze, format_analysis
 from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
 from caulk.errors import CaulkConfigError
 from caulk.plan import validate_config
@@ -297,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         seconds = run_sweep(name, overrides, root, args.overrides)
         print(f"[demo]   done in {seconds:.0f} s (log: {root / name}.log)", flush=True)
-    from caulk.analyze import analyze, format_analysis
-
     result = analyze([root], out=root / "analysis", wandb_mode="offline")
     print(format_analysis(result), flush=True)
     for line in format_findings(result.table):

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
@@ -209,8 +210,6 @@ class TransferModule(pl.LightningModule):
 
 
 def _world_size() -> int:
-    import torch.distributed as dist
-
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
@@ -218,8 +217,6 @@ def _gather_union(items: set[int]) -> set[int]:
     """The union of a per-rank set over all ranks (the set itself without a process group)."""
     if _world_size() == 1:
         return items
-    import torch.distributed as dist
-
     parts: list[Any] = [None] * _world_size()
     dist.all_gather_object(parts, sorted(items))
     return set().union(*parts)
@@ -228,8 +225,6 @@ def _gather_union(items: set[int]) -> set[int]:
 def _gather_sum(value: int) -> int:
     if _world_size() == 1:
         return value
-    import torch.distributed as dist
-
     parts: list[Any] = [None] * _world_size()
     dist.all_gather_object(parts, int(value))
     return sum(parts)

@@ -57,6 +57,7 @@ def format_entry(meta: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
 def hydra_main(cfg: DictConfig) -> None:
+    """``python -m caulk.pretrain [overrides]``: build (or find) the zoo entry, print it."""
     try:
         meta = pretrain(cfg)
     except CaulkConfigError as e:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -63,7 +62,8 @@ def test_function_local_imports_are_few_and_each_says_why():
         for fn in _functions(tree):
             for node in ast.walk(fn):
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    local.append((f"{path}:{node.lineno}", source[node.lineno - 1]))
+                    said = source[node.lineno - 2 : node.lineno]  # the line above or the import's
+                    local.append((f"{path}:{node.lineno}", " ".join(said)))
     assert len(local) <= MAX_LOCAL_IMPORTS, "\n".join(f"{where} {line}" for where, line in local)
     unexplained = [where for where, line in local if "#" not in line]
     assert not unexplained, f"function-local imports without a reason: {unexplained}"

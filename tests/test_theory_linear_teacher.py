@@ -175,6 +175,31 @@ def test_cli_writes_records_and_rejects_bad_input(tmp_path):
     assert len(list((tmp_path / "logs" / "theory_linear_teacher" / "runs").iterdir())) == 1
 
 
+def test_cli_rejects_nan_sigma_in_one_line(tmp_path):
+    env = cli_env(CAULK_ROOT=str(tmp_path))
+    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "sigma=nan"]
+    bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "caulk: error: sigma must be a finite number, got nan"
+    ]
+    assert not list(tmp_path.rglob("record.json"))
+
+
+def test_cli_small_d_is_not_rejected_by_the_unused_spikes_default(tmp_path):
+    env = cli_env(CAULK_ROOT=str(tmp_path))
+    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "d=4", "n=[2,3]", "trials=5"]
+    ok = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("record.json"))]
+    assert [(r["d"], r["n"], r["status"]) for r in records] == [(4, 2, "ok"), (4, 3, "ok")]
+    spiked = subprocess.run(
+        [*cmd, "covariance=spiked"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert spiked.returncode == 2  # where the spikes are used, they must still fit in d
+    assert spiked.stderr.strip().splitlines() == ["caulk: error: spikes must be in [1, 3], got 5"]
+
+
 def test_caulk_analyze_fits_theory_records_by_their_curve_keys(tmp_path):
     """Theory sweeps go through the same analysis: groups from curve_keys, metric excess_risk."""
     from caulk.analyze import analyze

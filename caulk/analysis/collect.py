@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from caulk.errors import CaulkConfigError
 from caulk.run.record import RECORD_NAME, RecordShapeError, read_record_row
@@ -62,8 +63,6 @@ def _job_dirs(root: Path) -> list[Path]:
 def _curve_point_dirs(job: Path) -> list[Path]:
     """The point dirs a curve job (``curve.n`` x ``curve.seeds``) should hold; [] otherwise."""
     try:
-        from omegaconf import OmegaConf
-
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
         ns, seeds = cfg.curve.get("n"), cfg.curve.get("seeds")
         if ns is None and seeds is None:

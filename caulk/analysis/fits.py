@@ -12,6 +12,8 @@ from caulk.errors import CaulkConfigError
 
 @dataclass
 class CurveFit:
+    """A fitted curve e(n) = a + b n^-c (a = 0 for the pure power law), its RMSE and #n."""
+
     a: float
     b: float
     c: float
@@ -19,7 +21,8 @@ class CurveFit:
     n_points: int
 
 
-def _offset_law(n, a, b, c):
+def offset_law(n, a, b, c):
+    """The offset power law e(n) = a + b n^-c (``n`` may be an array)."""
     return a + b * np.power(n, -c)
 
 

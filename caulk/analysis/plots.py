@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from caulk.analysis.fits import _offset_law, seed_means  # noqa: E402
+from caulk.analysis.fits import offset_law, seed_means  # noqa: E402
 
 
 def _tidy_log_axes(ax) -> None:
@@ -22,6 +22,14 @@ def _tidy_log_axes(ax) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (PNG, 110 dpi), close it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _label(row: pd.Series | dict, keys: list[str]) -> str:
@@ -75,7 +83,7 @@ def plot_curves(
                 grid = np.geomspace(m["n"].min(), m["n"].max(), 100)
                 ax.plot(
                     grid,
-                    _offset_law(grid, f["a"], f["b"], f["c"]),
+                    offset_law(grid, f["a"], f["b"], f["c"]),
                     "-",
                     color=col,
                     lw=1.2,
@@ -89,10 +97,7 @@ def plot_curves(
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(metric.replace("_", " "))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_exponents(fits: pd.DataFrame, path: Path) -> Path:
@@ -116,10 +121,7 @@ def plot_exponents(fits: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("fitted rate c in a + b n^-c")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_transfer(points: pd.DataFrame, law: dict | None, path: Path) -> Path:
@@ -154,10 +156,7 @@ def plot_transfer(points: pd.DataFrame, law: dict | None, path: Path) -> Path:
     _tidy_log_axes(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def source_m_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -204,7 +203,4 @@ def plot_source_m(table: pd.DataFrame, metric: str, path: Path) -> Path | None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     axes[0][0].set_ylabel(metric.replace("_", " "))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

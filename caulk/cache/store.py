@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import safe_open, save_file
 
 from caulk.cache.extract import CachedFeatures, extract_features
 from caulk.cache.prefix import PrefixPlan, prefix_state
@@ -79,9 +81,6 @@ def _payload_digest(pool: torch.Tensor, test: torch.Tensor) -> str:
 
 def read_entry(path: Path, key: str) -> CachedFeatures | None:
     """The entry at ``path`` if it is whole and belongs to ``key``; None (with a warning) if not."""
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
-
     if not path.exists():
         return None
     try:
@@ -102,8 +101,6 @@ def read_entry(path: Path, key: str) -> CachedFeatures | None:
 
 def write_entry(path: Path, key: str, features: CachedFeatures) -> None:
     """Write ``features`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     pool, test = features.pool.contiguous(), features.test.contiguous()
     depth = "all" if features.plan.depth is None else str(features.plan.depth)

@@ -12,10 +12,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from caulk.analyze import analyze, format_analysis
+
 log = logging.getLogger("caulk.analyze")
 
 
 class AnalyzeOnMultirunEnd(Callback):
+    """Run ``caulk.analyze`` on the sweep dir when a multirun ends (never fails the sweep)."""
+
     def __init__(
         self,
         enabled: bool = True,
@@ -29,8 +33,6 @@ class AnalyzeOnMultirunEnd(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
-        from caulk.analyze import analyze, format_analysis
-
         try:
             result = analyze(
                 [config.hydra.sweep.dir], replicates=self.bootstrap, wandb_mode=self.wandb_mode

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
+
+from caulk.data.subsets import seeded_test_split
 
 
 @dataclass
@@ -55,6 +57,26 @@ class ImageSplits:
         self.test_labels = np.asarray(self.test_labels, dtype=np.int64)
         if len(self.pool_labels) != len(self.pool) or len(self.test_labels) != len(self.test):
             raise ValueError(f"{self.name}: labels and images differ in length")
+
+
+def split_dataset(
+    dataset: Dataset,
+    labels: np.ndarray,
+    seed: int,
+    test_fraction: float | None = None,
+    train_per_class: int | None = None,
+) -> tuple[Dataset, np.ndarray, Dataset, np.ndarray]:
+    """``(pool, pool_labels, test, test_labels)``: ``dataset`` split by ``seeded_test_split``.
+
+    For a dataset without an official test split; ``labels`` are the labels of ``dataset``.
+    """
+    pool_idx, test_idx = seeded_test_split(labels, seed, test_fraction, train_per_class)
+    return (
+        Subset(dataset, pool_idx.tolist()),
+        labels[pool_idx],
+        Subset(dataset, test_idx.tolist()),
+        labels[test_idx],
+    )
 
 
 class IndexedImageDataset(Dataset):

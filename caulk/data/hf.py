@@ -14,15 +14,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants as hub_constants
 import numpy as np
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from caulk.data.base import ImageSplits
+from caulk.data.base import ImageSplits, split_dataset
 from caulk.data.registry import register_dataset
-from caulk.data.subsets import seeded_test_split
 from caulk.errors import CaulkConfigError
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
+
+
+def import_datasets() -> Any:
+    """The optional ``datasets`` package; CaulkConfigError naming the extra when it is missing."""
+    try:
+        import datasets  # optional dependency: the extra caulk[hf]
+    except ImportError:
+        raise CaulkConfigError(
+            "data=hf needs the optional `datasets` package: pip install 'caulk[hf]'"
+        ) from None
+    return datasets
 
 
 class HFImageDataset(Dataset):
@@ -42,9 +53,7 @@ class HFImageDataset(Dataset):
 @contextlib.contextmanager
 def _hub_offline(offline: bool) -> Iterator[None]:
     """Keep datasets / huggingface_hub off the network (their offline flags are read at import)."""
-    import datasets.config
-    import huggingface_hub.constants as hub_constants
-
+    datasets = import_datasets()
     saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
     if offline:
         datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
@@ -69,12 +78,7 @@ def _builder(files: list[str]) -> str:
 
 def load_dataset_dict(data_cfg: Any) -> Any:
     """The DatasetDict named by data.path / data.data_files (see the module docstring)."""
-    try:
-        import datasets
-    except ImportError:
-        raise CaulkConfigError(
-            "data=hf needs the optional `datasets` package: pip install 'caulk[hf]'"
-        ) from None
+    datasets = import_datasets()
     cache_dir = str(Path(os.path.expanduser(str(data_cfg.root))) / "hf")
     data_files = data_cfg.get("data_files")
     path = data_cfg.get("path")
@@ -145,8 +149,7 @@ def _label_column(ds: Any, column: str) -> np.ndarray:
 @register_dataset("hf")
 def load_hf_splits(data_cfg: Any) -> ImageSplits:
     """Pool and test split of a Hugging Face image-classification dataset."""
-    import datasets
-
+    datasets = import_datasets()
     dd = load_dataset_dict(data_cfg)
     image_col, label_col = str(data_cfg.image_column), str(data_cfg.label_column)
     train = _split(dd, str(data_cfg.train_split), "train_split")
@@ -189,12 +192,12 @@ def load_hf_splits(data_cfg: Any) -> ImageSplits:
             raise CaulkConfigError(
                 "data=hf needs data.test_split or data.test_fraction (a seeded split)"
             )
-        everything = HFImageDataset(train, image_col, train_labels)
-        pool_idx, test_idx = seeded_test_split(
-            train_labels, int(data_cfg.split_seed), test_fraction=data_cfg.test_fraction
+        pool, pool_labels, test_ds, test_labels = split_dataset(
+            HFImageDataset(train, image_col, train_labels),
+            train_labels,
+            int(data_cfg.split_seed),
+            test_fraction=data_cfg.test_fraction,
         )
-        pool, test_ds = Subset(everything, pool_idx.tolist()), Subset(everything, test_idx.tolist())
-        pool_labels, test_labels = train_labels[pool_idx], train_labels[test_idx]
     return ImageSplits(
         pool=pool,
         pool_labels=pool_labels,

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from caulk.data.base import ImageSplits
+from caulk.data.base import ImageSplits, split_dataset
 from caulk.data.registry import register_dataset
-from caulk.data.subsets import seeded_test_split
 from caulk.errors import CaulkConfigError
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,6 @@ def _folder(root: Path, sub: str | None, key: str) -> Path:
 def _samples(
     folder: Path, class_to_idx: dict[str, int], allow_empty: bool
 ) -> list[tuple[str, int]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
     try:
         return make_dataset(
             str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=allow_empty
@@ -126,8 +124,6 @@ def _drop_unreadable(
 @register_dataset("imagefolder")
 def load_imagefolder_splits(data_cfg: Any) -> ImageSplits:
     """Pool and test split of an ImageFolder tree (see the module docstring for the layout)."""
-    from torchvision.datasets.folder import find_classes
-
     if data_cfg.get("scan_images", "header") not in SCAN_MODES:
         raise CaulkConfigError(
             f"data.scan_images must be one of {', '.join(SCAN_MODES)}, got {data_cfg.scan_images!r}"
@@ -175,13 +171,12 @@ def load_imagefolder_splits(data_cfg: Any) -> ImageSplits:
                 "data=imagefolder needs data.test_dir (a separate test folder) or "
                 "data.test_fraction (a seeded split of the train folder)"
             )
-        everything = ImageFileDataset(pool_samples)
-        labels = np.array([y for _, y in pool_samples], dtype=np.int64)
-        pool_idx, test_idx = seeded_test_split(
-            labels, int(data_cfg.split_seed), test_fraction=data_cfg.test_fraction
+        pool, pool_labels, test, test_labels = split_dataset(
+            ImageFileDataset(pool_samples),
+            np.array([y for _, y in pool_samples], dtype=np.int64),
+            int(data_cfg.split_seed),
+            test_fraction=data_cfg.test_fraction,
         )
-        pool, test = Subset(everything, pool_idx.tolist()), Subset(everything, test_idx.tolist())
-        pool_labels, test_labels = labels[pool_idx], labels[test_idx]
     return ImageSplits(
         pool=pool,
         pool_labels=pool_labels,

@@ -43,4 +43,5 @@ def load_splits(data_cfg: Any) -> Splits:
 
 
 def _import_builtin() -> None:
+    # import cycle: these modules import register_dataset from here to register themselves
     from caulk.data import digits, hf, imagefolder, torchvision_sets  # noqa: F401

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from caulk.errors import CaulkConfigError
@@ -31,8 +32,6 @@ from caulk.errors import CaulkConfigError
 
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of the initialized process group, else (0, 1)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

@@ -8,6 +8,7 @@ once n >= number of classes, and class counts track the pool's class proportions
 from __future__ import annotations
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from caulk.config import is_int
 from caulk.errors import CaulkConfigError
@@ -129,8 +130,6 @@ def seeded_test_split(
     Either a stratified ``test_fraction`` (scikit-learn's split, as for digits) or the classic
     ``train_per_class`` protocol (e.g. Caltech-101: 30 per class train, the rest test).
     """
-    from sklearn.model_selection import train_test_split
-
     labels = np.asarray(labels)
     idx = np.arange(len(labels))
     if (test_fraction is None) == (train_per_class is None):

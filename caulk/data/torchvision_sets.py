@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import ConcatDataset, Dataset, Subset
+import torchvision.datasets as tvd
+from torch.utils.data import ConcatDataset, Dataset
 
-from caulk.data.base import ImageSplits
+from caulk.data.base import ImageSplits, split_dataset
 from caulk.data.registry import register_dataset
-from caulk.data.subsets import seeded_test_split
 from caulk.errors import CaulkConfigError
 
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -133,8 +133,6 @@ def _nearest_existing(path: Path) -> Path:
 
 def download(name: str, spec: TorchvisionSet, root: Path) -> None:
     """Fetch every split into a temporary folder, then move it under ``root`` (all or nothing)."""
-    import torchvision.datasets as tvd
-
     cls = getattr(tvd, spec.cls_name)
     with tempfile.TemporaryDirectory(
         prefix=f".caulk-download-{name}-", dir=_nearest_existing(root)
@@ -158,8 +156,6 @@ def download(name: str, spec: TorchvisionSet, root: Path) -> None:
 
 def open_split(name: str, spec: TorchvisionSet, root: Path, kwargs: dict[str, Any]) -> Dataset:
     """Instantiate one split (data known to be present); torchvision's errors become one line."""
-    import torchvision.datasets as tvd
-
     try:
         return getattr(tvd, spec.cls_name)(root=str(root), download=False, **spec.common, **kwargs)
     except Exception as e:
@@ -199,14 +195,13 @@ def load_torchvision_splits(name: str, data_cfg: Any) -> ImageSplits:
         test = open_split(name, spec, root, spec.test)
         test_labels = _labels(test, spec.labels_attr)
     else:
-        pool_idx, test_idx = seeded_test_split(
+        pool, pool_labels, test, test_labels = split_dataset(
+            pool,
             pool_labels,
             int(data_cfg.split_seed),
             data_cfg.get("test_fraction"),
             data_cfg.get("train_per_class"),
         )
-        test, test_labels = Subset(pool, test_idx.tolist()), pool_labels[test_idx]
-        pool, pool_labels = Subset(pool, pool_idx.tolist()), pool_labels[pool_idx]
     return ImageSplits(
         pool=pool,
         pool_labels=pool_labels,

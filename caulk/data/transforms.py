@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from timm.data import create_transform
+
 from caulk.errors import CaulkConfigError
 
 # Keyword arguments of timm.data.create_transform(is_training=True) per policy.
@@ -42,15 +44,11 @@ def _timm_kwargs(data_config: dict[str, Any]) -> dict[str, Any]:
 
 def eval_transform(data_config: dict[str, Any]) -> Callable:
     """The backbone's eval transform (PIL image -> normalised tensor)."""
-    from timm.data import create_transform
-
     return create_transform(**_timm_kwargs(data_config), is_training=False)
 
 
 def train_transform(data_config: dict[str, Any], policy: str) -> Callable:
     """The training transform for ``policy``: the eval transform when the policy is ``none``."""
-    from timm.data import create_transform
-
     kwargs = AUGMENT_POLICIES[check_augment_policy(policy)]
     if kwargs is None:
         return eval_transform(data_config)

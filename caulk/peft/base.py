@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from caulk.config import is_int
@@ -25,10 +26,12 @@ def register_peft(name: str):
 
 
 def list_pefts() -> list[str]:
+    """Names of all registered PEFT methods."""
     return sorted(_REGISTRY)
 
 
 def get_peft(name: str) -> type[PeftMethod]:
+    """The PeftMethod class registered as ``name`` (CaulkConfigError naming the known ones)."""
     if name not in _REGISTRY:
         raise CaulkConfigError(f"unknown peft.name={name!r}; known: {', '.join(list_pefts())}")
     return _REGISTRY[name]
@@ -111,6 +114,7 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def arch_name(backbone: nn.Module) -> str:
+    """The backbone's timm architecture name (else its class name)."""
     cfg = getattr(backbone, "pretrained_cfg", None) or {}
     return str(cfg.get("architecture") or type(backbone).__name__)
 
@@ -126,8 +130,6 @@ def residual_blocks(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def is_vit(backbone: nn.Module) -> bool:
     """A timm VisionTransformer (token sequence, ``blocks`` of attention + MLP)."""
-    from timm.models.vision_transformer import VisionTransformer
-
     return isinstance(backbone, VisionTransformer)
 
 

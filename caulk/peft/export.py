@@ -20,10 +20,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from caulk import __version__
 from caulk.errors import CaulkConfigError
 from caulk.peft.base import apply_peft, arch_name
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: importing caulk.module here would be a cycle (see below)
     from caulk.module import TransferModule
 
 ADAPTER_NAME = "adapter.safetensors"
@@ -33,8 +34,6 @@ FORMAT_VERSION = 1
 
 def export_adapter(module: TransferModule, path: str | Path) -> Path:
     """Write ``module``'s trainable tensors and config to ``path`` atomically; returns the path."""
-    from caulk import __version__
-
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}
     meta = {
@@ -72,6 +71,7 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 def load_adapter(path: str | Path, backbone: nn.Module) -> TransferModule:
     """Apply the saved method to the fresh ``backbone``, load the saved tensors; eval mode."""
+    # import cycle: caulk.module -> caulk.cache.prefix -> caulk.peft (package) -> this module
     from caulk.module import TransferModule
 
     tensors, meta = read_adapter(path)

@@ -24,7 +24,7 @@ KNOB_KEYS = ("r", "boft_block_size", "n_frequency")
 
 def _import_peft():
     try:
-        import peft
+        import peft  # optional dependency: the extra caulk[hf]
     except ImportError:
         raise CaulkConfigError(
             f"peft=hf needs Hugging Face peft, an optional extra: {INSTALL_HINT}"
@@ -80,9 +80,8 @@ class HFPeft(PeftMethod):
         self._hf_config()
 
     def apply(self, backbone: nn.Module) -> None:
-        import peft
-        from peft.tuners.tuners_utils import check_target_module_exists
-
+        peft = _import_peft()
+        check_target_module_exists = peft.tuners.tuners_utils.check_target_module_exists
         config = _plain(self.cfg.get("config"))
         cleared = {k: None for k in ("layers_to_transform", "layers_pattern") if k in config}
         layers = config.pop("layers_to_transform", None)
@@ -112,11 +111,10 @@ class HFPeft(PeftMethod):
             raise CaulkConfigError("peft=hf: HF peft injected no trainable parameters")
 
     def train_mode_modules(self, backbone: nn.Module) -> list[nn.Module]:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
+        base_tuner_layer = _import_peft().tuners.tuners_utils.BaseTunerLayer
         chosen = default_train_mode_modules(backbone)
         for layer in backbone.modules():
-            if isinstance(layer, BaseTunerLayer):
+            if isinstance(layer, base_tuner_layer):
                 chosen += [
                     m for n, m in layer.named_modules() if n and not n.startswith("base_layer")
                 ]

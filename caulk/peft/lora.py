@@ -37,11 +37,29 @@ QKV_SLICES = ("q", "k", "v")
 
 
 class LoRALayer(nn.Module):
-    """A frozen ``base`` layer plus a trainable low-rank update; mergeable for inference."""
+    """A frozen ``base`` layer plus a trainable low-rank update; mergeable for inference.
 
-    base: nn.Module
-    scaling: float
-    merged: bool
+    Subclasses add the factors ``lora_A`` / ``lora_B`` and define ``update`` (the unscaled
+    low-rank output) and ``delta_weight`` (the update as a weight, for merging).
+    """
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        self.base = base
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        return out + self.update(self.dropout(x), out) * self.scaling
+
+    def update(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The low-rank branch on the (dropped-out) input ``h``, unscaled; ``out`` is the base's."""
+        raise NotImplementedError
 
     def delta_weight(self) -> torch.Tensor:
         raise NotImplementedError
@@ -68,21 +86,13 @@ class LoRALinear(LoRALayer):
     """LoRA on an ``nn.Linear``: A is (r, in), B is (out, r)."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
-        super().__init__()
-        self.base = base
-        self.rank = rank
-        self.scaling = alpha / rank
+        super().__init__(base, rank, alpha, dropout)
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
         _init_a(self.lora_A)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        if self.merged:
-            return out
-        return out + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+    def update(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return h @ self.lora_A.T @ self.lora_B.T
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling
@@ -93,29 +103,22 @@ class LoRAConv2d(LoRALayer):
     B a 1x1 conv back to the output channels (as in HF peft)."""
 
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float, dropout: float = 0.0):
-        super().__init__()
         if base.groups != 1:
             raise CaulkConfigError(
                 f"peft=lora: grouped/depthwise Conv2d (groups={base.groups}) is not supported; "
                 "narrow peft.targets"
             )
-        self.base = base
-        self.rank = rank
-        self.scaling = alpha / rank
+        super().__init__(base, rank, alpha, dropout)
         kh, kw = base.kernel_size
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_channels, kh, kw))
         self.lora_B = nn.Parameter(torch.zeros(base.out_channels, rank, 1, 1))
         _init_a(self.lora_A)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        if self.merged:
-            return out
+    def update(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         b = self.base
-        h = F.conv2d(self.dropout(x), self.lora_A, None, b.stride, b.padding, b.dilation)
-        return out + F.conv2d(h, self.lora_B) * self.scaling
+        return F.conv2d(
+            F.conv2d(h, self.lora_A, None, b.stride, b.padding, b.dilation), self.lora_B
+        )
 
     def delta_weight(self) -> torch.Tensor:
         a = self.lora_A.flatten(1)  # (r, in*kh*kw)
@@ -128,13 +131,10 @@ class LoRAQKV(LoRALayer):
     def __init__(
         self, base: nn.Linear, slices: list[str], rank: int, alpha: float, dropout: float = 0.0
     ):
-        super().__init__()
         if base.out_features % 3:
             raise CaulkConfigError(f"peft=lora: {base} is not a fused qkv projection")
-        self.base = base
+        super().__init__(base, rank, alpha, dropout)
         self.slices = [s for s in QKV_SLICES if s in slices]
-        self.rank = rank
-        self.scaling = alpha / rank
         d = base.out_features // 3
         self.lora_A = nn.ParameterDict(
             {s: nn.Parameter(torch.empty(rank, base.in_features)) for s in self.slices}
@@ -142,14 +142,8 @@ class LoRAQKV(LoRALayer):
         self.lora_B = nn.ParameterDict({s: nn.Parameter(torch.zeros(d, rank)) for s in self.slices})
         for a in self.lora_A.values():
             _init_a(a)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.merged = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        if self.merged:
-            return out
-        h = self.dropout(x)
+    def update(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         d = self.base.out_features // 3
         parts = [
             h @ self.lora_A[s].T @ self.lora_B[s].T
@@ -157,7 +151,7 @@ class LoRAQKV(LoRALayer):
             else out.new_zeros((*out.shape[:-1], d))
             for s in QKV_SLICES
         ]
-        return out + torch.cat(parts, dim=-1) * self.scaling
+        return torch.cat(parts, dim=-1)
 
     def delta_weight(self) -> torch.Tensor:
         d, w = self.base.out_features // 3, self.base.weight

@@ -47,6 +47,7 @@ from caulk.theory.entry import (
     as_int_list,
     common_fields,
     hydra_job,
+    point_record,
     write_point,
 )
 from caulk.theory.rates import loglog_rate, power_law_fit
@@ -190,20 +191,9 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         base = common_fields(cfg, "caulking", fields)
         for n in spec.ns:
             start = time.perf_counter()
-            record = {
-                **base,
-                "n": n,
-                "seed": spec.seed,
-                "status": "ok",
-                "message": "",
-                "d": spec.D,
-                "trials": spec.trials,
-                "n_test": spec.n_test,
-                "theory": None,
-                **simulate_point(spec, m, n, u_star),
-                "wall_time_s": None,
-            }
-            record["wall_time_s"] = round(time.perf_counter() - start, 3)
+            extra = {"d": spec.D, "trials": spec.trials, "n_test": spec.n_test, "theory": None}
+            point = simulate_point(spec, m, n, u_star)
+            record = point_record(base, n, spec.seed, extra, point, start)
             write_point(output_dir, {"m": m, "n": n}, record)
             records.append(record)
     rates = {str(m): fit for m, fit in fit_rates(records).items()}

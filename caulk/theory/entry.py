@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,8 @@ def as_int(cfg: DictConfig, key: str, low: int | None = None, high: int | None =
 def as_float(cfg: DictConfig, key: str, low: float = 0.0, strict: bool = False) -> float:
     """``cfg[key]`` as a float ≥ low (> low when ``strict``), else CaulkConfigError."""
     value = cfg.get(key)
-    if not is_number(value):
-        raise CaulkConfigError(f"{key} must be a number, got {value!r}")
+    if not is_number(value) or not math.isfinite(value):
+        raise CaulkConfigError(f"{key} must be a finite number, got {value!r}")
     if value < low or (strict and value == low):
         raise CaulkConfigError(f"{key} must be {'>' if strict else '≥'} {low}, got {value}")
     return float(value)
@@ -69,6 +71,30 @@ def common_fields(cfg: DictConfig, kind: str, curve: dict[str, Any]) -> dict[str
         "caulk_version": __version__,
         "output_dir": str(Path(cfg.paths.output_dir).resolve()),
         "config": resolved,
+    }
+
+
+def point_record(
+    base: dict[str, Any],
+    n: int,
+    seed: int,
+    fields: dict[str, Any],
+    point: dict[str, Any],
+    start: float,
+    status: str = "ok",
+    message: str = "",
+) -> dict[str, Any]:
+    """One point's record: ``base`` (see ``common_fields``), n, seed, status and message, then
+    ``fields``, the simulated ``point`` and the wall time since ``start`` (``time.perf_counter``)."""
+    return {
+        **base,
+        "n": n,
+        "seed": seed,
+        "status": status,
+        "message": message,
+        **fields,
+        **point,
+        "wall_time_s": round(time.perf_counter() - start, 3),
     }
 
 

@@ -41,6 +41,7 @@ from caulk.theory.entry import (
     as_int_list,
     common_fields,
     hydra_job,
+    point_record,
     write_point,
 )
 
@@ -94,11 +95,17 @@ def validate(cfg: DictConfig) -> TeacherSpec:
         sigma=as_float(cfg, "sigma"),
         trials=as_int(cfg, "trials", low=2),
         covariance=as_choice(cfg, "covariance", teachers.COVARIANCES),
-        spikes=as_int(cfg, "spikes", low=1, high=d - 1),
+        # spikes and source_k are bounded by d only where they are used (source_k defaults to
+        # spikes, so an unused default must not reject a small d)
+        spikes=as_int(
+            cfg, "spikes", low=1, high=d - 1 if cfg.get("covariance") == "spiked" else None
+        ),
         spike_scale=as_float(cfg, "spike_scale", strict=True),
         power=as_float(cfg, "power", strict=True),
         source=as_choice(cfg, "source", teachers.SOURCES),
-        source_k=as_int(cfg, "source_k", low=1, high=d - 1),
+        source_k=as_int(
+            cfg, "source_k", low=1, high=d - 1 if cfg.get("source") in ("top", "tail") else None
+        ),
         delta_norm=as_float(cfg, "delta_norm"),
         target_norm=as_float(cfg, "target_norm", strict=True),
         depth=as_int(cfg, "depth", low=1),
@@ -193,19 +200,19 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     for n in spec.ns:
         start = time.perf_counter()
         point = simulate_point(spec, n, lam, w_t, w_s)
-        record = {
-            **base,
-            "n": n,
-            "seed": spec.seed,
-            "status": "ok" if point.get("gd_converged", True) else "not_converged",
-            "message": ""
-            if point.get("gd_converged", True)
+        converged = point.get("gd_converged", True)
+        record = point_record(
+            base,
+            n,
+            spec.seed,
+            {"trials": spec.trials, "target_norm": spec.target_norm},
+            point,
+            start,
+            status="ok" if converged else "not_converged",
+            message=""
+            if converged
             else f"gradient descent not converged after {spec.gd_max_steps} steps",
-            "trials": spec.trials,
-            "target_norm": spec.target_norm,
-            **point,
-            "wall_time_s": round(time.perf_counter() - start, 3),
-        }
+        )
         write_point(output_dir, {"n": n}, record)
         records.append(record)
     return records

@@ -158,6 +158,57 @@ class SourceClassifier(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def _initial_model(arch: str, kwargs: dict[str, Any], num_classes: int, seed: int) -> Any:
+    """The random init of ``weights=none`` with ``init_seed=seed``, with a source-task head."""
+    with torch.random.fork_rng(devices=[]):
+        # the start is the random init of weights=none with init_seed=source_seed (m=0 is it)
+        torch.manual_seed(seed)
+        model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+        model.reset_classifier(num_classes)
+    return model
+
+
+def _pretrain(
+    module: SourceClassifier,
+    train_ds: Dataset,
+    collate: Any,
+    source_cfg: Any,
+    seed: int,
+    trainer_kwargs: dict[str, Any],
+) -> None:
+    """Train ``module`` for ``source_cfg.steps`` steps on ``train_ds`` (seeded, RNG state kept)."""
+    workers = int(source_cfg.get("num_workers", 0))
+    sampler = RandomSampler(
+        train_ds,
+        replacement=False,
+        num_samples=None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=int(source_cfg.batch_size),
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        pl.seed_everything(seed, verbose=False)
+        trainer = pl.Trainer(max_steps=int(source_cfg.steps), limit_val_batches=0, **trainer_kwargs)
+        trainer.fit(module, train_loader)
+
+
+def _write_weights(entry: ZooEntry, state: dict[str, torch.Tensor]) -> None:
+    """Write the entry's weights file atomically (temporary file, then rename)."""
+    entry.zoo_dir.mkdir(parents=True, exist_ok=True)
+    tmp = entry.weights_path.with_name(f".{entry.weights_path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(state, str(tmp))  # no safetensors metadata: its key order is not stable
+        tmp.replace(entry.weights_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def build_zoo_entry(
     model_cfg: Any, source_cfg: Any, entry: ZooEntry, progress_bar: bool = True
 ) -> dict[str, Any]:
@@ -167,11 +218,7 @@ def build_zoo_entry(
     m, seed = int(model_cfg.source_m), int(model_cfg.get("source_seed", 0))
     arch, kwargs = model_cfg.arch, dict(model_cfg.get("kwargs") or {})
     train_ds, val_ds, num_classes = _source_datasets(source_cfg, max(m, 1), seed)
-    with torch.random.fork_rng(devices=[]):
-        # the start is the random init of weights=none with init_seed=source_seed (m=0 is it)
-        torch.manual_seed(seed)
-        model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
-        model.reset_classifier(num_classes)
+    model = _initial_model(arch, kwargs, num_classes, seed)
     collate = ToBackboneInput(timm.data.resolve_model_data_config(model)).collate
     workers = int(source_cfg.get("num_workers", 0))
     val_loader = DataLoader(
@@ -189,38 +236,13 @@ def build_zoo_entry(
         num_sanity_val_steps=0,
     )
     if m > 0:
-        sampler = RandomSampler(
-            train_ds,
-            replacement=False,
-            num_samples=None,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        train_loader = DataLoader(
-            train_ds,
-            batch_size=int(source_cfg.batch_size),
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-        with torch.random.fork_rng(devices=[]):
-            pl.seed_everything(seed, verbose=False)
-            trainer = pl.Trainer(
-                max_steps=int(source_cfg.steps), limit_val_batches=0, **trainer_kwargs
-            )
-            trainer.fit(module, train_loader)
+        _pretrain(module, train_ds, collate, source_cfg, seed, trainer_kwargs)
     evaluator = pl.Trainer(**{**trainer_kwargs, "enable_progress_bar": False})
     evaluator.validate(module, val_loader, verbose=False)
     source_accuracy = module.val_correct / max(1, module.val_total)
     model.reset_classifier(0)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    entry.zoo_dir.mkdir(parents=True, exist_ok=True)
-    tmp = entry.weights_path.with_name(f".{entry.weights_path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state, str(tmp))  # no safetensors metadata: its key order is not stable
-        tmp.replace(entry.weights_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_weights(entry, state)
     meta = {
         **recipe(model_cfg, source_cfg),
         "name": entry.name,

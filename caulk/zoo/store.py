@@ -77,6 +77,7 @@ def entry_for(model_cfg: Any, source_cfg: Any, zoo_dir: str | Path) -> ZooEntry:
 
 
 def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of the file at ``path`` (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
