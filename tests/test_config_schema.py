@@ -20,6 +20,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow  # one interpreter start each (~6 s); test_schema_rejects_in_one_line is fast
 @pytest.mark.parametrize(("args", "message"), BAD, ids=[a for a, _ in BAD])
 def test_cli_bad_value_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
     out = tmp_path / "job"
@@ -40,6 +41,7 @@ VALID = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "record"), VALID, ids=[" ".join(a) for a, _ in VALID])
 def test_cli_edge_values_still_run(tmp_path, args, record):
     out = tmp_path / "job"
@@ -59,6 +61,8 @@ def test_cli_edge_values_still_run(tmp_path, args, record):
         (["curve.seeds=[0,x]"], "curve.seeds must be a non-empty list of integer seeds"),
         (["trainer.val_check_interval=1.5"], "trainer.val_check_interval must be a positive"),
         (["source_task.label_smoothing=1"], "source_task.label_smoothing must be in [0, 1), got 1"),
+        (["trainer.max_steps=0"], "trainer.max_steps must be a positive step budget"),
+        *[(args.split(), message) for args, message in BAD],  # what the CLI tests run, in-process
     ],
 )
 def test_schema_rejects_in_one_line(overrides, message):

@@ -43,6 +43,7 @@ def test_a_rejected_run_keeps_a_users_existing_dir_and_files(tmp_path):
     assert (user / "important.log").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_a_rejected_run_into_a_new_dir_leaves_nothing_even_its_parents(tmp_path):
     out = tmp_path / "new" / "deeper" / "run"
     res = run_cli([*FAST, "data.n=0", f"hydra.run.dir={out}"], timeout=120)
@@ -54,7 +55,11 @@ def test_a_rejected_run_into_a_new_dir_leaves_nothing_even_its_parents(tmp_path)
     ("arg", "message"),
     [
         ("hydra.run.dir=/proc/caulk-x", "hydra.run.dir is not writable: /proc/caulk-x"),
-        ("paths.output_dir=/proc/caulk-x", "paths.output_dir is not writable: /proc/caulk-x"),
+        pytest.param(
+            "paths.output_dir=/proc/caulk-x",
+            "paths.output_dir is not writable: /proc/caulk-x",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_an_unwritable_output_dir_is_one_line_before_any_work(tmp_path, arg, message):
@@ -205,7 +210,9 @@ def _pico_safetensors(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage", ["text", "truncated", "text_pth"])
+@pytest.mark.parametrize(
+    "damage", ["text", pytest.param("truncated", marks=pytest.mark.slow), "text_pth"]
+)
 def test_a_weights_file_that_is_not_weights_is_one_line(tmp_path, damage):
     if damage == "truncated":
         good = _pico_safetensors(tmp_path / "good.safetensors")

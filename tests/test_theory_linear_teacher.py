@@ -186,6 +186,7 @@ def test_cli_rejects_nan_sigma_in_one_line(tmp_path):
     assert not list(tmp_path.rglob("record.json"))
 
 
+@pytest.mark.slow
 def test_cli_small_d_is_not_rejected_by_the_unused_spikes_default(tmp_path):
     env = cli_env(CAULK_ROOT=str(tmp_path))
     cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "d=4", "n=[2,3]", "trials=5"]
