@@ -61,15 +61,15 @@ _POINT_KEYS = ("seed", "data", "data.n")
 
 
 def _interpolations(node: Any):
-    """Every interpolation string in a DictConfig/ListConfig, depth first."""
-    keys = range(len(node)) if OmegaConf.is_list(node) else node.keys()
-    for key in keys:
-        if OmegaConf.is_interpolation(node, key):
-            yield str(node._get_node(key)._value())
-            continue
-        child = node._get_node(key)
-        if OmegaConf.is_config(child) and not (child._is_none() or child._is_missing()):
-            yield from _interpolations(child)
+    """Every interpolation string in a config (a DictConfig/ListConfig, or its plain container)."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=False)  # interpolations stay strings
+    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for value in values:
+        if isinstance(value, str) and "${" in value:
+            yield value
+        else:
+            yield from _interpolations(value)
 
 
 def _may_read_point_keys(interpolation: str) -> bool:
