@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
+import torch
+from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, ValidationError
 
 from caulk.errors import CaulkConfigError
@@ -68,10 +70,11 @@ POSITIVE_INT = "a positive integer"
 
 @dataclass
 class RunSchema:
-    """The top level of a run: ``seed``, ``compile``."""
+    """The top level of a run: ``seed``, ``compile``, ``scheduler``."""
 
     seed: int = spec(INT)
     compile: bool = spec(BOOL)
+    scheduler: str = spec("cosine or none", one_of("cosine", "none"))
 
 
 @dataclass
@@ -104,6 +107,14 @@ class TrainerSchema:
         lambda v: positive(v) and (is_int(v) or v <= 1),
     )
     log_every_n_steps: int = spec(POSITIVE_INT, at_least(1))
+    accelerator: str = spec(
+        "one of auto, cpu, gpu, cuda (what caulk's loops run on)",
+        one_of("auto", "cpu", "gpu", "cuda"),
+    )
+    devices: Any = spec(
+        "auto, -1, a positive integer or a non-empty list of device ids",
+        lambda v: v in ("auto", -1) or (is_int(v) and v >= 1) or (isinstance(v, list) and v != []),
+    )
 
 
 @dataclass
@@ -153,6 +164,16 @@ class SourceTaskSchema:
     num_workers: int = spec("an integer >= 0", at_least(0))
 
 
+@dataclass
+class WandbSchema:
+    """``logger.wandb``: whether and how a run logs to W&B."""
+
+    enabled: bool = spec(BOOL)
+    mode: str = spec(
+        "one of auto, online, offline, disabled", one_of("auto", "online", "offline", "disabled")
+    )
+
+
 #: section name -> its schema; "" is the top level
 SCHEMAS: dict[str, type] = {
     "": RunSchema,
@@ -163,6 +184,7 @@ SCHEMAS: dict[str, type] = {
     "data": DataSchema,
     "model": ModelSchema,
     "source_task": SourceTaskSchema,
+    "logger.wandb": WandbSchema,
 }
 
 
@@ -231,8 +253,32 @@ def check_config(cfg: DictConfig) -> None:
     if curve is not None and is_int(curve.get("seeds")):
         curve.seeds = [curve.seeds]
     for section in SCHEMAS:
-        check_section(section, cfg if section == "" else cfg.get(section))
+        check_section(section, cfg if section == "" else OmegaConf.select(cfg, section))
     _check_data_n_beside_curve(cfg)
+    _check_optimizer(cfg)
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """The optimizer's ``_target_`` must name something importable (before any work)."""
+    target = (cfg.get("optimizer") or {}).get("_target_")
+    if target is None:
+        return
+    try:
+        get_object(str(target))
+    except Exception:
+        raise CaulkConfigError(
+            f"optimizer._target_={target!r} cannot be imported (e.g. torch.optim.AdamW)"
+        ) from None
+
+
+def check_accelerator_available(cfg: DictConfig) -> None:
+    """A GPU asked for must exist: the light loops would otherwise run on the CPU silently."""
+    accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise CaulkConfigError(
+            f"trainer.accelerator={accelerator} but no CUDA device is available "
+            f"(use trainer.accelerator=auto or cpu)"
+        )
 
 
 def _check_data_n_beside_curve(cfg: DictConfig) -> None:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk.backbones import check_backbone_cfg
 from caulk.cluster import finished_record
-from caulk.config import check_config
+from caulk.config import check_accelerator_available, check_config
 from caulk.data import build_datamodule, load_splits
 from caulk.errors import CaulkConfigError, check_writable
 from caulk.peft import get_peft
@@ -31,6 +31,7 @@ def validate_config(cfg: DictConfig) -> None:
     file (architecture, weights source and file, zoo source task, peft method).
     """
     check_config(cfg)
+    check_accelerator_available(cfg)
     check_backbone_cfg(cfg.model)
     if cfg.model.weights == "zoo":
         check_source_cfg(cfg.model, cfg.get("source_task"))

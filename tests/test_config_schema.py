@@ -1,9 +1,12 @@
 """The config schema (caulk/config.py): bad types and ranges are one line, exit code 2, nothing left."""
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
 
 from caulk.config import check_config, check_section
 from caulk.errors import CaulkConfigError
+from caulk.plan import validate_config
 from caulk.run.record import read_record
 from tests.conftest import CONF, compose_cfg, run_cli
 
@@ -102,3 +105,36 @@ def test_every_shipped_config_passes_and_leaves_data_n_null(group, option):
     cfg = compose_cfg([f"{group}={option}"])
     assert cfg.data.n is None
     check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["scheduler=linear"], "scheduler must be cosine or none, got 'linear'"),
+        (["trainer.accelerator=tpu"], "trainer.accelerator must be one of auto, cpu, gpu, cuda"),
+        (["trainer.devices=0"], "trainer.devices must be auto, -1, a positive integer"),
+        (
+            ["logger.wandb.mode=bogus"],
+            "logger.wandb.mode must be one of auto, online, offline, disabled, got 'bogus'",
+        ),
+        (["optimizer._target_=torch.optim.Nope"], "optimizer._target_='torch.optim.Nope' cannot"),
+        (["peft=lora", "peft.alpha=abc"], "peft.alpha must be a positive number, got 'abc'"),
+        (["peft=lora", "peft.dropout=1.5"], "peft.dropout must be in [0, 1), got 1.5"),
+    ],
+)
+def test_settings_that_would_run_silently_wrong_are_rejected(overrides, message):
+    with pytest.raises(CaulkConfigError) as err:
+        validate_config(compose_cfg(overrides))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_a_gpu_asked_for_on_a_machine_without_one_is_an_error_not_a_cpu_run():
+    with pytest.raises(CaulkConfigError, match="trainer.accelerator=gpu but no CUDA device"):
+        validate_config(compose_cfg(["trainer=gpu"]))
+
+
+def test_pretrain_defaults_to_the_documented_source_size():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=["model=vit_nano"])
+    assert cfg.model.source_m == 32000 and cfg.model.arch == "caulk_vit_nano"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caulk.config import is_int
+from caulk.config import is_int, is_number
 from caulk.errors import CaulkConfigError
 from caulk.peft.base import (
     PeftMethod,
@@ -193,10 +193,10 @@ class LoRA(PeftMethod):
         c = self.cfg
         if not is_int(c.rank) or c.rank <= 0:
             raise CaulkConfigError(f"peft.rank must be a positive integer, got {c.rank}")
-        if float(c.alpha) <= 0:
-            raise CaulkConfigError(f"peft.alpha must be positive, got {c.alpha}")
-        if not 0.0 <= float(c.dropout) < 1.0:
-            raise CaulkConfigError(f"peft.dropout must be in [0, 1), got {c.dropout}")
+        if not is_number(c.alpha) or not c.alpha > 0:
+            raise CaulkConfigError(f"peft.alpha must be a positive number, got {c.alpha!r}")
+        if not is_number(c.dropout) or not 0.0 <= c.dropout < 1.0:
+            raise CaulkConfigError(f"peft.dropout must be in [0, 1), got {c.dropout!r}")
         targets = split_targets(c.targets)
         if not targets:
             raise CaulkConfigError("peft.targets is empty")
