@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from caulk.cache.extract import CachedFeatures
+from caulk.config import is_int
 
 log = logging.getLogger("caulk.train")
 
@@ -28,10 +29,9 @@ def fast_loop_unsupported(cfg: Any) -> str | None:
     t = cfg.trainer
     steps, interval = t.get("max_steps"), t.get("val_check_interval")
     checks = {
-        "trainer.max_steps must be a positive step budget": isinstance(steps, int) and steps > 0,
+        "trainer.max_steps must be a positive step budget": is_int(steps) and steps > 0,
         "trainer.max_epochs must be null or -1": t.get("max_epochs") in (None, -1),
-        "trainer.val_check_interval must be an int number of steps": isinstance(interval, int)
-        and not isinstance(interval, bool)
+        "trainer.val_check_interval must be an int number of steps": is_int(interval)
         and interval > 0,
         "trainer.check_val_every_n_epoch must be null": t.get("check_val_every_n_epoch") is None,
         "trainer.precision must be 32-true": str(t.get("precision", "32-true"))

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caulk.config import is_int, is_number
+
 RECORD_NAME = "record.json"
 #: what only an ok point has (a PointResult's fields)
 _METRICS = (
@@ -127,9 +129,9 @@ def _accepts(kind: Any, value: Any) -> bool:
         return value is None
     origin = typing.get_origin(kind) or kind
     if origin is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if origin is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     return isinstance(value, origin)
 
 
