@@ -1,9 +1,9 @@
 """The typed schema of the config keys caulk checks, and ``check_config`` that applies it.
 
 Each checked section of the composed config (the run's top level, ``curve``, ``cache``,
-``trainer``, ``peft``, ``data``, ``model``, ``source_task``) has a dataclass below. Types are
-checked by OmegaConf's structured configs (``OmegaConf.merge(OmegaConf.structured(Schema), ...)``),
-made strict: no string is read as a number or bool (``compile=yes`` is an error, not true). Ranges
+``trainer``, ``budget``, ``budget.early_stop``, ``peft``, ``data``, ``model``, ``source_task``) has
+a dataclass below. Types are checked by OmegaConf's structured configs
+(``OmegaConf.merge(OmegaConf.structured(Schema), ...)``), made strict: no string is read as a number or bool (``compile=yes`` is an error, not true). Ranges
 and choices are each field's ``rule`` in its metadata. Only the modelled keys are checked: every
 other key of a section stays free (configs carry many keys the schema does not know), and a
 modelled key absent from a section is not required. A bad value is one ``CaulkConfigError`` line
@@ -118,6 +118,24 @@ class TrainerSchema:
 
 
 @dataclass
+class BudgetSchema:
+    """``budget``: the step budget of gradient-trained points (``caulk.budget``)."""
+
+    mode: str = spec("fixed or epochs", one_of("fixed", "epochs"))
+    epochs: float = spec("a positive number of epochs", positive)
+    min_steps: int = spec("a positive step count (an integer >= 1)", at_least(1))
+    max_steps: int = spec("a positive step count (an integer >= 1)", at_least(1))
+
+
+@dataclass
+class EarlyStopSchema:
+    """``budget.early_stop``: early stopping on validation, the best state restored."""
+
+    enabled: bool = spec(BOOL)
+    patience: int = spec("an integer >= 1 (validation checks)", at_least(1))
+
+
+@dataclass
 class PeftSchema:
     """``peft``: the keys every method shares (method-specific keys are checked by the method)."""
 
@@ -180,6 +198,8 @@ SCHEMAS: dict[str, type] = {
     "curve": CurveSchema,
     "cache": CacheSchema,
     "trainer": TrainerSchema,
+    "budget": BudgetSchema,
+    "budget.early_stop": EarlyStopSchema,
     "peft": PeftSchema,
     "data": DataSchema,
     "model": ModelSchema,
@@ -256,6 +276,7 @@ def check_config(cfg: DictConfig) -> None:
         check_section(section, cfg if section == "" else OmegaConf.select(cfg, section))
     _check_data_n_beside_curve(cfg)
     _check_optimizer(cfg)
+    _check_budget(cfg)
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
@@ -288,4 +309,19 @@ def _check_data_n_beside_curve(cfg: DictConfig) -> None:
         raise CaulkConfigError(
             f"data.n={data['n']} is set beside curve.n={list(curve['n'])}: a curve sets each "
             f"point's n; drop data.n (or curve.n to run the single point)"
+        )
+
+
+def _check_budget(cfg: DictConfig) -> None:
+    """``budget.min_steps`` above ``budget.max_steps``, or early stopping without validation data,
+    is an error (each value alone is checked by the schema)."""
+    budget = cfg.get("budget") or {}
+    low, high = budget.get("min_steps"), budget.get("max_steps")
+    if low is not None and high is not None and low > high:
+        raise CaulkConfigError(f"budget.min_steps={low} must be <= budget.max_steps={high}")
+    early = budget.get("early_stop") or {}
+    val_size = (cfg.get("data") or {}).get("val_size")
+    if early.get("enabled") and val_size == 0:
+        raise CaulkConfigError(
+            "budget.early_stop.enabled=true needs validation data: data.val_size must be > 0"
         )

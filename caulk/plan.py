@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk.backbones import check_backbone_cfg
+from caulk.budget import step_budget
 from caulk.cluster import finished_record
 from caulk.config import check_accelerator_available, check_config
 from caulk.data import build_datamodule, load_splits
@@ -138,6 +139,7 @@ class PointPlan:
     datamodule: Any
     output_dir: Path
     done: dict[str, Any] | None
+    step_budget: int | None = None  # budget.mode=epochs: its trainer.max_steps (None: fixed)
 
 
 @dataclass
@@ -176,13 +178,37 @@ def make_plan(cfg: DictConfig) -> CurvePlan:
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
     output_dir = Path(cfg.paths.output_dir)
-    resolved = resolve_points(cfg, points, share)
+    budgets = [step_budget(cfg, dm.n) for dm in datamodules]
+    if budgets[0] is None:
+        resolved = resolve_points(cfg, points, share)
+    else:  # each point trains its own budget: its own config, resolved with it
+        point_cfgs = budgeted_cfgs(cfg, points, point_cfgs, budgets, share)
+        resolved = [OmegaConf.to_container(p, resolve=True) for p in point_cfgs]
     plans = []
-    for (_, seed), dm, pcfg, res in zip(points, datamodules, point_cfgs, resolved, strict=True):
+    for i, ((_, seed), dm) in enumerate(zip(points, datamodules, strict=True)):
         point_dir = output_dir / f"n{dm.n}_s{seed}" if curve else output_dir
-        done = finished_record(point_dir, res)
-        plans.append(PointPlan(dm.n, seed, pcfg, res, dm, point_dir, done))
+        done = finished_record(point_dir, resolved[i])
+        plans.append(
+            PointPlan(dm.n, seed, point_cfgs[i], resolved[i], dm, point_dir, done, budgets[i])
+        )
     return CurvePlan(cfg, curve, plans)
+
+
+def budgeted_cfgs(
+    cfg: DictConfig,
+    points: list[tuple[int | None, int]],
+    point_cfgs: list[DictConfig],
+    budgets: list[int],
+    share: bool,
+) -> list[DictConfig]:
+    """The points' configs, each with its step budget as ``trainer.max_steps`` (copies of the
+    curve config when the points shared it)."""
+    if share:
+        point_cfgs = [point_cfg(cfg, n, seed) for n, seed in points]
+    for pcfg, budget in zip(point_cfgs, budgets, strict=True):
+        with open_dict(pcfg):
+            pcfg.trainer.max_steps = budget
+    return point_cfgs
 
 
 def refresh_finished(plan: CurvePlan) -> None:

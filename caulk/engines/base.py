@@ -41,6 +41,7 @@ class PointResult:
     global_steps: int
     epochs: int
     resumed_from: str | None = None
+    best_step: int | None = None  # early stopping: the step whose state was restored and tested
 
 
 def result_from_metrics(
@@ -58,6 +59,7 @@ def result_from_metrics(
         global_steps=int(metrics["global_steps"]),
         epochs=int(metrics["epochs"]),
         resumed_from=resumed_from,
+        best_step=metrics.get("best_step"),
     )
 
 

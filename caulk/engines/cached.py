@@ -19,9 +19,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from caulk.budget import early_stop_patience
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.callbacks import log_scaling_point
 from caulk.engines.base import PointJob, PointResult, checkpoint_names, result_from_metrics
+from caulk.engines.early_stop import BestState
 from caulk.engines.guards import check_loss
 from caulk.engines.strategy import fast_loop_device
 
@@ -52,11 +54,37 @@ def _evaluate(module, loader, split: str, device: torch.device) -> dict[str, flo
     return out
 
 
-def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> dict[str, Any]:
+def _end_epoch(module, loggers: list, step: int, epochs: int) -> None:
+    """What the Trainer does at an epoch's end: keep the fullest epoch's counts, log train metrics."""
+    if len(module.train_seen) > module.n_train_seen:
+        module.n_train_seen = len(module.train_seen)
+        module.train_samples_per_epoch = module.train_drawn
+    acc, loss_metric = module.train_acc, module.train_loss
+    if acc.update_count:
+        train = {
+            "train/error": float(1.0 - acc.compute()),
+            "train/loss": float(loss_metric.compute()),
+        }
+        acc.reset()
+        loss_metric.reset()
+        log_metrics(loggers, {**train, "epoch": epochs}, step - 1)
+
+
+def _scheduler(module, optimizer, max_steps: int):
+    if module.scheduler == "none":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
+
+
+def fit_cached(
+    module, data, trainer_cfg: Any, loggers: list | None = None, patience: int | None = None
+) -> dict[str, Any]:
     """Train ``module`` on ``data`` (a CachedFeatureDataModule) like ``Trainer.fit``, then test it.
 
-    Returns the metrics a Trainer leaves in ``callback_metrics`` (``test/error``, ``test/loss``,
-    ``test/n_test``, last ``val/error``) plus ``global_steps`` and ``epochs``.
+    ``patience``: early stopping on validation (``caulk.engines.early_stop.BestState``), the best
+    state restored before the test. Returns the metrics a Trainer leaves in ``callback_metrics``
+    (``test/error``, ``test/loss``, ``test/n_test``, last ``val/error``, or the best one and
+    ``best_step`` under early stopping) plus ``global_steps`` and ``epochs``.
     """
     loggers = loggers or []
     if trainer_cfg.get("deterministic"):
@@ -65,16 +93,15 @@ def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> d
     module.to(device)
     max_steps, interval = int(trainer_cfg.max_steps), int(trainer_cfg.val_check_interval)
     log_every = int(trainer_cfg.get("log_every_n_steps", 50) or 50)
-    params = module.trainable_parameters()
-    optimizer = module.optimizer_factory(params)
-    scheduler = None
-    if module.scheduler != "none":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
+    optimizer = module.optimizer_factory(module.trainable_parameters())
+    scheduler = _scheduler(module, optimizer, max_steps)
     train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
+    best = None if patience is None else BestState(patience)
     metrics: dict[str, Any] = {}
     step = epochs = 0
+    stop = False
     module.train()
-    while step < max_steps:
+    while step < max_steps and not stop:
         module.on_train_epoch_start()
         for x, y, idx in train_loader:
             loss = module.shared_step((x.to(device), y.to(device), idx), "train")
@@ -94,21 +121,21 @@ def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> d
                 metrics.update(val)
                 log_metrics(loggers, {**val, "epoch": epochs}, step - 1)
                 module.train()
-            if step >= max_steps:
+                stop = best is not None and best.update(module, val["val/error"], step)
+            if step >= max_steps or stop:
                 break
-        if len(module.train_seen) > module.n_train_seen:
-            module.n_train_seen = len(module.train_seen)
-            module.train_samples_per_epoch = module.train_drawn
-        acc, loss_metric = module.train_acc, module.train_loss
-        if acc.update_count:
-            train = {
-                "train/error": float(1.0 - acc.compute()),
-                "train/loss": float(loss_metric.compute()),
-            }
-            acc.reset()
-            loss_metric.reset()
-            log_metrics(loggers, {**train, "epoch": epochs}, step - 1)
+        _end_epoch(module, loggers, step, epochs)
         epochs += 1
+    if best is not None:
+        best.restore(module)
+        metrics.update(best.metrics())
+    metrics.update(_test(module, data, device, loggers, step, epochs))
+    # completed epochs, as the Lightning path records them
+    return {**metrics, "global_steps": step, "epochs": step // max(1, len(train_loader))}
+
+
+def _test(module, data, device, loggers: list, step: int, epochs: int) -> dict[str, float]:
+    """Test ``module``, log the result and close the loggers."""
     test = _evaluate(module, data.test_dataloader(), "test", device)
     test["test/n_test"] = float(module.test_count.compute())
     module.test_count.reset()
@@ -116,9 +143,7 @@ def fit_cached(module, data, trainer_cfg: Any, loggers: list | None = None) -> d
     for lg in loggers:
         lg.save()
         lg.finalize("success")
-    metrics.update(test)
-    # completed epochs, as the Lightning path records them
-    return {**metrics, "global_steps": step, "epochs": step // max(1, len(train_loader))}
+    return test
 
 
 def save_checkpoint(
@@ -158,4 +183,5 @@ def finish_point(job: PointJob, metrics: dict[str, Any]) -> PointResult:
 def run(job: PointJob) -> PointResult:
     """Fit and test the point in the light loop on its cached prefix outputs."""
     data = CachedFeatureDataModule(job.datamodule, job.features)
-    return finish_point(job, fit_cached(job.module, data, job.cfg.trainer, job.loggers))
+    patience = early_stop_patience(job.cfg)
+    return finish_point(job, fit_cached(job.module, data, job.cfg.trainer, job.loggers, patience))

@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from caulk.budget import early_stop_patience
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.callbacks import ScalingPointLogger
 from caulk.cluster import (
@@ -16,6 +17,7 @@ from caulk.cluster import (
     resume_checkpoint,
 )
 from caulk.engines.base import PointJob, PointResult, result_from_metrics
+from caulk.engines.early_stop import BestStateCallback
 from caulk.engines.guards import DivergenceGuard
 
 
@@ -28,6 +30,9 @@ def _callbacks(job: PointJob) -> list[pl.Callback]:
         if c
     ]
     guards = [DivergenceGuard(), RngStateCheckpoint()]
+    patience = early_stop_patience(job.cfg)
+    if patience is not None:  # before the scaling logger: the best state is what gets tested
+        callbacks.append(BestStateCallback(patience))
     return callbacks + [ScalingPointLogger(job.point, run=job.scaling_run), *guards]
 
 
@@ -69,5 +74,8 @@ def run(job: PointJob) -> PointResult:
         # completed epochs from the step count (Lightning's counter is off by one on resume)
         "epochs": trainer.global_step // max(1, trainer.num_training_batches),
     }
+    best = [c for c in trainer.callbacks if isinstance(c, BestStateCallback)]
+    if best:
+        metrics.update(best[0].best.metrics())
     resumed = None if ckpt_path is None else str(ckpt_path)
     return result_from_metrics(metrics, job.module, resumed)

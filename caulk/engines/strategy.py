@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from caulk.budget import early_stop_patience
 from caulk.cache.extract import CachedFeatures
 from caulk.config import is_int
 
@@ -66,8 +67,28 @@ def fast_loop_device(trainer_cfg: Any) -> torch.device:
 ELEMENTWISE_OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad")
 
 
-def batched_heads_unsupported(cfg: Any, features) -> str | None:
-    """Why the heads of a curve's points cannot train as one batched computation (None: they can)."""
+def budget_unsupported(cfg: Any, budgets: list[int | None]) -> str | None:
+    """Why the points' step budgets (``budget.mode=epochs``) or early stopping rule out one
+    shared computation of all points (which trains them all ``trainer.max_steps`` steps)."""
+    own = {b for b in budgets if b is not None}
+    if len(own) > 1:
+        return "budget differs per point"
+    if own and own != {cfg.trainer.get("max_steps")}:
+        return "the step budget (budget.mode=epochs) differs from trainer.max_steps"
+    if early_stop_patience(cfg) is not None:
+        return "early stopping (budget.early_stop) stops each point at its own step"
+    return None
+
+
+def batched_heads_unsupported(
+    cfg: Any, features, budgets: list[int | None] | None = None
+) -> str | None:
+    """Why the heads of a curve's points cannot train as one batched computation (None: they can).
+
+    ``budgets``: the points' own step budgets (None each under ``budget.mode=fixed``)."""
+    why = budget_unsupported(cfg, budgets or [])
+    if why:
+        return why
     opt = cfg.optimizer.get("_target_", "")
     checks = {
         "cache.batch_points is off": (cfg.get("cache") or {}).get("batch_points", True),
@@ -97,8 +118,11 @@ class Strategy:
         return TRAIN_LOOPS[self.engine]
 
 
-def choose(cfg: Any, features: CachedFeatures | None) -> Strategy:
-    """The fastest engine that reproduces ``cfg``'s training on ``features`` (None: no cache)."""
+def choose(
+    cfg: Any, features: CachedFeatures | None, budgets: list[int | None] | None = None
+) -> Strategy:
+    """The fastest engine that reproduces ``cfg``'s training on ``features`` (None: no cache);
+    ``budgets``: the points' own step budgets (``caulk.budget.step_budget``), if any."""
     if features is None:
         return Strategy("lightning", None, "no cached prefix")
     if (cfg.get("cache") or {}).get("loop", "fast") != "fast":
@@ -107,7 +131,7 @@ def choose(cfg: Any, features: CachedFeatures | None) -> Strategy:
     if why:
         log.info("cached prefix trains through Lightning: %s", why)
         return Strategy("lightning", features, why)
-    why = batched_heads_unsupported(cfg, features)
+    why = batched_heads_unsupported(cfg, features, budgets)
     if why:
         return Strategy("cached", features, why)
     return Strategy("batched_heads", features)

@@ -70,7 +70,7 @@ def _context(plan: CurvePlan) -> CurveContext:
     probe_model = copy.deepcopy(backbone.model)
     probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing: fails now
     features = cached_features(cfg, backbone, probe_model, probe, plan.points[0].datamodule)
-    strategy = choose(cfg, features)
+    strategy = choose(cfg, features, [p.step_budget for p in plan.points])
     return CurveContext(cfg, backbone, strategy, plan.curve)
 
 

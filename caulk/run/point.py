@@ -76,6 +76,7 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
         peft_params=method.trainable_params,  # trained inside the backbone (head excluded)
         pool_size=plan.datamodule.pool_size,
         n_val=len(plan.datamodule.val_idx),
+        step_budget=plan.step_budget,
         curve=ctx.curve,
         features_cached=features is not None,
         cache_prefix=None if features is None else features.plan.tag,

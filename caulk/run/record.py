@@ -31,8 +31,9 @@ _METRICS = (
     "global_steps",
     "epochs",
     "resumed_from",
+    "best_step",
 )
-_OPTIONAL = ("traceback", "adapter_file", "diverged_at_step")
+_OPTIONAL = ("traceback", "adapter_file", "diverged_at_step", "step_budget", "best_step")
 #: fields that are not scalar table columns
 _NESTED = ("config", "traceback")
 
@@ -90,6 +91,8 @@ class Record:
     train_samples_per_epoch: int | None = None
     global_steps: int | None = None
     epochs: int | None = None
+    step_budget: int | None = None  # budget.mode=epochs: this point's trainer.max_steps
+    best_step: int | None = None  # budget.early_stop: the step of the restored, tested state
     adapter_file: str | None = None
     wall_time_s: float | None = None
 
