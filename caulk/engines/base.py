@@ -41,6 +41,8 @@ class PointResult:
     global_steps: int
     epochs: int
     resumed_from: str | None = None
+    selected: dict[str, Any] | None = None  # solver engine: the chosen λ
+    candidates: list[dict[str, Any]] | None = None  # solver engine: each λ's validation error
 
 
 def result_from_metrics(

@@ -29,8 +29,10 @@ _METRICS = (
     "global_steps",
     "epochs",
     "resumed_from",
+    "selected",
+    "candidates",
 )
-_OPTIONAL = ("traceback", "adapter_file", "diverged_at_step")
+_OPTIONAL = ("traceback", "adapter_file", "diverged_at_step", "solver", "selected", "candidates")
 #: fields that are not scalar table columns
 _NESTED = ("config", "traceback")
 
@@ -68,6 +70,7 @@ class Record:
     cache_prefix: str | None = None
     cache_source: str | None = None
     train_loop: str | None = None
+    solver: str | None = None  # a linear probe's peft.solver: sgd | lbfgs | ridge
     compiled: bool = False
     resumed_from: str | None = None
     caulk_version: str | None = None
@@ -89,6 +92,8 @@ class Record:
     global_steps: int | None = None
     epochs: int | None = None
     adapter_file: str | None = None
+    selected: dict[str, Any] | None = None  # solver: {"lambda": the λ chosen on validation}
+    candidates: list[dict[str, Any]] | None = None  # solver: [{"lambda", "val_error"}], λ ascending
     wall_time_s: float | None = None
 
     def update(self, **fields: Any) -> None:
