@@ -76,7 +76,7 @@ def _context(plan: CurvePlan) -> CurveContext:
 
 
 #: the engines that fit all pending points' heads at once, before the points run
-_CURVE_FITS = {"batched_heads": batched.train_heads, "solver": solvers.solve_points}
+_CURVE_FITS = ("batched_heads", "solver")
 
 
 def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict[int, Any]:
@@ -85,7 +85,8 @@ def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict
     pending = [i for i, p in enumerate(plan.points) if p.done is None]
     dms = [plan.points[i].datamodule for i in pending]
     try:
-        heads = _CURVE_FITS[engine](plan.cfg, dms, features)
+        fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
+        heads = fit(plan.cfg, dms, features)
     except Exception as e:
         log.warning("the %s fit of the curve failed: %s: %s", engine, type(e).__name__, e)
         heads = [e] * len(pending)
