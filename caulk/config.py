@@ -63,6 +63,10 @@ def each(rule: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: len(v) > 0 and all(rule(x) for x in v)
 
 
+#: ``peft.solver`` of a linear probe: the fixed-step recipe, or a converged solver over a λ grid
+SOLVERS = ("lbfgs", "ridge")
+LINEAR_SOLVERS = ("sgd", *SOLVERS)
+
 BOOL = "true or false"
 INT = "an integer"
 POSITIVE_INT = "a positive integer"
@@ -141,6 +145,11 @@ class PeftSchema:
 
     lr: float = spec("a positive number", positive)
     weight_decay: float = spec("a number >= 0", at_least(0))
+    # a linear probe's solver (caulk.engines.solvers)
+    solver: str = spec(" or ".join(LINEAR_SOLVERS), one_of(*LINEAR_SOLVERS))
+    lambdas: list[float] = spec("a non-empty list of positive numbers (the λ grid)", each(positive))
+    tol: float = spec("a positive number", positive)
+    max_iter: int = spec(POSITIVE_INT, at_least(1))
 
 
 @dataclass

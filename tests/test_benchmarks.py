@@ -93,3 +93,11 @@ def test_sweep_smoke(tmp_path):
     assert r["name"] == "sweep_curve_process_vs_process_per_point"
     assert_positive(r, "ratio", "curve_process_s", "process_per_point_s")
     assert r["points"] == 1 and r["peft"] == "linear"
+
+
+def test_tuned_curve_smoke(tmp_path):
+    r = run_smoke("tuned_curve", tmp_path)
+    assert r["name"] == "tuned_linear_probe_curve_vs_sklearn_grid"
+    assert_positive(r, "ratio", "caulk_s", "sklearn_s", "torch_threads")
+    assert r["points"] == 2 and r["lambdas"] == 3 and r["model"] == "vit_pico"
+    assert 0 <= r["max_abs_test_error_diff"] <= 0.05  # same grid, same selection

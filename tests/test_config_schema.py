@@ -118,7 +118,7 @@ def test_every_shipped_config_passes_and_leaves_data_n_null(group, option):
             "logger.wandb.mode must be one of auto, online, offline, disabled, got 'bogus'",
         ),
         (["optimizer._target_=torch.optim.Nope"], "optimizer._target_='torch.optim.Nope' cannot"),
-        (["peft=lora", "peft.alpha=abc"], "peft.alpha must be a positive number, got 'abc'"),
+        (["peft=lora", "peft.alpha=abc"], "peft.alpha must be positive, got 'abc'"),
         (["peft=lora", "peft.dropout=1.5"], "peft.dropout must be in [0, 1), got 1.5"),
     ],
 )

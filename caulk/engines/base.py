@@ -42,6 +42,8 @@ class PointResult:
     epochs: int
     resumed_from: str | None = None
     best_step: int | None = None  # early stopping: the step whose state was restored and tested
+    selected: dict[str, Any] | None = None  # solver engine: the chosen λ
+    candidates: list[dict[str, Any]] | None = None  # solver engine: each λ's validation error
 
 
 def result_from_metrics(

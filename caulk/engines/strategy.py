@@ -3,6 +3,8 @@ cannot apply.
 
 - ``batched_heads``: a linear probe on cached whole-backbone features, all points' heads trained
   as one computation (``caulk.engines.batched``);
+- ``solver``: a linear probe with ``peft.solver`` lbfgs or ridge on cached whole-backbone
+  features, every point solved to convergence over a λ grid (``caulk.engines.solvers``);
 - ``cached``: a cached prefix trained in caulk's light loop (``caulk.engines.cached``);
 - ``lightning``: the Lightning Trainer, on images or on cached prefix outputs
   (``caulk.engines.lightning``).
@@ -18,7 +20,8 @@ import torch
 
 from caulk.budget import early_stop_patience
 from caulk.cache.extract import CachedFeatures
-from caulk.config import is_int
+from caulk.config import SOLVERS, is_int
+from caulk.errors import CaulkConfigError
 
 log = logging.getLogger("caulk.train")
 
@@ -101,7 +104,12 @@ def batched_heads_unsupported(
 
 
 #: the record's ``train_loop`` value of each engine
-TRAIN_LOOPS = {"lightning": "lightning", "cached": "fast", "batched_heads": "fast_batched"}
+TRAIN_LOOPS = {
+    "lightning": "lightning",
+    "cached": "fast",
+    "batched_heads": "fast_batched",
+    "solver": "solver_{solver}",  # solver_lbfgs, solver_ridge
+}
 
 
 @dataclass(frozen=True)
@@ -112,17 +120,27 @@ class Strategy:
     engine: str
     features: CachedFeatures | None = None
     reason: str | None = None
+    solver: str | None = None  # the solver engine's peft.solver
 
     @property
     def train_loop(self) -> str:
-        return TRAIN_LOOPS[self.engine]
+        return TRAIN_LOOPS[self.engine].format(solver=self.solver)
 
 
 def choose(
     cfg: Any, features: CachedFeatures | None, budgets: list[int | None] | None = None
 ) -> Strategy:
     """The fastest engine that reproduces ``cfg``'s training on ``features`` (None: no cache);
-    ``budgets``: the points' own step budgets (``caulk.budget.step_budget``), if any."""
+    ``budgets``: the points' own step budgets (``caulk.budget.step_budget``), if any. The
+    ``solver`` engine when ``peft.solver`` asks for one (which needs cached features)."""
+    solver = str((cfg.get("peft") or {}).get("solver", "sgd"))
+    if solver in SOLVERS:
+        if features is None or features.plan.depth is not None:
+            raise CaulkConfigError(
+                f"peft.solver={solver} needs cached features of the whole backbone "
+                "(a linear probe with cache.features=true and data.augment=none)"
+            )
+        return Strategy("solver", features, solver=solver)
     if features is None:
         return Strategy("lightning", None, "no cached prefix")
     if (cfg.get("cache") or {}).get("loop", "fast") != "fast":

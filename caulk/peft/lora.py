@@ -194,7 +194,7 @@ class LoRA(PeftMethod):
         if not is_int(c.rank) or c.rank <= 0:
             raise CaulkConfigError(f"peft.rank must be a positive integer, got {c.rank}")
         if not is_number(c.alpha) or not c.alpha > 0:
-            raise CaulkConfigError(f"peft.alpha must be a positive number, got {c.alpha!r}")
+            raise CaulkConfigError(f"peft.alpha must be positive, got {c.alpha!r}")
         if not is_number(c.dropout) or not 0.0 <= c.dropout < 1.0:
             raise CaulkConfigError(f"peft.dropout must be in [0, 1), got {c.dropout!r}")
         targets = split_targets(c.targets)

@@ -17,7 +17,7 @@ from caulk.cache.extract import CachedFeatures
 from caulk.cache.prefix import plan_prefix
 from caulk.cache.store import load_or_extract
 from caulk.cluster import is_global_zero
-from caulk.engines import batched
+from caulk.engines import batched, solvers
 from caulk.engines.strategy import choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
@@ -69,20 +69,26 @@ def _context(plan: CurvePlan) -> CurveContext:
     backbone = create_backbone(cfg.model, cfg.get("source_task"), cfg.paths.get("zoo_dir"))
     probe_model = copy.deepcopy(backbone.model)
     probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing: fails now
+    solvers.check_solver_inputs(cfg, [p.datamodule for p in plan.points])  # before extraction
     features = cached_features(cfg, backbone, probe_model, probe, plan.points[0].datamodule)
     strategy = choose(cfg, features, [p.step_budget for p in plan.points])
     return CurveContext(cfg, backbone, strategy, plan.curve)
 
 
-def _batched_heads(plan: CurvePlan, features: CachedFeatures) -> dict[int, Any]:
-    """The pending points' heads, trained together; a failure of that computation becomes each
-    point's failure (each still gets its record)."""
+#: the engines that fit all pending points' heads at once, before the points run
+_CURVE_FITS = ("batched_heads", "solver")
+
+
+def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict[int, Any]:
+    """The pending points' heads, fitted together by ``engine``; a failure of that computation
+    becomes each point's failure (each still gets its record)."""
     pending = [i for i, p in enumerate(plan.points) if p.done is None]
     dms = [plan.points[i].datamodule for i in pending]
     try:
-        heads = batched.train_heads(plan.cfg, dms, features)
+        fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
+        heads = fit(plan.cfg, dms, features)
     except Exception as e:
-        log.warning("the batched heads failed: %s: %s", type(e).__name__, e)
+        log.warning("the %s fit of the curve failed: %s: %s", engine, type(e).__name__, e)
         heads = [e] * len(pending)
     return dict(zip(pending, heads, strict=True))
 
@@ -112,8 +118,8 @@ def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
         refresh_finished(plan)  # another process may have run points while this one waited
         if not plan.pending:
             return _all_done(plan)
-        if ctx.strategy.engine == "batched_heads":
-            ctx.heads = _batched_heads(plan, ctx.strategy.features)
+        if ctx.strategy.engine in _CURVE_FITS:
+            ctx.heads = _curve_heads(plan, ctx.strategy.engine, ctx.strategy.features)
         records = _run_points(plan, ctx, start)
     failed = [r for r in records if r["status"] != "ok"]
     if plan.curve and failed:

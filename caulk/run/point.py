@@ -20,7 +20,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from caulk import __version__
 from caulk.backbones import Backbone, count_params
 from caulk.cluster import is_global_zero
-from caulk.engines import batched, cached, lightning
+from caulk.engines import batched, cached, lightning, solvers
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.guards import Diverged, TrainedNothing
 from caulk.engines.strategy import Strategy
@@ -43,7 +43,7 @@ class CurveContext:
     strategy: Strategy
     curve: bool
     curve_run: Any = None
-    heads: dict[int, dict[str, Any]] = field(default_factory=dict)  # batched: point index -> head
+    heads: dict[int, dict[str, Any]] = field(default_factory=dict)  # batched, solver: index -> head
     shared_module: tuple[TransferModule, dict[str, int]] | None = None  # batched points share it
 
 
@@ -82,6 +82,7 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
         cache_prefix=None if features is None else features.plan.tag,
         cache_source=None if features is None else features.source,
         train_loop=ctx.strategy.train_loop,
+        solver=cfg.peft.get("solver") if cfg.peft.name == "linear" else None,
         compiled=ctx.strategy.engine == "lightning" and bool(cfg.get("compile", False)),
         caulk_version=__version__,
         torch_version=torch.__version__,
@@ -108,7 +109,7 @@ def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[Transfer
     """The point's TransferModule and parameter counts (one module for all batched points)."""
     if ctx.shared_module is not None:
         return ctx.shared_module
-    batched_point = ctx.strategy.engine == "batched_heads"
+    batched_point = ctx.strategy.engine in ("batched_heads", "solver")
     features = ctx.strategy.features
     module = TransferModule(
         model,
@@ -134,6 +135,8 @@ def _train(ctx: CurveContext, job: PointJob, index: int) -> PointResult:
     engine = ctx.strategy.engine
     if engine == "batched_heads":
         return batched.run(job, ctx.heads[index])
+    if engine == "solver":
+        return solvers.run(job, ctx.heads[index])
     return cached.run(job) if engine == "cached" else lightning.run(job)
 
 

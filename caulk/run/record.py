@@ -32,8 +32,19 @@ _METRICS = (
     "epochs",
     "resumed_from",
     "best_step",
+    "selected",
+    "candidates",
 )
-_OPTIONAL = ("traceback", "adapter_file", "diverged_at_step", "step_budget", "best_step")
+_OPTIONAL = (
+    "traceback",
+    "adapter_file",
+    "diverged_at_step",
+    "step_budget",
+    "best_step",
+    "solver",
+    "selected",
+    "candidates",
+)
 #: fields that are not scalar table columns
 _NESTED = ("config", "traceback")
 
@@ -71,6 +82,7 @@ class Record:
     cache_prefix: str | None = None
     cache_source: str | None = None
     train_loop: str | None = None
+    solver: str | None = None  # a linear probe's peft.solver: sgd | lbfgs | ridge
     compiled: bool = False
     resumed_from: str | None = None
     caulk_version: str | None = None
@@ -94,6 +106,8 @@ class Record:
     step_budget: int | None = None  # budget.mode=epochs: this point's trainer.max_steps
     best_step: int | None = None  # budget.early_stop: the step of the restored, tested state
     adapter_file: str | None = None
+    selected: dict[str, Any] | None = None  # solver: {"lambda": the λ chosen on validation}
+    candidates: list[dict[str, Any]] | None = None  # solver: [{"lambda", "val_error"}], λ ascending
     wall_time_s: float | None = None
 
     def update(self, **fields: Any) -> None:

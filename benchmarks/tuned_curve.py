@@ -1,0 +1,176 @@
+"""Benchmark: a tuned linear-probe curve (8 n x 3 seeds x 13 λ, ``peft.solver=lbfgs``) against
+scikit-learn's per-point ``LogisticRegression`` grid on the same cached features, one run.
+
+    python benchmarks/tuned_curve.py [--model vit_pico] [--ns 10,20,...,1000] [--seeds 0,1,2]
+                                     [--lambdas 13] [--log-min -4] [--log-max 2] [--tol 1e-5]
+                                     [--max-iter 1000] [--threads 1] [--smoke] [KEY=VALUE ...]
+
+Both arms see the same standardised features (each point's training rows' mean and variance),
+the same λ grid (``np.logspace(log_min, log_max, L)``; λ/2·||W||² on the mean cross-entropy,
+i.e. ``C = 1/(λ·n)``), the same tolerance and iteration cap, the same threads (torch's and the
+BLAS's), and the same selection (lowest validation error, ties to the larger λ). Feature
+extraction is done once, outside both timings. The default grid stops at 1e-4: below it, at the
+larger n, both solvers reach the iteration cap before the tolerance, and two unconverged
+solutions are no oracle for each other.
+Prints one JSON object on its last line: name, ratio (scikit-learn's seconds / caulk's, higher
+is better; goal >= 50), max_abs_test_error_diff (the largest |Δ selected test error| over the
+points; goal <= 0.005), how many points chose the same λ, the timings, threads and CPU.
+``--smoke``: 2 n x 1 seed x 3 λ, loose tolerance, in seconds (checks the path only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from benchmarks.common import int_list, parse_args, print_result
+from caulk.backbones import create_backbone
+from caulk.cache.data import CachedFeatureDataModule
+from caulk.cli import CONFIG_DIR
+from caulk.engines import solvers
+from caulk.engines.strategy import fast_loop_device
+from caulk.peft import apply_peft
+from caulk.plan import make_plan
+from caulk.run.curve import cached_features
+
+NS = [10, 20, 40, 80, 160, 320, 640, 1000]
+SEEDS = [0, 1, 2]
+SMOKE = {"ns": "10,40", "seeds": "0", "lambdas": 3, "tol": 1e-3, "max_iter": 100}
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` gives it (else the platform's processor string)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor()
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
+    return names[0] if names else platform.processor()
+
+
+def setup(args):
+    """The curve's config, datamodules, cached features and pool/test labels (not timed)."""
+    lambdas = [float(v) for v in np.logspace(args.log_min, args.log_max, args.lambdas)]
+    overrides = [
+        f"model={args.model}",
+        "peft.solver=lbfgs",
+        f"peft.lambdas={lambdas}",
+        f"peft.tol={args.tol}",
+        f"peft.max_iter={args.max_iter}",
+        f"curve.n={args.ns}",
+        f"curve.seeds={args.seeds}",
+        "cache.disk=false",
+        *args.overrides,
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/nonexistent-output-dir"
+    plan = make_plan(cfg)
+    backbone = create_backbone(cfg.model)
+    probe_model = copy.deepcopy(backbone.model)
+    probe = apply_peft(probe_model, cfg.peft)
+    dms = [p.datamodule for p in plan.points]
+    features = cached_features(cfg, backbone, probe_model, probe, dms[0])
+    cached = CachedFeatureDataModule(dms[0], features)
+    return cfg, dms, features, cached.labels("pool"), cached.labels("test")
+
+
+def caulk_errors(cfg, dms, features, y_test) -> tuple[float, list[float], list[float]]:
+    """Seconds, selected λ and selected test error per point of caulk's solver."""
+    start = time.perf_counter()
+    heads = solvers.solve_points(cfg, dms, features)
+    errors = []
+    for head in heads:
+        state = head["head_state"]
+        x = solvers.standardize(features.test, (state["0.running_mean"], state["0.running_var"]))
+        logits = x @ state["1.weight"].T + state["1.bias"]
+        errors.append(float((logits.argmax(1) != y_test).float().mean()))
+    seconds = time.perf_counter() - start
+    return seconds, [h["selected"]["lambda"] for h in heads], errors
+
+
+def sklearn_errors(cfg, dms, features, y_pool, y_test) -> tuple[float, list[float], list[float]]:
+    """Seconds, selected λ and selected test error per point of scikit-learn's grid search."""
+    lambdas = solvers.lambda_grid(cfg.peft)
+    tol, max_iter = float(cfg.peft.tol), int(cfg.peft.max_iter)
+    pool, test = features.pool.double(), features.test.double()
+    start = time.perf_counter()
+    chosen, errors = [], []
+    for dm in dms:
+        stats = solvers.standardizer(pool[dm.train_idx], True)
+        x_tr, x_val, x_te = (
+            solvers.standardize(x, stats).numpy()
+            for x in (pool[dm.train_idx], pool[dm.val_idx], test)
+        )
+        y_tr, y_val = y_pool[dm.train_idx].numpy(), y_pool[dm.val_idx].numpy()
+        models = [
+            LogisticRegression(C=1 / (lam * len(y_tr)), tol=tol, max_iter=max_iter).fit(x_tr, y_tr)
+            for lam in lambdas
+        ]
+        val = [float((m.predict(x_val) != y_val).mean()) for m in models]
+        j = solvers.select_lambda(lambdas, val)
+        chosen.append(float(lambdas[j]))
+        errors.append(float((models[j].predict(x_te) != y_test.numpy()).mean()))
+    return time.perf_counter() - start, chosen, errors
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON result line."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="vit_pico")
+    p.add_argument("--ns", type=int_list, default=NS, help="the curve's n, e.g. 10,20,40")
+    p.add_argument("--seeds", type=int_list, default=SEEDS, help="its seeds, e.g. 0,1,2")
+    p.add_argument("--lambdas", type=int, default=13, help="L: λ = np.logspace(min, max, L)")
+    p.add_argument("--log-min", dest="log_min", type=float, default=-4.0)
+    p.add_argument("--log-max", dest="log_max", type=float, default=2.0)
+    p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--max-iter", dest="max_iter", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads, both arms")
+    p.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. data=cifar10")
+    args = parse_args(p, SMOKE)
+    cfg, dms, features, y_pool, y_test = setup(args)
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads):
+        ours_s, ours_lam, ours_err = caulk_errors(cfg, dms, features, y_test)
+        sk_s, sk_lam, sk_err = sklearn_errors(cfg, dms, features, y_pool, y_test)
+    diffs = [abs(a - b) for a, b in zip(ours_err, sk_err, strict=True)]
+    result = {
+        "name": "tuned_linear_probe_curve_vs_sklearn_grid",
+        "ratio": round(sk_s / ours_s, 2),
+        "max_abs_test_error_diff": round(max(diffs), 4),
+        "same_lambda": sum(a == b for a, b in zip(ours_lam, sk_lam, strict=True)),
+        "points": len(dms),
+        "lambdas": args.lambdas,
+        "lambda_range": [10**args.log_min, 10**args.log_max],
+        "caulk_s": round(ours_s, 3),
+        "sklearn_s": round(sk_s, 3),
+        "tol": args.tol,
+        "max_iter": args.max_iter,
+        "feature_dim": int(features.pool.shape[1]),
+        "device": str(fast_loop_device(cfg.trainer)),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "model": args.model,
+    }
+    print_result(result, args.smoke)
+
+
+if __name__ == "__main__":
+    main()

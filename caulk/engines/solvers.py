@@ -1,0 +1,407 @@
+"""Converged linear probes on cached whole-backbone features (the ``solver`` engine).
+
+``peft.solver`` picks how a linear probe's head is fitted:
+
+- ``sgd``: the fixed-step recipe of the other engines (``batched_heads``, ``cached``, Lightning);
+- ``lbfgs``: full-batch multinomial logistic regression with an L2 penalty on the weights, run
+  until the largest gradient component is at most ``peft.tol`` (scipy/scikit-learn's ``gtol``) or
+  ``peft.max_iter`` iterations, for every λ of ``peft.lambdas``. All points of a curve are solved
+  as one batched L-BFGS (each point its own curvature pairs, line search and stopping), walking
+  the λ path from strong to weak regularisation, each λ warm-started from the previous one;
+- ``ridge``: regularised least squares to ±1 one-vs-rest targets, all λ at once from one
+  eigendecomposition per point (big_vision's few-shot evaluator).
+
+What λ means: the objective is the MEAN training loss plus ``λ/2·||W||²`` (the bias is not
+penalised). For ``lbfgs`` the loss is the cross-entropy, so λ is scikit-learn's
+``LogisticRegression(C=1/(λ·n))``; for ``ridge`` it is ``½·||y - Wx - b||²``, so λ is
+scikit-learn's ``Ridge(alpha=λ·n)``.
+
+Features are standardised with the mean and (biased) variance of the point's own training rows,
+``(x - mean) / sqrt(var + eps)`` with BatchNorm's ``eps`` (what ``head_norm``'s BatchNorm computes
+at the end of training, without its running-average lag); the head stored for the point keeps
+them as its BatchNorm's running statistics, so the saved adapter reproduces the reported errors.
+With ``peft.head_norm=false`` the raw features are used.
+
+Selection reads only the point's training and validation rows: the λ with the lowest validation
+error; ties go to the larger λ (the simpler model). The test split is read once, afterwards, by
+the selected head loaded into the point's module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from caulk.cache.data import CachedFeatureDataModule
+from caulk.cache.extract import CachedFeatures
+from caulk.config import SOLVERS
+from caulk.engines.base import PointJob, PointResult
+from caulk.engines.cached import finish_point, replay_logs
+from caulk.engines.strategy import fast_loop_device
+from caulk.errors import CaulkConfigError
+
+#: the dtype the solvers compute in (the line search and the tolerance need float64)
+DTYPE = torch.float64
+#: L-BFGS memory (curvature pairs kept per point)
+MEMORY = 10
+#: Armijo sufficient-decrease constant and the most halvings of a step
+ARMIJO, MAX_HALVINGS = 1e-4, 40
+BN_EPS = nn.BatchNorm1d(1).eps
+
+
+def check_solver_inputs(cfg: Any, datamodules: list) -> None:
+    """Raise a one-line CaulkConfigError when ``peft.solver`` cannot run on these points: no
+    cached features (``cache.features=false`` or augmentation) or a point without validation rows.
+    Nothing is computed; call it before any work."""
+    solver = str((cfg.get("peft") or {}).get("solver", "sgd"))
+    if solver not in SOLVERS:
+        return
+    augmented = str(cfg.data.get("augment", "none")) != "none"
+    if not (cfg.get("cache") or {}).get("features", True) or augmented:
+        raise CaulkConfigError(
+            f"peft.solver={solver} needs cached features (cache.features=true, data.augment=none)"
+        )
+    for dm in datamodules:
+        if len(dm.val_idx) == 0:
+            raise CaulkConfigError(
+                f"peft.solver={solver} selects λ on validation rows, but the point n={dm.n} "
+                f"seed={dm.seed} has none (data.val_size=0?)"
+            )
+
+
+def lambda_grid(peft_cfg: Any) -> np.ndarray:
+    """``peft.lambdas`` as float64, sorted from strong to weak regularisation, duplicates dropped."""
+    lambdas = np.asarray(list(peft_cfg.get("lambdas") or []), dtype=np.float64)
+    if lambdas.size == 0 or not np.all(np.isfinite(lambdas)) or np.any(lambdas <= 0):
+        raise CaulkConfigError(
+            f"peft.lambdas must be a non-empty list of positive numbers, got {lambdas.tolist()}"
+        )
+    return np.unique(lambdas)[::-1].copy()
+
+
+@dataclass
+class Rows:
+    """The points' rows, standardised and zero-padded to one length: ``x`` (P, N, D), ``y``
+    (P, N), ``weight`` (P, N): 1/n on a point's rows, 0 on padding."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor
+
+    @property
+    def counts(self) -> torch.Tensor:
+        return (self.weight > 0).sum(1)
+
+
+def standardizer(x: torch.Tensor, head_norm: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean, biased var) of the training rows ``x`` (N, D): what the head's BatchNorm stores.
+    None without ``head_norm`` (the raw features are used)."""
+    return (x.mean(0), x.var(0, unbiased=False)) if head_norm else None
+
+
+def standardize(x: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps)``: BatchNorm1d's evaluation with ``stats``; ``x`` for None."""
+    if stats is None:
+        return x
+    mean, var = stats
+    return (x - mean) / torch.sqrt(var + BN_EPS)
+
+
+def padded_rows(x_all, y_all, idx: list, stats: list) -> Rows:
+    """Each point's rows ``idx[p]`` of ``x_all`` standardised with ``stats[p]``, zero-padded."""
+    width = max(len(i) for i in idx)
+    x = x_all.new_zeros(len(idx), width, x_all.shape[1])
+    y = torch.zeros(len(idx), width, dtype=torch.long, device=x_all.device)
+    weight = x_all.new_zeros(len(idx), width)
+    for p, (rows, st) in enumerate(zip(idx, stats, strict=True)):
+        x[p, : len(rows)] = standardize(x_all[rows], st)
+        y[p, : len(rows)] = y_all[rows]
+        weight[p, : len(rows)] = 1.0 / len(rows)
+    return Rows(x, y, weight)
+
+
+def logits_of(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """(P, N, K) logits of heads ``theta`` (P, K, D+1: weights, then the bias) on ``x`` (P, N, D)."""
+    w_t = theta[:, :, :-1].transpose(1, 2).contiguous()  # bmm is slower on strided operands
+    return torch.bmm(x, w_t).add_(theta[:, None, :, -1])
+
+
+def errors(rows: Rows, theta: torch.Tensor) -> torch.Tensor:
+    """(P,) error of each head on its point's rows (padding excluded)."""
+    wrong = (logits_of(rows.x, theta).argmax(2) != rows.y).to(rows.weight.dtype)
+    return (wrong * (rows.weight > 0)).sum(1) / rows.counts
+
+
+def objective(rows: Rows, theta: torch.Tensor, lam: torch.Tensor):
+    """(P,) mean cross-entropy + λ/2·||W||² per head, and its gradient (P, K, D+1)."""
+    logits = logits_of(rows.x, theta)
+    logp = torch.log_softmax(logits, 2)
+    nll = -logp.gather(2, rows.y[:, :, None]).squeeze(2)
+    w = theta[:, :, :-1]
+    f = (nll * rows.weight).sum(1) + 0.5 * lam * (w * w).sum((1, 2))
+    g_logits = logp.exp_()
+    g_logits.scatter_add_(2, rows.y[:, :, None], -torch.ones_like(logp[:, :, :1]))
+    g_logits *= rows.weight[:, :, None]
+    grad_w = torch.bmm(g_logits.transpose(1, 2).contiguous(), rows.x) + lam[:, None, None] * w
+    return f, torch.cat([grad_w, g_logits.sum(1)[:, :, None]], 2)
+
+
+def _two_loop(g, s_hist, y_hist, rho, gamma, count: int) -> torch.Tensor:
+    """The L-BFGS direction ``-H g`` of every problem (pairs with rho = 0 are inert)."""
+    order = [(count - 1 - i) % MEMORY for i in range(min(count, MEMORY))]  # newest first
+    q, alphas = g.clone(), []
+    for j in order:
+        a = rho[j] * (s_hist[j] * q).sum(1)
+        q -= a[:, None] * y_hist[j]
+        alphas.append(a)
+    r = gamma[:, None] * q
+    for j, a in zip(reversed(order), reversed(alphas), strict=True):
+        b = rho[j] * (y_hist[j] * r).sum(1)
+        r += (a - b)[:, None] * s_hist[j]
+    return -r
+
+
+class _Lbfgs:
+    """One batched L-BFGS run: the state of the problems still running (finished ones are
+    written to ``out`` and dropped, so the work shrinks with them)."""
+
+    def __init__(self, rows: Rows, theta: torch.Tensor, lam: torch.Tensor, tol: float):
+        self.shape, self.tol, self.out = theta.shape[1:], tol, theta.clone()
+        self.ids = torch.arange(len(theta), device=theta.device)
+        self.rows, self.lam, self.count = rows, lam, 0
+        self.iters = torch.zeros(len(theta), dtype=torch.long, device=theta.device)
+        self.x = theta.reshape(len(theta), -1).clone()
+        self.f, g = self.evaluate(self.x)
+        self.g = g
+        self.s_hist = self.x.new_zeros(MEMORY, *self.x.shape)
+        self.y_hist = torch.zeros_like(self.s_hist)
+        self.rho = self.x.new_zeros(MEMORY, len(theta))
+        self.gamma = self.x.new_ones(len(theta))
+        self.drop(self.g.abs().amax(1) <= tol)
+
+    def evaluate(self, x: torch.Tensor):
+        f, g = objective(self.rows, x.view(len(x), *self.shape), self.lam)
+        return f, g.reshape(len(x), -1)
+
+    def drop(self, finished: torch.Tensor) -> None:
+        """Write the finished problems' solutions out and keep only the others."""
+        if not finished.any():
+            return
+        self.out[self.ids[finished]] = self.x[finished].view(-1, *self.shape)
+        keep = ~finished
+        self.ids, self.x, self.f, self.g = self.ids[keep], self.x[keep], self.f[keep], self.g[keep]
+        self.lam, self.gamma = self.lam[keep], self.gamma[keep]
+        self.s_hist, self.y_hist, self.rho = (
+            self.s_hist[:, keep],
+            self.y_hist[:, keep],
+            self.rho[:, keep],
+        )
+        r, width = self.rows, int(self.rows.counts[keep].max()) if keep.any() else 0
+        self.rows = Rows(r.x[keep, :width], r.y[keep, :width], r.weight[keep, :width])
+
+    def direction(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A descent direction and its slope (steepest descent where L-BFGS's is not one)."""
+        d = _two_loop(self.g, self.s_hist, self.y_hist, self.rho, self.gamma, self.count)
+        slope = (self.g * d).sum(1)
+        bad = slope >= 0
+        if bad.any():
+            d[bad], slope[bad] = -self.g[bad], -(self.g[bad] ** 2).sum(1)
+            self.rho[:, bad] = 0.0
+        return d, slope
+
+    def line_search(self, d, slope):
+        """Backtracking (Armijo) from the unit step (1/||g||₁ at the first iteration):
+        the new points, values, gradients, and which problems found no decrease."""
+        step = self.x.new_ones(len(self.x))
+        if self.count == 0:
+            step = torch.clamp(1.0 / self.g.abs().sum(1), max=1.0)
+        x_new, f_new, g_new = self.x.clone(), self.f.clone(), self.g.clone()
+        pending = torch.ones_like(step, dtype=torch.bool)
+        for _ in range(MAX_HALVINGS):
+            trial = self.x + step[:, None] * d
+            f, g = self.evaluate(trial)
+            ok = pending & (f <= self.f + ARMIJO * step * slope)
+            x_new[ok], f_new[ok], g_new[ok] = trial[ok], f[ok], g[ok]
+            pending &= ~ok
+            if not pending.any():
+                break
+            step = torch.where(pending, 0.5 * step, step)
+        return x_new, f_new, g_new, pending
+
+    def iterate(self) -> None:
+        """One L-BFGS iteration of every running problem."""
+        d, slope = self.direction()
+        x_new, f_new, g_new, stalled = self.line_search(d, slope)
+        s, y = x_new - self.x, g_new - self.g
+        sy, yy = (s * y).sum(1), (y * y).sum(1)
+        keep = ~stalled & (sy > 1e-10 * yy.clamp(min=1e-300))
+        slot = self.count % MEMORY
+        self.s_hist[slot] = torch.where(keep[:, None], s, 0.0)
+        self.y_hist[slot] = torch.where(keep[:, None], y, 0.0)
+        self.rho[slot] = torch.where(keep, 1.0 / sy.where(keep, 1.0), 0.0)
+        self.gamma = torch.where(keep, sy / yy.where(keep, 1.0), self.gamma)
+        self.x, self.f, self.g, self.count = x_new, f_new, g_new, self.count + 1
+        self.iters[self.ids] += 1
+        self.drop(stalled | (self.g.abs().amax(1) <= self.tol))
+
+
+def lbfgs(rows: Rows, theta: torch.Tensor, lam: torch.Tensor, tol: float, max_iter: int):
+    """Minimise ``objective`` for every problem (P heads ``theta``, P penalties ``lam``) from
+    ``theta``, each until its largest gradient component is <= ``tol``, no step decreases it, or
+    ``max_iter`` iterations. Returns (solutions (P, K, D+1), iterations (P,))."""
+    run = _Lbfgs(rows, theta, lam, tol)
+    while len(run.ids) and run.count < max_iter:
+        run.iterate()
+    run.drop(torch.ones(len(run.ids), dtype=torch.bool, device=theta.device))
+    return run.out, run.iters
+
+
+def lbfgs_path(rows: Rows, lambdas: np.ndarray, n_cls: int, tol: float, max_iter: int):
+    """(L, P, K, D+1) heads of every λ (strong to weak, each warm-started from the previous
+    solution; the first from zero) and (P,) total iterations."""
+    p, d = rows.x.shape[0], rows.x.shape[2]
+    theta = rows.x.new_zeros(p, n_cls, d + 1)
+    path, total = [], torch.zeros(p, dtype=torch.long, device=rows.x.device)
+    for lam in lambdas:
+        theta, iters = lbfgs(rows, theta, rows.x.new_full((p,), float(lam)), tol, max_iter)
+        path.append(theta)
+        total += iters
+    return torch.stack(path), total
+
+
+def ridge_path(rows: Rows, lambdas: np.ndarray, n_cls: int) -> torch.Tensor:
+    """(L, P, K, D+1) ridge heads to ±1 one-vs-rest targets, every λ (``alpha = λ·n``) from one
+    eigendecomposition per point: ``W(α) = A·diag(1/(e + α))·R``, with ``e, Q = eigh(XᵀX)``,
+    ``A = Q``, ``R = QᵀXᵀY`` when n >= D, else ``e, Q = eigh(XXᵀ)``, ``A = XᵀQ``, ``R = QᵀY``
+    (X, Y centred: the bias is not penalised)."""
+    lam = torch.as_tensor(lambdas.copy(), dtype=rows.x.dtype, device=rows.x.device)
+    heads = []
+    for p in range(rows.x.shape[0]):
+        n = int(rows.counts[p])
+        x, y = rows.x[p, :n], 2.0 * F.one_hot(rows.y[p, :n], n_cls).to(rows.x.dtype) - 1.0
+        x_mean, y_mean = x.mean(0), y.mean(0)
+        x, y = x - x_mean, y - y_mean
+        if n >= x.shape[1]:
+            e, q = torch.linalg.eigh(x.T @ x)
+            a, r = q, q.T @ (x.T @ y)
+        else:
+            e, q = torch.linalg.eigh(x @ x.T)
+            a, r = x.T @ q, q.T @ y
+        inv = 1.0 / (e.clamp(min=0)[None, :] + (lam * n)[:, None])  # (L, rank)
+        w = torch.einsum("dj,lj,jk->lkd", a, inv, r)  # (L, K, D)
+        b = y_mean[None, :] - w @ x_mean  # (L, K)
+        heads.append(torch.cat([w, b[:, :, None]], 2))
+    return torch.stack(heads, 1)
+
+
+def select_lambda(lambdas, val_errors) -> int:
+    """The index of the λ with the lowest validation error; ties go to the larger λ."""
+    lambdas, val_errors = np.asarray(lambdas, float), np.asarray(val_errors, float)
+    order = np.argsort(-lambdas, kind="stable")  # strong to weak: argmin takes the first
+    return int(order[np.argmin(val_errors[order])])
+
+
+def _head_state(theta: torch.Tensor, stats) -> dict[str, torch.Tensor]:
+    """A (K, D+1) head and its standardisation as ``TransferModule.head``'s state dict."""
+    state = {
+        "1.weight": theta[:, :-1].float().cpu().contiguous(),
+        "1.bias": theta[:, -1].float().cpu().contiguous(),
+    }
+    if stats is not None:
+        state["0.running_mean"] = stats[0].float().cpu()
+        state["0.running_var"] = stats[1].float().cpu()
+        state["0.num_batches_tracked"] = torch.tensor(0)
+    return state
+
+
+def fit_points(cfg: Any, datamodules: list, pool: torch.Tensor, y_pool: torch.Tensor):
+    """Fit every λ of ``peft.lambdas`` for every point with ``peft.solver`` and select one per
+    point on its validation rows. ``pool`` (features) and ``y_pool`` (labels) are the whole pool;
+    only each point's ``train_idx`` and ``val_idx`` rows are read. Returns one dict per point:
+    ``head_state``, ``selected``, ``candidates`` (λ ascending), ``val_error``, ``iterations``, ``n``."""
+    check_solver_inputs(cfg, datamodules)
+    solver, lambdas = str(cfg.peft.solver), lambda_grid(cfg.peft)
+    device = fast_loop_device(cfg.trainer)
+    pool, y_pool = pool.to(device, DTYPE), y_pool.to(device)
+    train = [torch.as_tensor(dm.train_idx, device=device) for dm in datamodules]
+    val = [torch.as_tensor(dm.val_idx, device=device) for dm in datamodules]
+    stats = [standardizer(pool[t], bool(cfg.peft.get("head_norm", True))) for t in train]
+    rows = padded_rows(pool, y_pool, train, stats)
+    n_cls = int(datamodules[0].num_classes)
+    if solver == "lbfgs":
+        tol, max_iter = float(cfg.peft.get("tol", 1e-5)), int(cfg.peft.get("max_iter", 1000))
+        path, iters = lbfgs_path(rows, lambdas, n_cls, tol, max_iter)
+    else:
+        path, iters = ridge_path(rows, lambdas, n_cls), torch.ones(len(train), dtype=torch.long)
+    val_rows = padded_rows(pool, y_pool, val, stats)
+    val_err = torch.stack([errors(val_rows, heads) for heads in path]).cpu().numpy()  # (L, P)
+    out = []
+    for p, dm in enumerate(datamodules):
+        j = select_lambda(lambdas, val_err[:, p])
+        out.append(
+            {
+                "head_state": _head_state(path[j, p], stats[p]),
+                "selected": {"lambda": float(lambdas[j])},
+                "candidates": [
+                    {"lambda": float(lam), "val_error": float(e)}
+                    for lam, e in sorted(zip(lambdas, val_err[:, p], strict=True))
+                ],
+                "val_error": float(val_err[j, p]),
+                "iterations": int(iters[p]),
+                "n": len(dm.train_idx),
+            }
+        )
+    return out
+
+
+def solve_points(cfg: DictConfig, datamodules: list, features: CachedFeatures) -> list[dict]:
+    """The selected heads of the points of ``datamodules`` on ``features`` (``fit_points``)."""
+    pool_labels = CachedFeatureDataModule(datamodules[0], features).labels("pool")
+    return fit_points(cfg, datamodules, features.pool, pool_labels)
+
+
+@torch.no_grad()
+def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> dict[str, float]:
+    """Error and mean cross-entropy of ``head`` (eval mode) on features ``x``, labels ``y``."""
+    was_training, home = head.training, next(head.parameters()).device
+    logits = head.eval().to(device)(x.to(device))
+    head.train(was_training).to(home)
+    y = y.to(device)
+    error = float((logits.argmax(1) != y).float().mean())
+    return {"error": error, "loss": float(F.cross_entropy(logits, y))}
+
+
+def run(job: PointJob, head: dict[str, Any]) -> PointResult:
+    """Load the point's selected head into its module, then test it (the first read of the test
+    split) and report it with its λ candidates."""
+    if isinstance(head, Exception):
+        raise RuntimeError(f"the solver of the curve failed: {head}") from head
+    module = job.module
+    module.head.load_state_dict(head["head_state"])
+    module.n_train_seen = module.train_samples_per_epoch = head["n"]
+    y_test = CachedFeatureDataModule(job.datamodule, job.features).labels("test")
+    device = fast_loop_device(job.cfg.trainer)
+    test = evaluate_head(module.head, job.features.test.float(), y_test, device)
+    metrics = {
+        "val/error": head["val_error"],
+        "test/error": test["error"],
+        "test/loss": test["loss"],
+        "test/n_test": float(len(y_test)),
+        "global_steps": head["iterations"],  # full-batch iterations over the λ path
+        "epochs": head["iterations"],
+    }
+    history = [
+        (i, {"val/error": c["val_error"], "lambda": c["lambda"]})
+        for i, c in enumerate(head["candidates"])
+    ]
+    tests = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    replay_logs(job.loggers, [*history, (len(history), tests)])
+    result = finish_point(job, metrics)
+    result.selected, result.candidates = head["selected"], head["candidates"]
+    return result
