@@ -21,7 +21,6 @@ points; goal <= 0.005), how many points chose the same λ, the timings, threads 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import subprocess
@@ -39,14 +38,12 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from benchmarks.common import int_list, parse_args, print_result
-from caulk.backbones import create_backbone
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.cli import CONFIG_DIR
 from caulk.engines import solvers
 from caulk.engines.strategy import fast_loop_device
-from caulk.peft import apply_peft
 from caulk.plan import make_plan
-from caulk.run.curve import cached_features
+from caulk.run.curve import curve_features
 
 NS = [10, 20, 40, 80, 160, 320, 640, 1000]
 SEEDS = [0, 1, 2]
@@ -82,11 +79,8 @@ def setup(args):
     with open_dict(cfg):
         cfg.paths.output_dir = "/nonexistent-output-dir"
     plan = make_plan(cfg)
-    backbone = create_backbone(cfg.model)
-    probe_model = copy.deepcopy(backbone.model)
-    probe = apply_peft(probe_model, cfg.peft)
+    _, features = curve_features(plan)
     dms = [p.datamodule for p in plan.points]
-    features = cached_features(cfg, backbone, probe_model, probe, dms[0])
     cached = CachedFeatureDataModule(dms[0], features)
     return cfg, dms, features, cached.labels("pool"), cached.labels("test")
 

@@ -15,9 +15,9 @@ from caulk.cache.data import CachedFeatureDataModule
 from caulk.data import build_datamodule
 from caulk.engines import solvers
 from caulk.errors import CaulkConfigError
-from caulk.peft import apply_peft, load_adapter
+from caulk.peft import load_adapter
 from caulk.plan import make_plan, validate_config
-from caulk.run.curve import cached_features
+from caulk.run.curve import curve_features
 from caulk.train import train_curve
 from tests.conftest import compose_cfg
 
@@ -33,11 +33,8 @@ def digits():
     datamodules (curve.n=NS x SEEDS, default validation split)."""
     cfg = compose_cfg([*SOLVER, f"curve.n={NS}", f"curve.seeds={SEEDS}", "cache.disk=false"])
     plan = make_plan(cfg)
-    backbone = create_backbone(cfg.model)
-    probe_model = copy.deepcopy(backbone.model)
-    probe = apply_peft(probe_model, cfg.peft)
+    _, features = curve_features(plan)
     dms = [p.datamodule for p in plan.points]
-    features = cached_features(cfg, backbone, probe_model, probe, dms[0])
     cached = CachedFeatureDataModule(dms[0], features)
     return cfg, dms, features, cached.labels("pool"), cached.labels("test")
 
@@ -187,7 +184,7 @@ def test_bad_solver_settings_are_one_line_errors(overrides, message):
         (["cache.features=false"], "peft.solver=lbfgs needs cached features"),
     ],
 )
-def test_a_solver_without_validation_rows_or_cached_features_fails_before_any_work(
+def test_a_solver_without_validation_rows_or_curve_features_fails_before_any_work(
     tmp_path, overrides, message
 ):
     cfg = compose_cfg(["peft.solver=lbfgs", "data.n=20", *overrides], tmp_path / "run")

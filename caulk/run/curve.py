@@ -64,15 +64,24 @@ def _curve_run(plan: CurvePlan):
     return init_wandb_run(cfg.get("logger"), Path(cfg.paths.output_dir), name, info)
 
 
-def _context(plan: CurvePlan) -> CurveContext:
+def curve_features(plan: CurvePlan) -> tuple[Backbone, CachedFeatures | None]:
+    """The curve's backbone and its cached prefix outputs (None when caching does not apply).
+
+    The PEFT method is applied to a probe copy first, so bad input (LoRA targets matching
+    nothing, a solver without cached features) fails here, before anything is written."""
     cfg = plan.cfg
     backbone = create_backbone(cfg.model, cfg.get("source_task"), cfg.paths.get("zoo_dir"))
     probe_model = copy.deepcopy(backbone.model)
-    probe = apply_peft(probe_model, cfg.peft)  # e.g. LoRA targets matching nothing: fails now
+    probe = apply_peft(probe_model, cfg.peft)
     solvers.check_solver_inputs(cfg, [p.datamodule for p in plan.points])  # before extraction
     features = cached_features(cfg, backbone, probe_model, probe, plan.points[0].datamodule)
-    strategy = choose(cfg, features, [p.step_budget for p in plan.points])
-    return CurveContext(cfg, backbone, strategy, plan.curve)
+    return backbone, features
+
+
+def _context(plan: CurvePlan) -> CurveContext:
+    backbone, features = curve_features(plan)
+    strategy = choose(plan.cfg, features, [p.step_budget for p in plan.points])
+    return CurveContext(plan.cfg, backbone, strategy, plan.curve)
 
 
 #: the engines that fit all pending points' heads at once, before the points run
