@@ -235,21 +235,32 @@ def check_section(section: str, node: Any, required: tuple[str, ...] = ()) -> No
     ``"peft"``) against its schema in ``SCHEMAS``; raise a one-line CaulkConfigError.
 
     A key in ``required`` that ``node`` lacks is checked as null (an error unless it may be null).
+    The section's types are checked in one merge; only when it fails is each key merged alone,
+    to name the bad one.
     """
     if node is None:
         return
     schema, prefix = SCHEMAS[section], f"{section}." if section else ""
-    for f in fields(schema):
-        if f.name in node or f.name in required:
-            _check_value(prefix + f.name, _plain(node.get(f.name)), f, schema)
-
-
-def _check_value(name: str, value: Any, f: Field, schema: type) -> None:
-    """Check one value: its type (OmegaConf, no coercion from strings), then its rule."""
+    present = [f for f in fields(schema) if f.name in node or f.name in required]
+    values = {f.name: _plain(node.get(f.name)) for f in present}
     try:
-        typed = OmegaConf.merge(_structured(schema), {f.name: value})[f.name]
+        typed = OmegaConf.merge(_structured(schema), values)
     except ValidationError:
-        raise _error(name, value, f.metadata["kind"]) from None
+        typed = None
+    for f in present:
+        _check_value(prefix + f.name, values[f.name], f, schema, typed)
+
+
+def _check_value(name: str, value: Any, f: Field, schema: type, typed_section: Any = None) -> None:
+    """Check one value: its type (OmegaConf, no coercion from strings), then its rule.
+    ``typed_section``: the whole section already merged into the schema, when that succeeded."""
+    if typed_section is not None:
+        typed = typed_section[f.name]
+    else:
+        try:
+            typed = OmegaConf.merge(_structured(schema), {f.name: value})[f.name]
+        except ValidationError:
+            raise _error(name, value, f.metadata["kind"]) from None
     if value is None:
         return
     if _coerced(value, typed):

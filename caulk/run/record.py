@@ -120,7 +120,7 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON object it is written as: a point that is not ok has no metrics,
         and the traceback and adapter file appear only when there is one."""
-        record = dataclasses.asdict(self)
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # no deep copy
         dropped = set(_METRICS) if self.status != "ok" else set()
         dropped |= {k for k in _OPTIONAL if record[k] is None}
         return {k: v for k, v in record.items() if k not in dropped}
