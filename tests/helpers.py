@@ -54,3 +54,23 @@ class WaitForPreemption(pl.Callback):
         while time.monotonic() < deadline:  # submitit's USR2 handler requeues and exits from here
             time.sleep(0.1)
         raise RuntimeError("the test never preempted this job")
+
+
+class WaitForSigterm(pl.Callback):
+    """In the curve point with n = ``CAULK_TEST_SIGTERM_N``, after 3 steps: write
+    ``<point dir>/waiting_for_sigterm`` and wait (up to 5 minutes) for the test to send SIGTERM,
+    so the signal lands while that point is surely training."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import os
+        import time
+        from pathlib import Path
+
+        n = os.environ.get("CAULK_TEST_SIGTERM_N")
+        if not n or int(n) != pl_module.hparams["data"]["n"] or trainer.global_step != 3:
+            return
+        (Path(trainer.default_root_dir) / "waiting_for_sigterm").write_text("")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # caulk's SIGTERM handler raises from here
+            time.sleep(0.1)
+        raise RuntimeError("the test never sent SIGTERM")
