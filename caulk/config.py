@@ -1,7 +1,7 @@
 """The typed schema of the config keys caulk checks, and ``check_config`` that applies it.
 
 Each checked section of the composed config (the run's top level, ``curve``, ``cache``,
-``trainer``, ``budget``, ``budget.early_stop``, ``peft``, ``data``, ``model``, ``source_task``) has
+``trainer``, ``budget``, ``budget.early_stop``, ``peft``, ``tune``, ``data``, ``model``, ``source_task``) has
 a dataclass below. Types are checked by OmegaConf's structured configs
 (``OmegaConf.merge(OmegaConf.structured(Schema), ...)``), made strict: no string is read as a number or bool (``compile=yes`` is an error, not true). Ranges
 and choices are each field's ``rule`` in its metadata. Only the modelled keys are checked: every
@@ -153,6 +153,18 @@ class PeftSchema:
 
 
 @dataclass
+class TuneSchema:
+    """``tune``: per-point hyper-parameter selection (``caulk.tune``)."""
+
+    policy: str = spec("none or grid", one_of("none", "grid"))
+    validation: str = spec("holdout or within_n", one_of("holdout", "within_n"))
+    folds: int = spec("an integer >= 2 (k-fold inside the n examples)", at_least(2))
+    fraction: float | None = spec(
+        "a fraction in (0, 1) or null", lambda v: 0 < v < 1, fails="in (0, 1)"
+    )
+
+
+@dataclass
 class DataSchema:
     """``data``: the keys every dataset shares (dataset-specific ones are checked when loaded)."""
 
@@ -210,6 +222,7 @@ SCHEMAS: dict[str, type] = {
     "budget": BudgetSchema,
     "budget.early_stop": EarlyStopSchema,
     "peft": PeftSchema,
+    "tune": TuneSchema,
     "data": DataSchema,
     "model": ModelSchema,
     "source_task": SourceTaskSchema,

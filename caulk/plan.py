@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from caulk.config import check_accelerator_available, check_config
 from caulk.data import build_datamodule, load_splits
 from caulk.errors import CaulkConfigError, check_writable
 from caulk.peft import get_peft
+from caulk.tune import check_tune
 from caulk.zoo.build import check_source_cfg
 
 
@@ -36,6 +37,12 @@ def validate_config(cfg: DictConfig) -> None:
     check_backbone_cfg(cfg.model)
     if cfg.model.weights == "zoo":
         check_source_cfg(cfg.model, cfg.get("source_task"))
+    get_peft(cfg.peft.name)(cfg.peft).validate()
+
+
+def validate_candidate(cfg: DictConfig) -> None:
+    """The checks of one tune candidate's config: the schema and its PEFT method's own."""
+    check_config(cfg)
     get_peft(cfg.peft.name)(cfg.peft).validate()
 
 
@@ -140,6 +147,8 @@ class PointPlan:
     output_dir: Path
     done: dict[str, Any] | None
     step_budget: int | None = None  # budget.mode=epochs: its trainer.max_steps (None: fixed)
+    group: int | None = None  # tune: the candidate it trains (points of one group share a config)
+    record_extra: dict[str, Any] = field(default_factory=dict)  # fields added to its record
 
 
 @dataclass
@@ -149,6 +158,7 @@ class CurvePlan:
     cfg: DictConfig
     curve: bool
     points: list[PointPlan]
+    log_curve: bool = True  # False: no W&B curve run (the candidates of a tuned curve)
 
     @property
     def pending(self) -> list[PointPlan]:
@@ -177,6 +187,7 @@ def make_plan(cfg: DictConfig) -> CurvePlan:
         datamodules.append(build_datamodule(data_cfg, seed, splits))
     if len({(dm.n, s) for dm, (_, s) in zip(datamodules, points, strict=True)}) != len(points):
         raise CaulkConfigError(f"curve has repeated (n, seed) points: {points}")
+    check_tune(cfg, [dm.n for dm in datamodules], validate_candidate)
     output_dir = Path(cfg.paths.output_dir)
     budgets = [step_budget(cfg, dm.n) for dm in datamodules]
     if budgets[0] is None:

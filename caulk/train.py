@@ -22,6 +22,8 @@ from caulk.errors import CaulkConfigError
 from caulk.plan import is_curve, make_plan
 from caulk.run.curve import run_curve
 from caulk.run.record import format_curve_summary, format_summary
+from caulk.run.tuned import run_tuned
+from caulk.tune import is_tuned
 
 log = logging.getLogger("caulk.train")
 # The frozen backbone is in eval mode on purpose; tiny n gives epochs shorter than the log interval.
@@ -51,7 +53,8 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     training. A failed point leaves a failed record, the others still run, and the job then raises.
     """
     start = time.perf_counter()
-    return run_curve(make_plan(cfg), start)
+    plan = make_plan(cfg)
+    return (run_tuned if is_tuned(cfg) else run_curve)(plan, start)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

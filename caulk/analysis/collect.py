@@ -91,6 +91,8 @@ def _read_rows(paths: list[Path], rows: list, failed: list, unreadable: list) ->
             kind = "bad record" if isinstance(e, RecordShapeError) else type(e).__name__
             unreadable.append({"path": str(path), "message": f"{kind}: {e}"})
             continue
+        if row.get("tune_candidate"):  # a tune candidate's own record: its point says the result
+            continue
         row["record_path"] = str(path)
         rows.append(row)
         if row["status"] != "ok":

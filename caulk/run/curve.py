@@ -18,7 +18,7 @@ from caulk.cache.prefix import plan_prefix
 from caulk.cache.store import load_or_extract
 from caulk.cluster import is_global_zero
 from caulk.engines import batched, solvers
-from caulk.engines.strategy import choose, fast_loop_device
+from caulk.engines.strategy import Strategy, choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
 from caulk.plan import CurvePlan, curve_seeds, refresh_finished
@@ -50,7 +50,7 @@ def cached_features(
 def _curve_run(plan: CurvePlan):
     """The W&B run a curve logs all its points to (None for a single point or off rank 0)."""
     cfg = plan.cfg
-    if not plan.curve or not is_global_zero():
+    if not plan.curve or not plan.log_curve or not is_global_zero():
         return None
     info = {
         "model": cfg.model.name,
@@ -78,10 +78,29 @@ def curve_features(plan: CurvePlan) -> tuple[Backbone, CachedFeatures | None]:
     return backbone, features
 
 
-def _context(plan: CurvePlan) -> CurveContext:
+#: engines from the most general (trains any config) to the most specialised
+_GENERALITY = ("lightning", "cached", "batched_heads", "solver")
+
+
+def curve_strategy(plan: CurvePlan, features: CachedFeatures | None) -> Strategy:
+    """The engine of the curve: ``choose()`` on its config, or, when its points train several
+    configs (the candidates of a tuned curve), the most general engine any of them needs."""
+    groups: dict[int | None, list] = {}
+    for p in plan.points:
+        groups.setdefault(p.group, []).append(p)
+    strategies = [
+        choose(
+            plan.cfg if key is None else points[0].cfg, features, [p.step_budget for p in points]
+        )
+        for key, points in groups.items()
+    ]
+    return min(strategies, key=lambda s: _GENERALITY.index(s.engine))
+
+
+def make_context(plan: CurvePlan) -> CurveContext:
+    """What the points of ``plan`` share: backbone, cached features and the engine."""
     backbone, features = curve_features(plan)
-    strategy = choose(plan.cfg, features, [p.step_budget for p in plan.points])
-    return CurveContext(plan.cfg, backbone, strategy, plan.curve)
+    return CurveContext(plan.cfg, backbone, curve_strategy(plan, features), plan.curve)
 
 
 #: the engines that fit all pending points' heads at once, before the points run
@@ -91,15 +110,21 @@ _CURVE_FITS = ("batched_heads", "solver")
 def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict[int, Any]:
     """The pending points' heads, fitted together by ``engine``; a failure of that computation
     becomes each point's failure (each still gets its record)."""
-    pending = [i for i, p in enumerate(plan.points) if p.done is None]
-    dms = [plan.points[i].datamodule for i in pending]
-    try:
-        fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
-        heads = fit(plan.cfg, dms, features)
-    except Exception as e:
-        log.warning("the %s fit of the curve failed: %s: %s", engine, type(e).__name__, e)
-        heads = [e] * len(pending)
-    return dict(zip(pending, heads, strict=True))
+    groups: dict[int | None, list[int]] = {}
+    for i, p in enumerate(plan.points):
+        if p.done is None:
+            groups.setdefault(p.group, []).append(i)
+    fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
+    heads: dict[int, Any] = {}
+    for key, pending in groups.items():  # one computation per candidate of a tuned curve
+        cfg = plan.cfg if key is None else plan.points[pending[0]].cfg
+        try:
+            fitted = fit(cfg, [plan.points[i].datamodule for i in pending], features)
+        except Exception as e:
+            log.warning("the %s fit of the curve failed: %s: %s", engine, type(e).__name__, e)
+            fitted = [e] * len(pending)
+        heads.update(zip(pending, fitted, strict=True))
+    return heads
 
 
 def _all_done(plan: CurvePlan) -> list[dict[str, Any]]:
@@ -107,8 +132,15 @@ def _all_done(plan: CurvePlan) -> list[dict[str, Any]]:
     return [p.done for p in plan.points]
 
 
-def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any]]:
+def run_curve(
+    plan: CurvePlan,
+    start: float | None = None,
+    ctx: CurveContext | None = None,
+    strict: bool = True,
+) -> list[dict[str, Any]]:
     """Run every pending point of ``plan``; the records of all its points, in order.
+    ``ctx``: the shared backbone and engine when the caller made them (``make_context``);
+    ``strict=False``: failed points of a curve are only recorded (the tune candidates).
 
     One process at a time runs a job dir (a second waits, then skips what the first finished).
     A failed point of a curve leaves a failed record, the others still run, and the curve then
@@ -121,7 +153,7 @@ def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if not plan.pending:  # a re-launched sweep: nothing left to do here
         return _all_done(plan)
-    ctx = _context(plan)  # bad input (e.g. a PEFT that matches nothing) fails here, unwritten
+    ctx = ctx or make_context(plan)  # bad input (a PEFT matching nothing) fails here, unwritten
     lock = job_lock(plan.cfg.paths.output_dir) if is_global_zero() else nullcontext()
     with lock, sigterm_raises():
         refresh_finished(plan)  # another process may have run points while this one waited
@@ -131,7 +163,7 @@ def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
             ctx.heads = _curve_heads(plan, ctx.strategy.engine, ctx.strategy.features)
         records = _run_points(plan, ctx, start)
     failed = [r for r in records if r["status"] != "ok"]
-    if plan.curve and failed:
+    if plan.curve and failed and strict:
         raise RuntimeError(
             f"{len(failed)} of {len(records)} curve points failed; first: {failed[0]['message']}"
         )

@@ -44,7 +44,10 @@ class CurveContext:
     curve: bool
     curve_run: Any = None
     heads: dict[int, dict[str, Any]] = field(default_factory=dict)  # batched, solver: index -> head
-    shared_module: tuple[TransferModule, dict[str, int]] | None = None  # batched points share it
+    # batched points share one module per config group (a tuned curve's candidate)
+    shared_modules: dict[int | None, tuple[TransferModule, dict[str, int]]] = field(
+        default_factory=dict
+    )
 
 
 def point_identity(cfg: Any, backbone: Backbone, n: int, seed: int) -> dict[str, Any]:
@@ -94,8 +97,8 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
 
 def _adapted_backbone(ctx: CurveContext, plan: PointPlan):
     """(model, method): the point's copy of the backbone with its PEFT method applied."""
-    if ctx.shared_module is not None:
-        module = ctx.shared_module[0]
+    if plan.group in ctx.shared_modules:
+        module = ctx.shared_modules[plan.group][0]
         return module.backbone, module.method
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     features = ctx.strategy.features
@@ -107,8 +110,8 @@ def _adapted_backbone(ctx: CurveContext, plan: PointPlan):
 
 def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[TransferModule, dict]:
     """The point's TransferModule and parameter counts (one module for all batched points)."""
-    if ctx.shared_module is not None:
-        return ctx.shared_module
+    if plan.group in ctx.shared_modules:
+        return ctx.shared_modules[plan.group]
     batched_point = ctx.strategy.engine in ("batched_heads", "solver")
     features = ctx.strategy.features
     module = TransferModule(
@@ -127,7 +130,7 @@ def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[Transfer
         "backbone_params": count_params(ctx.backbone.model),
     }
     if batched_point:
-        ctx.shared_module = (module, params)
+        ctx.shared_modules[plan.group] = (module, params)
     return module, params
 
 
@@ -155,6 +158,7 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
     model, method = _adapted_backbone(ctx, plan)
     plan.datamodule.set_input_transform(ctx.backbone.data_config)
     record = _new_record(ctx, plan, method)
+    record.update(**plan.record_extra)
     point, run = point_identity(plan.cfg, ctx.backbone, record.n, record.seed), None
     try:
         module, params = _module(ctx, plan, model, method)

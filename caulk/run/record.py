@@ -44,6 +44,8 @@ _OPTIONAL = (
     "solver",
     "selected",
     "candidates",
+    "tune",
+    "tune_candidate",
 )
 #: fields that are not scalar table columns
 _NESTED = ("config", "traceback")
@@ -106,8 +108,13 @@ class Record:
     step_budget: int | None = None  # budget.mode=epochs: this point's trainer.max_steps
     best_step: int | None = None  # budget.early_stop: the step of the restored, tested state
     adapter_file: str | None = None
-    selected: dict[str, Any] | None = None  # solver: {"lambda": the λ chosen on validation}
-    candidates: list[dict[str, Any]] | None = None  # solver: [{"lambda", "val_error"}], λ ascending
+    # solver: {"lambda": the λ chosen on validation}; tune: the chosen values (and the solver's λ)
+    selected: dict[str, Any] | None = None
+    # solver: [{"lambda", "val_error"}], λ ascending; tune: [{"values", "val_error", "status"}]
+    candidates: list[dict[str, Any]] | None = None
+    # tune (caulk.tune): the policy on a tuned point; on a candidate's own record, which one it is
+    tune: dict[str, Any] | None = None
+    tune_candidate: str | None = None  # e.g. "c2" or "c2_f0" (a fold); not a point of any curve
     wall_time_s: float | None = None
 
     def update(self, **fields: Any) -> None:
