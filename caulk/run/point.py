@@ -178,7 +178,8 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
         )  # fmt: skip
         result = _checked(_train(ctx, job, index))
         record.adapter_file = str(export_adapter(module, plan.output_dir / ADAPTER_NAME))
-        record.update(**dataclasses.asdict(result), status="ok", message="")
+        outcome = {**dataclasses.asdict(result), **plan.record_extra}  # tune: its own selection
+        record.update(**outcome, status="ok", message="")
     except Diverged as e:
         record.update(status="diverged", message=str(e), diverged_at_step=e.step)
         if not ctx.curve:
