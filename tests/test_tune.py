@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from caulk.plan import make_plan
 from caulk.run.tuned import candidate_units, run_tuned
 from caulk.train import train_curve
 from caulk.tune import candidates, pooled_error, select
+from tests.conftest import run_cli
 
 #: lr 1e-7 cannot move a head in 30 steps; 0.1 can: the planted best candidate is the second
 PLANTED = ["tune=grid", "tune.grid={peft.lr:[1e-7,0.1]}", "trainer.max_steps=30"]
@@ -168,3 +171,62 @@ def test_bad_tune_input_is_one_line_before_any_work(fast_cfg, tmp_path, override
         train_curve(cfg)
     assert "\n" not in str(e.value)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_tuned_points_reach_the_curves_wandb_run(fast_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    cfg = fast_cfg(*PLANTED, *CURVE, "logger=default", "logger.wandb.mode=offline", out=out)
+    records = train_curve(cfg)
+    (run,) = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    inspect = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "wandb"),
+            "leet",
+            "inspect",
+            "--summary",
+            "--json",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert inspect.returncode == 0, inspect.stderr
+    summary = json.loads(inspect.stdout)
+    last = records[-1]  # the run's summary holds the last point logged
+    assert _find(summary, "n") == last["n"] and _find(summary, "seed") == last["seed"]
+    assert _find(summary, "test/error") == pytest.approx(last["test_error"], abs=1e-6)
+
+
+def _find(obj, key):
+    """The first scalar stored under ``key`` anywhere in a nested JSON object."""
+    if isinstance(obj, dict):
+        if key in obj and not isinstance(obj[key], (dict, list)):
+            return obj[key]
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for value in obj:
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+@pytest.mark.slow
+def test_a_tuned_multirun_sweep_and_its_analysis(tmp_path):
+    """Each job of a sweep tunes its own points; the analysis after the sweep sees points only."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "debug=fast", "tune=grid", "tune.grid={peft.lr:[0.01,0.1]}", "curve.n=[20,40]"]
+    res = run_cli([*args, "model.init_seed=0,1", f"hydra.sweep.dir={sweep}"], timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for job in ("0", "1"):
+        for n in (20, 40):
+            rec = _read(sweep / job / f"n{n}_s0" / "record.json")
+            assert rec["status"] == "ok" and set(rec["selected"]) == {"peft.lr"}
+            assert [c["values"]["peft.lr"] for c in rec["candidates"]] == [0.01, 0.1]
+    table = collect_records([sweep]).table
+    assert len(table) == 4  # 2 jobs x 2 points; no candidate record counted as a point
+    assert (sweep / "analysis" / "report.html").is_file()

@@ -47,7 +47,7 @@ def cached_features(
     return load_or_extract(probe_model, prefix, datamodule, backbone.data_config, disk, device)
 
 
-def _curve_run(plan: CurvePlan):
+def open_curve_run(plan: CurvePlan):
     """The W&B run a curve logs all its points to (None for a single point or off rank 0)."""
     cfg = plan.cfg
     if not plan.curve or not plan.log_curve or not is_global_zero():
@@ -173,7 +173,7 @@ def run_curve(
 def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     try:
-        ctx.curve_run = _curve_run(plan)
+        ctx.curve_run = open_curve_run(plan)
         for i, point in enumerate(plan.points):
             if point.done is not None:
                 log.info(

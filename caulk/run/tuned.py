@@ -21,9 +21,11 @@ import numpy as np
 from omegaconf import OmegaConf, open_dict
 
 from caulk.budget import step_budget
+from caulk.callbacks.scaling import log_scaling_point
 from caulk.cluster import finished_record
 from caulk.plan import CurvePlan, PointPlan, point_cfg
-from caulk.run.curve import curve_strategy, make_context, run_curve
+from caulk.run.curve import curve_strategy, make_context, open_curve_run, run_curve
+from caulk.run.point import finish_wandb
 from caulk.run.record import Record
 from caulk.tune import (
     Candidate,
@@ -38,6 +40,8 @@ from caulk.tune import (
 
 log = logging.getLogger("caulk.train")
 RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
+#: what names a point in W&B (``caulk.run.point.point_identity``)
+POINT_KEYS = ("model", "backbone_tag", "weights", "source_m", "peft", "data", "n", "seed")
 
 
 def _point_base_cfg(plan: CurvePlan, point: PointPlan):
@@ -193,6 +197,7 @@ def run_tuned(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
         else:
             first_of = [mine[[u.group for u in us].index(c.index)] for c in grid]
             records[i] = _holdout_point(plan, plan.points[i], grid, us, first_of, summaries, best)
+    _log_points(plan, list(records.values()))
     if finals:
         final = CurvePlan(plan.cfg, plan.curve, [u for _, u in finals])
         if ctx is None:
@@ -202,3 +207,21 @@ def run_tuned(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
         records.update(zip([i for i, _ in finals], done, strict=True))
     refresh = [p.done for p in plan.points]
     return [records.get(i, refresh[i]) for i in range(len(plan.points))]
+
+
+def _log_points(plan: CurvePlan, records: list[dict[str, Any]]) -> None:
+    """Log the points chosen without a retrain (holdout) to the curve's W&B run."""
+    if not records:
+        return
+    run = open_curve_run(plan)
+    if run is None:
+        return
+    try:
+        for r in records:
+            if r["status"] == "ok":
+                metrics = {"test/error": r["test_error"], "test/loss": r["test_loss"]}
+                if r.get("val_error") is not None:
+                    metrics["val/error"] = r["val_error"]
+                log_scaling_point(run, {k: r.get(k) for k in POINT_KEYS}, metrics)
+    finally:
+        finish_wandb(run, failed=any(r["status"] != "ok" for r in records))
