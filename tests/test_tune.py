@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from caulk.analysis.collect import collect_records
+from caulk.engines import batched as batched_engine
 from caulk.errors import CaulkConfigError
 from caulk.plan import make_plan
 from caulk.run.tuned import candidate_units, run_tuned
@@ -109,9 +110,16 @@ def test_within_n_validates_inside_n_and_retrains_on_all_of_it(fast_cfg, tmp_pat
         assert rec["tune"]["validation"] == "within_n" and rec["tune"]["folds"] == 3
 
 
-def test_batched_grid_equals_a_per_candidate_loop(fast_cfg, tmp_path):
+def _one_computation_only(*args, **kwargs):
+    raise AssertionError("the grid's heads must train as one computation, not per candidate")
+
+
+def test_batched_grid_equals_a_per_candidate_loop(fast_cfg, tmp_path, monkeypatch):
     grid = ["tune=grid", "tune.grid={peft.lr:[0.01,0.1],peft.weight_decay:[0.0,0.1]}"]
-    batched = train_curve(fast_cfg(*grid, *CURVE, out=tmp_path / "b"))
+    with monkeypatch.context() as m:
+        m.setattr(batched_engine, "train_heads", _one_computation_only)
+        batched = train_curve(fast_cfg(*grid, *CURVE, out=tmp_path / "b"))
+    assert all(r["status"] == "ok" for r in batched)
     looped = train_curve(fast_cfg(*grid, *CURVE, "cache.batch_points=false", out=tmp_path / "l"))
     assert {r["train_loop"] for r in batched} == {"fast_batched"}
     assert {r["train_loop"] for r in looped} == {"fast"}

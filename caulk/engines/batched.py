@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from caulk.cache.data import CachedFeatureDataModule, IndexedBatches, take_batch
@@ -156,10 +156,13 @@ class _BatchedHeads:
             self.heads.grad[:, :, : self.dim],
             self.heads.grad[:, :, self.dim],
         )
-        self.optimizer = opt([self.heads])
-        self.scheduler = None
-        if cfg.get("scheduler", "cosine") != "none":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.steps)
+        cosine = cfg.get("scheduler", "cosine") != "none"
+        self.optimizers = [factory(params) for factory, params in self._param_groups(opt)]
+        self.schedulers = (
+            [torch.optim.lr_scheduler.CosineAnnealingLR(o, self.steps) for o in self.optimizers]
+            if cosine
+            else []
+        )
         bn = nn.BatchNorm1d(self.dim, affine=False)  # FeatureStandardize's eps and momentum
         self.eps, self.mom = bn.eps, bn.momentum
         self.r_mean = torch.zeros(self.n_pts, self.dim, device=device)
@@ -248,10 +251,24 @@ class _BatchedHeads:
         grad = torch.softmax(logits, 2).sub_(target).mul_(self.row_weight[t].unsqueeze(2))
         self.grad_w.copy_(torch.bmm(grad.transpose(1, 2), x))
         torch.sum(grad, 1, out=self.grad_b)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
         return logits
+
+    def _param_groups(self, opt) -> list[tuple[Any, list[torch.Tensor]]]:
+        """(optimizer factory, its parameters): all heads under one optimizer, or, for a grid
+        (``opt`` a list of (factory, points slice)), each slice of heads under its own
+        optimizer, as a parameter sharing the heads' storage and gradient."""
+        if not isinstance(opt, list):
+            return [(opt, [self.heads])]
+        groups = []
+        for factory, rows in opt:
+            part = nn.Parameter(self.heads.data[rows])  # a view: its updates are the heads'
+            part.grad = self.heads.grad[rows]
+            groups.append((factory, [part]))
+        return groups
 
     def train_losses(self, t: int, logits: torch.Tensor) -> list[float]:
         """Each point's mean training loss at step ``t``."""
@@ -338,6 +355,45 @@ def train_heads(cfg: DictConfig, datamodules: list, features: CachedFeatures) ->
         instantiate(cfg.optimizer),
         head_norm=bool(cfg.peft.get("head_norm", True)),
     )
+
+
+#: what the configs of a grid's candidates must share to train as one batched computation
+_SHARED_KEYS = (
+    "trainer.max_steps",
+    "trainer.val_check_interval",
+    "trainer.log_every_n_steps",
+    "trainer.deterministic",
+    "scheduler",
+    "peft.head_norm",
+    "optimizer._target_",
+)
+
+
+def grid_shares_computation(cfgs: list[DictConfig]) -> bool:
+    """Whether the candidates' configs differ only in what each head's own optimizer holds
+    (``optimizer``'s lr, weight decay, ...), so their heads can train as one computation."""
+    return all(
+        OmegaConf.select(c, k) == OmegaConf.select(cfgs[0], k) for c in cfgs for k in _SHARED_KEYS
+    )
+
+
+def train_heads_grid(
+    groups: list[tuple[DictConfig, list]], features: CachedFeatures
+) -> list[list[dict]]:
+    """The heads of several candidates' points, trained as one computation: ``groups`` holds
+    each candidate's config and datamodules; each candidate's heads step with an optimizer built
+    from its own config (``grid_shares_computation`` must hold). Per group, its points' heads."""
+    cached = [CachedFeatureDataModule(dm, features) for _, dms in groups for dm in dms]
+    labels = (cached[0].labels("pool"), cached[0].labels("test"))
+    optimizers, start = [], 0
+    for cfg, dms in groups:
+        optimizers.append((instantiate(cfg.optimizer), slice(start, start + len(dms))))
+        start += len(dms)
+    cfg = groups[0][0]
+    heads = fit_linear_heads(
+        cached, features, labels, cfg, optimizers, bool(cfg.peft.get("head_norm", True))
+    )
+    return [heads[rows] for _, rows in optimizers]
 
 
 def run(job: PointJob, head: dict[str, Any]) -> PointResult:

@@ -115,8 +115,11 @@ def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict
         if p.done is None:
             groups.setdefault(p.group, []).append(i)
     fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
+    cfgs = [plan.cfg if key is None else plan.points[idx[0]].cfg for key, idx in groups.items()]
+    if engine == "batched_heads" and len(groups) > 1 and batched.grid_shares_computation(cfgs):
+        return _grid_heads(plan, cfgs, list(groups.values()), features)
     heads: dict[int, Any] = {}
-    for key, pending in groups.items():  # one computation per candidate of a tuned curve
+    for key, pending in groups.items():  # else one computation per candidate of a tuned curve
         cfg = plan.cfg if key is None else plan.points[pending[0]].cfg
         try:
             fitted = fit(cfg, [plan.points[i].datamodule for i in pending], features)
@@ -125,6 +128,21 @@ def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict
             fitted = [e] * len(pending)
         heads.update(zip(pending, fitted, strict=True))
     return heads
+
+
+def _grid_heads(
+    plan: CurvePlan, cfgs: list, groups: list[list[int]], features: CachedFeatures
+) -> dict[int, Any]:
+    """The heads of every candidate of a tuned curve, trained as one batched computation."""
+    dms = [[plan.points[i].datamodule for i in idx] for idx in groups]
+    try:
+        fitted = batched.train_heads_grid(list(zip(cfgs, dms, strict=True)), features)
+    except Exception as e:
+        log.warning("the batched fit of the tune grid failed: %s: %s", type(e).__name__, e)
+        fitted = [[e] * len(idx) for idx in groups]
+    return {
+        i: h for idx, hs in zip(groups, fitted, strict=True) for i, h in zip(idx, hs, strict=True)
+    }
 
 
 def _all_done(plan: CurvePlan) -> list[dict[str, Any]]:
