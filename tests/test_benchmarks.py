@@ -101,3 +101,10 @@ def test_tuned_curve_smoke(tmp_path):
     assert_positive(r, "ratio", "caulk_s", "sklearn_s", "torch_threads")
     assert r["points"] == 2 and r["lambdas"] == 3 and r["model"] == "vit_pico"
     assert 0 <= r["max_abs_test_error_diff"] <= 0.05  # same grid, same selection
+
+
+def test_tune_grid_smoke(tmp_path):
+    r = run_smoke("tune_grid", tmp_path)
+    assert r["name"] == "tune_grid_linear_probe"
+    assert_positive(r, "grid_over_one_fit", "loop_over_grid", "one_fit_s", "grid_s", "loop_s")
+    assert r["candidates"] == 2 and r["points"] == 2
