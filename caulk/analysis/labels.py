@@ -99,3 +99,28 @@ def size_order(table: pd.DataFrame) -> list[str]:
     else:
         sub = sub.sort_values("model")
     return [key_text(m) for m in sub["model"]]
+
+
+def in_curve_order(
+    table: pd.DataFrame, keys: list[str], sizes: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The rows of ``table`` (one or more per curve) with models by parameter count (taken from
+    ``sizes``, e.g. the fits, when ``table`` has none), then by the other ``keys`` in label
+    order, their values in reading order (numbers by size)."""
+    if table.empty:
+        return table
+    rank = {m: i for i, m in enumerate(size_order(table if sizes is None else sizes))}
+    label_rank = {k: i for i, k in enumerate(LABEL_ORDER)}
+    present = sorted(
+        (k for k in keys if k in table), key=lambda k: label_rank.get(k, len(label_rank))
+    )
+
+    def position(i: int) -> tuple:
+        return tuple(
+            (rank.get(key_text(table[k].iloc[i]), len(rank)), 0.0, "")
+            if k == "model"
+            else sort_key(table[k].iloc[i])
+            for k in present
+        )
+
+    return table.iloc[sorted(range(len(table)), key=position)]

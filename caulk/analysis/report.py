@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caulk.analysis.labels import varying_keys
+from caulk.analysis.labels import in_curve_order, varying_keys
 from caulk.analysis.summaries import (
     Comparison,
     Z,
@@ -27,12 +27,13 @@ color:#222;line-height:1.4}
 table{border-collapse:collapse;font-size:12px;margin:.6em 0 1.2em}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
 th{background:#f3f3f3}td.text,th.text{text-align:left}
-table.fits{width:100%;font-size:11px}
-table.fits td,table.fits th{overflow-wrap:anywhere;padding:2px 3px}
-table.fits td.message{min-width:14em;text-align:left}
+table.fits{width:100%;table-layout:fixed;font-size:10.5px}
+table.fits td,table.fits th{overflow-wrap:anywhere;padding:2px}
+table.fits td.message{text-align:left}
 table.compact caption{text-align:left;font-weight:600;padding:.2em 0}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.warn{color:#a40}
-ul.answers li{margin:.2em 0}"""
+ul.answers li{margin:.2em 0}
+div.tables{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}"""
 
 
 def _img(path: Path) -> str:
@@ -75,6 +76,9 @@ def _answers_section(
     """The answers in plain words: n* per curve and target, ratios, the D_T law, the rates."""
     keys = list(summary["group_by"])
     shown = varying_keys(fits, keys) if len(fits) else keys[:1]
+    fits, answers, ratios = (
+        None if t is None else in_curve_order(t, keys, fits) for t in (fits, answers, ratios)
+    )
     parts = [
         _items("Examples needed", answer_sentences(answers, shown) if answers is not None else []),
         _items(
@@ -120,22 +124,34 @@ def _number(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _column_widths(fits: pd.DataFrame, cols: list[str]) -> list[float]:
+    """Percent widths for a fixed layout: ``message`` 16%, text columns 1.6 shares, numbers 1."""
+    share = {c: 1.6 if fits[c].dtype == object else 1.0 for c in cols if c != "message"}
+    rest = 100.0 - (16.0 if "message" in cols else 0.0)
+    return [16.0 if c == "message" else rest * share[c] / sum(share.values()) for c in cols]
+
+
+def _breakable(text: str) -> str:
+    return html.escape(text).replace("_", "_<wbr>")
+
+
 def fits_table_html(fits: pd.DataFrame) -> str:
-    """The full fits table; ``message`` last, wrapping so it never overflows sideways."""
+    """The full fits table, ``message`` last: a fixed layout as wide as the page whose cells
+    wrap, so that it never overflows sideways and every message can be read."""
     cols = [c for c in fits.columns if c != "message"] + (["message"] if "message" in fits else [])
-    head = "".join(
-        f"<th class='{'message' if c == 'message' else ''}'>{html.escape(c).replace('_', '_<wbr>')}</th>"
-        for c in cols
-    )
+    widths = "".join(f"<col style='width:{w:.2f}%'>" for w in _column_widths(fits, cols))
+    head = "".join(f"<th>{_breakable(c)}</th>" for c in cols)
     rows = []
     for _, row in fits[cols].iterrows():
         cells = "".join(
             f"<td class='{'message' if c == 'message' else 'text' if isinstance(v, str) else ''}'>"
-            f"{_number(v)}</td>"
+            f"{_breakable(v) if isinstance(v, str) else _number(v)}</td>"
             for c, v in row.items()
         )
         rows.append(f"<tr>{cells}</tr>")
-    return f"<table class='fits'><tr>{head}</tr>{''.join(rows)}</table>"
+    return (
+        f"<table class='fits'><colgroup>{widths}</colgroup><tr>{head}</tr>{''.join(rows)}</table>"
+    )
 
 
 def _problems(summary: dict[str, Any], failed: list[dict[str, str]], missing: list[str]) -> str:
@@ -164,7 +180,9 @@ def _comparisons_section(summary: dict[str, Any], points: pd.DataFrame | None) -
         return ""
     return (
         f"<h2>Comparisons: mean {html.escape(summary['metric'])} per n (± {Z} standard errors "
-        "over seeds; the lowest in bold)</h2>" + "".join(_comparison_table(c) for c in found)
+        "over seeds; the lowest in bold)</h2><div class='tables'>"
+        + "".join(_comparison_table(c) for c in found)
+        + "</div>"
     )
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from caulk.analysis.fits import seed_means
 from caulk.analysis.labels import (
     curve_label,
+    in_curve_order,
     key_text,
     sort_key,
     value_text,
@@ -134,14 +135,14 @@ def _curve_means(points: pd.DataFrame, keys: list[str], metric: str) -> pd.DataF
 
 def comparisons(points: pd.DataFrame, keys: list[str], metric: str) -> list[Comparison]:
     """Every set of curves in ``points`` that differ only in one of :data:`COMPARED_KEYS`."""
-    means = _curve_means(points, keys, metric)
+    means = in_curve_order(_curve_means(points, keys, metric), keys, sizes=points)
     if means.empty:
         return []
     shown = varying_keys(points, keys)
     out = []
     for key in (k for k in COMPARED_KEYS if k in keys and k in shown):
         rest = [k for k in keys if k != key]
-        for fixed, sub in means.groupby(rest, sort=True) if rest else [((), means)]:
+        for fixed, sub in means.groupby(rest, sort=False) if rest else [((), means)]:
             values = sorted(sub[key].unique(), key=sort_key)
             if len(values) < 2:
                 continue
