@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caulk.analysis.collect import check_sweep_dirs, collect_records
+from caulk.analysis.collect import Collection, check_sweep_dirs, collect_records
 from caulk.analysis.fits import CurveFit, fit_groups, seed_means
 from caulk.analysis.report import count_line, write_report
 from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
@@ -160,25 +160,8 @@ def analyze(
         figures, by_source_m = _figures(
             work, ok, fits, keys, metric, transfer, law, files, formats=formats
         )
-        summary = {
-            "sweep_dirs": [str(d) for d in sweep_dirs],
-            "records": len(table),
-            "ok": int(len(ok)),
-            "failed": len(collection.failed),
-            "missing": len(collection.missing),
-            "unreadable": len(collection.unreadable),
-            "skipped": len(skipped),
-            "failed_jobs": collection.failed,
-            "missing_jobs": collection.missing,
-            "unreadable_records": collection.unreadable,
-            "skipped_records": skipped,
-            "metric": metric,
-            "group_by": keys,
-            "groups": int(len(fits)),
-            "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
-            "transfer_law": law,
-            "transfer_note": transfer_note,
-        }
+        summary = _summary(sweep_dirs, collection, ok, skipped, metric, keys, fits)
+        summary.update(transfer_law=law, transfer_note=transfer_note)
         files["report.html"] = write_report(
             work,
             summary,
@@ -204,6 +187,35 @@ def analyze(
             out, ok, fits, keys, metric, group, wandb_project, wandb_mode
         )
     return Analysis(out, table, fits, transfer, law, summary, files)
+
+
+def _summary(
+    sweep_dirs: list[Path],
+    collection: Collection,
+    ok: pd.DataFrame,
+    skipped: list[dict[str, str]],
+    metric: str,
+    keys: list[str],
+    fits: pd.DataFrame,
+) -> dict[str, Any]:
+    """The counts and problems of the analysis (summary.json; the transfer law is added after)."""
+    return {
+        "sweep_dirs": [str(d) for d in sweep_dirs],
+        "records": len(collection.table),
+        "ok": int(len(ok)),
+        "failed": len(collection.failed),
+        "missing": len(collection.missing),
+        "unreadable": len(collection.unreadable),
+        "skipped": len(skipped),
+        "failed_jobs": collection.failed,
+        "missing_jobs": collection.missing,
+        "unreadable_records": collection.unreadable,
+        "skipped_records": skipped,
+        "metric": metric,
+        "group_by": keys,
+        "groups": int(len(fits)),
+        "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
+    }
 
 
 def _default_metric(table: pd.DataFrame) -> str:
