@@ -21,13 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caulk.analysis.collect import check_sweep_dirs, collect_records
+from caulk.analysis.collect import Collection, check_sweep_dirs, collect_records
 from caulk.analysis.fits import CurveFit, fit_groups, seed_means
 from caulk.analysis.report import count_line, write_report
 from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 from caulk.errors import CaulkConfigError
 
 DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
+#: the figure formats --format accepts; PNG is always written (the report embeds it)
+FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
 @dataclass
@@ -48,6 +50,20 @@ def _parse_selector(text: str) -> dict[str, str]:
         raise CaulkConfigError(
             f"--scratch must look like key=value[,key=value], got {text!r}"
         ) from None
+
+
+def parse_formats(formats: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"png,pdf"`` (or a list) as a tuple of figure formats, PNG first; CaulkConfigError for
+    an unknown or empty one."""
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    names = [str(f).strip().lower().lstrip(".") for f in names]
+    bad = [f for f in names if f not in FIGURE_FORMATS]
+    if bad or not names:
+        raise CaulkConfigError(
+            f"--format: unknown figure format {(bad[0] if bad else formats)!r}; "
+            f"choose from {', '.join(FIGURE_FORMATS)} (comma-separated)"
+        )
+    return tuple(dict.fromkeys(["png", *names]))
 
 
 def _matches(df: pd.DataFrame, selector: dict[str, str]) -> pd.Series:
@@ -111,12 +127,15 @@ def analyze(
     wandb_project: str = "caulk",
     wandb_group: str | None = None,
     rng_seed: int = 0,
+    formats: str | list[str] | tuple[str, ...] = "png",
 ) -> Analysis:
     """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``.
 
     The outputs are written into a fresh dir next to ``out`` that then replaces it whole: a
     failed analysis leaves ``out`` as it was. An unwritable ``out`` fails before any work.
+    ``formats``: the figure formats (PNG always; PDF/SVG beside it).
     """
+    formats = parse_formats(formats)
     if replicates < 0:
         raise CaulkConfigError(f"--bootstrap must be >= 0, got {replicates}")
     selector = _parse_selector(scratch)
@@ -138,28 +157,21 @@ def analyze(
         transfer, law, transfer_note = _transfer(
             work, ok, fits, keys, metric, selector, scratch, low_data_max_n, files
         )
-        figures, by_source_m = _figures(work, ok, fits, keys, metric, transfer, law, files)
-        summary = {
-            "sweep_dirs": [str(d) for d in sweep_dirs],
-            "records": len(table),
-            "ok": int(len(ok)),
-            "failed": len(collection.failed),
-            "missing": len(collection.missing),
-            "unreadable": len(collection.unreadable),
-            "skipped": len(skipped),
-            "failed_jobs": collection.failed,
-            "missing_jobs": collection.missing,
-            "unreadable_records": collection.unreadable,
-            "skipped_records": skipped,
-            "metric": metric,
-            "group_by": keys,
-            "groups": int(len(fits)),
-            "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
-            "transfer_law": law,
-            "transfer_note": transfer_note,
-        }
+        figures, by_source_m = _figures(
+            work, ok, fits, keys, metric, transfer, law, files, formats=formats
+        )
+        summary = _summary(sweep_dirs, collection, ok, skipped, metric, keys, fits)
+        summary.update(transfer_law=law, transfer_note=transfer_note)
         files["report.html"] = write_report(
-            work, summary, fits, figures, law, collection.failed, collection.missing, by_source_m
+            work,
+            summary,
+            fits,
+            figures,
+            law,
+            collection.failed,
+            collection.missing,
+            by_source_m,
+            points=ok,
         )
         files["summary.json"] = _write_atomic(
             work / "summary.json",
@@ -175,6 +187,35 @@ def analyze(
             out, ok, fits, keys, metric, group, wandb_project, wandb_mode
         )
     return Analysis(out, table, fits, transfer, law, summary, files)
+
+
+def _summary(
+    sweep_dirs: list[Path],
+    collection: Collection,
+    ok: pd.DataFrame,
+    skipped: list[dict[str, str]],
+    metric: str,
+    keys: list[str],
+    fits: pd.DataFrame,
+) -> dict[str, Any]:
+    """The counts and problems of the analysis (summary.json; the transfer law is added after)."""
+    return {
+        "sweep_dirs": [str(d) for d in sweep_dirs],
+        "records": len(collection.table),
+        "ok": int(len(ok)),
+        "failed": len(collection.failed),
+        "missing": len(collection.missing),
+        "unreadable": len(collection.unreadable),
+        "skipped": len(skipped),
+        "failed_jobs": collection.failed,
+        "missing_jobs": collection.missing,
+        "unreadable_records": collection.unreadable,
+        "skipped_records": skipped,
+        "metric": metric,
+        "group_by": keys,
+        "groups": int(len(fits)),
+        "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
+    }
 
 
 def _default_metric(table: pd.DataFrame) -> str:
@@ -272,8 +313,11 @@ def _figures(
     transfer: pd.DataFrame | None,
     law: dict[str, Any] | None,
     files: dict[str, Path],
+    formats: tuple[str, ...] = ("png",),
+    answers: pd.DataFrame | None = None,
 ) -> tuple[list[Path], pd.DataFrame]:
-    """The figures (and the source-m table) of the analysis, written into ``work``."""
+    """The figures (and the source-m table) of the analysis, written into ``work`` as PNG (the
+    list returned, for the report) and in each other of ``formats`` beside it (in ``files``)."""
     # matplotlib is slow to import: +0.25-0.5 s, about twice the time of `caulk.analyze --help`
     from caulk.analysis.plots import (
         plot_curves,
@@ -285,16 +329,20 @@ def _figures(
 
     figures = []
     if len(ok):
-        figures.append(plot_curves(ok, fits, keys, metric, work / "error_vs_n.png"))
+        figures.append(
+            plot_curves(ok, fits, keys, metric, work / "error_vs_n.png", answers, formats)
+        )
         if "backbone_params" in fits and np.isfinite(fits["c"]).any():
-            figures.append(plot_exponents(fits, work / "exponents.png"))
+            figures.append(plot_exponents(fits, work / "exponents.png", keys, formats))
     by_source_m = source_m_table(ok, metric) if len(ok) else pd.DataFrame()
     if not by_source_m.empty:
-        figures.append(plot_source_m(ok, metric, work / "error_vs_source_m.png"))
+        figures.append(plot_source_m(ok, metric, work / "error_vs_source_m.png", formats))
         files["source_m.csv"] = _write_atomic(work / "source_m.csv", by_source_m.to_csv)
     if transfer is not None:
-        figures.append(plot_transfer(transfer, law, work / "transfer.png"))
-    files.update({f.name: f for f in figures})
+        figures.append(plot_transfer(transfer, law, work / "transfer.png", formats))
+    files.update(
+        {f.with_suffix(f".{x}").name: f.with_suffix(f".{x}") for f in figures for x in formats}
+    )
     return figures, by_source_m
 
 
@@ -358,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["off", "auto", "online", "offline"],
         help="log an aggregate W&B run",
     )
+    p.add_argument(
+        "--format",
+        default="png",
+        help="figure formats, comma-separated from png,pdf,svg (default png; PNG is always "
+        "written, at 150 dpi, as the report embeds it)",
+    )
     p.add_argument("--wandb-project", default="caulk")
     p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep dir's name)")
     args = p.parse_args(argv)
@@ -373,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             args.wandb,
             args.wandb_project,
             args.wandb_group,
+            formats=args.format,
         )
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""A self-contained HTML report: summary, figures (embedded PNGs) and tables."""
+"""A self-contained HTML report: the answers in plain words, compact per-n comparison tables,
+the figures (embedded PNGs), then the full fits table (wrapping, every column visible)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,32 @@ import html
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-_STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}
-th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}.warn{color:#a40}"""
+from caulk.analysis.labels import in_curve_order, varying_keys
+from caulk.analysis.summaries import (
+    Comparison,
+    Z,
+    answer_sentences,
+    comparisons,
+    rate_sentences,
+    ratio_sentences,
+    transfer_sentence,
+)
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.4}
+table{border-collapse:collapse;font-size:12px;margin:.6em 0 1.2em}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
+th{background:#f3f3f3}td.text,th.text{text-align:left}
+table.fits{width:100%;table-layout:fixed;font-size:10.5px}
+table.fits td,table.fits th{overflow-wrap:anywhere;padding:2px}
+table.fits td.message{text-align:left}
+table.compact caption{text-align:left;font-weight:600;padding:.2em 0}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.warn{color:#a40}
+ul.answers li{margin:.2em 0}
+div.tables{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}"""
 
 
 def _img(path: Path) -> str:
@@ -37,6 +59,133 @@ def _warn_items(kind: str, records: list[dict[str, str]]) -> list[str]:
     ]
 
 
+def _items(title: str, lines: list[str]) -> str:
+    if not lines:
+        return ""
+    body = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<h3>{html.escape(title)}</h3><ul class='answers'>{body}</ul>"
+
+
+def _answers_section(
+    summary: dict[str, Any],
+    fits: pd.DataFrame,
+    answers: pd.DataFrame | None,
+    ratios: pd.DataFrame | None,
+    transfer_law: dict | None,
+) -> str:
+    """The answers in plain words: n* per curve and target, ratios, the D_T law, the rates."""
+    keys = list(summary["group_by"])
+    shown = varying_keys(fits, keys) if len(fits) else keys[:1]
+    fits, answers, ratios = (
+        None if t is None else in_curve_order(t, keys, fits) for t in (fits, answers, ratios)
+    )
+    parts = [
+        _items("Examples needed", answer_sentences(answers, shown) if answers is not None else []),
+        _items(
+            "Compared with a baseline", ratio_sentences(ratios, shown) if ratios is not None else []
+        ),
+        _items(
+            "Effective data transferred", [transfer_sentence(transfer_law)] if transfer_law else []
+        ),
+        _items("Rates: e(n) = a + b n^-c", rate_sentences(fits, shown) if "c" in fits else []),
+    ]
+    if not any(parts):
+        return ""
+    return "<section id='answers'><h2>Answers</h2>" + "".join(parts) + "</section>"
+
+
+def _cell(mean: float, half_width: float, best: bool) -> str:
+    if not np.isfinite(mean):
+        return "<td>–</td>"
+    text = f"{mean:.3f}" + (f" ± {half_width:.3f}" if np.isfinite(half_width) else "")
+    return f"<td><b>{text}</b></td>" if best else f"<td>{text}</td>"
+
+
+def _comparison_table(c: Comparison) -> str:
+    """Rows n, a column per curve: mean ± half-width, the lowest of each row in bold."""
+    head = "".join(f"<th>{html.escape(str(col))}</th>" for col in c.means.columns)
+    rows = []
+    for n, means in c.means.iterrows():
+        best = np.nanmin(means.to_numpy(float)) if means.notna().any() else np.nan
+        cells = "".join(
+            _cell(m, h, m == best and means.notna().sum() > 1)
+            for m, h in zip(means, c.half_widths.loc[n], strict=True)
+        )
+        rows.append(f"<tr><th>{n:g}</th>{cells}</tr>")
+    return (
+        f"<table class='compact'><caption>{html.escape(c.title)}</caption>"
+        f"<tr><th>n</th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "–" if np.isnan(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _column_widths(fits: pd.DataFrame, cols: list[str]) -> list[float]:
+    """Percent widths for a fixed layout: ``message`` 16%, text columns 1.6 shares, numbers 1."""
+    share = {c: 1.6 if fits[c].dtype == object else 1.0 for c in cols if c != "message"}
+    rest = 100.0 - (16.0 if "message" in cols else 0.0)
+    return [16.0 if c == "message" else rest * share[c] / sum(share.values()) for c in cols]
+
+
+def _breakable(text: str) -> str:
+    return html.escape(text).replace("_", "_<wbr>")
+
+
+def fits_table_html(fits: pd.DataFrame) -> str:
+    """The full fits table, ``message`` last: a fixed layout as wide as the page whose cells
+    wrap, so that it never overflows sideways and every message can be read."""
+    cols = [c for c in fits.columns if c != "message"] + (["message"] if "message" in fits else [])
+    widths = "".join(f"<col style='width:{w:.2f}%'>" for w in _column_widths(fits, cols))
+    head = "".join(f"<th>{_breakable(c)}</th>" for c in cols)
+    rows = []
+    for _, row in fits[cols].iterrows():
+        cells = "".join(
+            f"<td class='{'message' if c == 'message' else 'text' if isinstance(v, str) else ''}'>"
+            f"{_breakable(v) if isinstance(v, str) else _number(v)}</td>"
+            for c, v in row.items()
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    return (
+        f"<table class='fits'><colgroup>{widths}</colgroup><tr>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
+def _problems(summary: dict[str, Any], failed: list[dict[str, str]], missing: list[str]) -> str:
+    unreadable = summary.get("unreadable_records", [])
+    skipped = summary.get("skipped_records", [])
+    if not (failed or missing or unreadable or skipped):
+        return ""
+    items = [
+        *_warn_items("failed", failed),
+        *(f"<li class='warn'>missing (no record): {html.escape(m)}</li>" for m in missing),
+        *_warn_items("unreadable", unreadable),
+        *_warn_items("skipped", skipped),
+    ]
+    return (
+        "<h2 class='warn'>Failed, missing, unreadable and skipped records</h2><ul>"
+        + "".join(items)
+        + "</ul>"
+    )
+
+
+def _comparisons_section(summary: dict[str, Any], points: pd.DataFrame | None) -> str:
+    if points is None or points.empty:
+        return ""
+    found = comparisons(points, list(summary["group_by"]), summary["metric"])
+    if not found:
+        return ""
+    return (
+        f"<h2>Comparisons: mean {html.escape(summary['metric'])} per n (± {Z} standard errors "
+        "over seeds; the lowest in bold)</h2><div class='tables'>"
+        + "".join(_comparison_table(c) for c in found)
+        + "</div>"
+    )
+
+
 def write_report(
     out: Path,
     summary: dict[str, Any],
@@ -46,26 +195,30 @@ def write_report(
     failed: list[dict[str, str]],
     missing: list[str],
     by_source_m: pd.DataFrame | None = None,
+    *,
+    answers: pd.DataFrame | None = None,
+    ratios: pd.DataFrame | None = None,
+    points: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``report.html`` (no external files needed to view it) and return its path."""
+    """Write ``report.html`` (no external files needed to view it) and return its path.
+
+    Its order: the answers in plain words (n* per curve from ``answers``, ratios from
+    ``ratios``, the D_T law, the fitted rates), the sweep's counts and problems, compact per-n
+    tables of the curves in ``points`` that differ in one key only, the figures, and the full
+    fits table. Sections without data are left out.
+    """
     parts = [
         f"<html><head><meta charset='utf-8'><title>caulk report</title><style>{_STYLE}</style></head><body>",
         "<h1>caulk scaling report</h1>",
-        f"<p>{html.escape(count_line(summary))} from {html.escape(', '.join(summary['sweep_dirs']))}; "
-        f"metric <b>{html.escape(summary['metric'])}</b>; groups by {html.escape(', '.join(summary['group_by']))}.</p>",
+        _answers_section(summary, fits, answers, ratios, transfer_law),
+        f"<h2>Sweep</h2><p>{html.escape(count_line(summary))} from "
+        f"{html.escape(', '.join(summary['sweep_dirs']))}; metric "
+        f"<b>{html.escape(summary['metric'])}</b>; curves by "
+        f"{html.escape(', '.join(summary['group_by']))}.</p>",
+        _problems(summary, failed, missing),
+        _comparisons_section(summary, points),
+        "<h2>Figures</h2>" + "".join(_img(f) for f in figures),
     ]
-    unreadable = summary.get("unreadable_records", [])
-    skipped = summary.get("skipped_records", [])
-    if failed or missing or unreadable or skipped:
-        parts.append("<h2 class='warn'>Failed, missing, unreadable and skipped records</h2><ul>")
-        parts += _warn_items("failed", failed)
-        parts += [f"<li class='warn'>missing (no record): {html.escape(m)}</li>" for m in missing]
-        parts += _warn_items("unreadable", unreadable)
-        parts += _warn_items("skipped", skipped)
-        parts.append("</ul>")
-    parts.append("<h2>Figures</h2>" + "".join(_img(f) for f in figures))
-    parts.append("<h2>Fits: e(n) = a + b n<sup>-c</sup> (95% CIs: bootstrap over seeds)</h2>")
-    parts.append(fits.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
     if by_source_m is not None and not by_source_m.empty:
         parts.append(
             f"<h2>{html.escape(summary['metric'])} by source size m (columns: n; m=0 is the "
@@ -79,9 +232,11 @@ def write_report(
         parts.append(
             pd.DataFrame([transfer_law]).to_html(index=False, float_format=lambda v: f"{v:.4g}")
         )
+    parts.append("<h2>Fits: e(n) = a + b n<sup>-c</sup> (95% CIs: bootstrap over seeds)</h2>")
+    parts.append(fits_table_html(fits))
     parts.append("</body></html>")
     path = out / "report.html"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text("\n".join(parts))
+    tmp.write_text("\n".join(p for p in parts if p))
     tmp.replace(path)
     return path
