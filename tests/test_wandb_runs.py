@@ -4,10 +4,8 @@ one group for a sweep's jobs and its aggregate; the printed ``wandb sync`` comma
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,30 +17,9 @@ from caulk.run.record import read_record
 from caulk.run.wandb_curve import curve_run_name
 from caulk.train import train_curve
 from tests.conftest import compose_cfg, run_cli
+from tests.wandb_files import history, of_type, wandb_records
 
-WANDB = str(Path(sys.executable).parent / "wandb")
 SYNC = re.compile(r"upload with: wandb sync (\S+)")
-
-
-def wandb_records(run_dir: Path) -> list[dict]:
-    """Every record of an offline run's ``.wandb`` file, as W&B's own reader prints them."""
-    (log,) = run_dir.glob("run-*.wandb")
-    out = subprocess.run(
-        [WANDB, "leet", "inspect", "--json", str(log)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-
-
-def of_type(records: list[dict], kind: str) -> list[dict]:
-    return [r[kind] for r in records if r["type"] == kind]
-
-
-def history(records: list[dict]) -> list[dict]:
-    return [h["item"] for h in of_type(records, "history")]
 
 
 def only_run_dir(out: Path) -> Path:
@@ -103,6 +80,10 @@ def test_curve_run_offline_files_hold_grid_rows_table_chart_and_group(tmp_path, 
 
     summary = {k: v for s in of_type(records, "summary") for k, v in s["update"].items()}
     assert summary["points"]["nrows"] == 4
+    assert "n" not in summary and "seed" not in summary  # no last point passed off as the run's
+    assert (summary["points_ok"], summary["points_not_ok"], summary["n_max"]) == (4, 0, 40)
+    at_40 = [on_disk[40, s]["test_error"] for s in (0, 1)]
+    assert summary["test_error_at_n_max"] == pytest.approx(np.mean(at_40))
     table = json.loads((run_dir / "files" / summary["points"]["path"]).read_text())
     assert {(n, s) for n, s, *_ in table["data"]} == set(on_disk)
     assert {"status", "test_error", "val_error", "train_loop"} <= set(table["columns"])

@@ -1,16 +1,15 @@
 """A curve's W&B run: its name, its config (the grid), one row per point, the points table and a
 log-log chart of the test error vs n.
 
-Every point row carries ``n`` and ``seed``; the config holds the curve's grid (``curve_n``,
-``curve_seeds``) and the resolved config without the per-point ``data.n`` and ``seed``. At the
-curve's end the points table goes into the summary (``points``) and ``wandb.plot.line_series``
-logs log10(test error) vs log10(n), per seed and for the seed mean (``loglog``): that one row is
-the chart's and holds no point.
+Every point row carries ``n`` and ``seed`` and leaves the summary alone; the config holds the
+curve's grid (``curve_n``, ``curve_seeds``) and the resolved config without the per-point
+``data.n`` and ``seed``. At the curve's end the summary gets the points table (``points``) and
+``curve_summary``, and ``wandb.plot.line_series`` logs log10(test error) vs log10(n), per seed and
+for the seed mean (``loglog``): that one row is the chart's and holds no point.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from caulk.loggers import deterministic_run_id
 from caulk.peft import get_peft
-
-log = logging.getLogger("caulk.train")
 
 #: the record fields of the points table, in order
 TABLE_COLUMNS = (
@@ -117,10 +114,24 @@ def point_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_curve_point(run, record: dict[str, Any]) -> None:
-    """Log one point of the curve as a row with ``n`` as the x-axis of ``scaling/*``."""
-    run.define_metric("n")
-    run.define_metric("scaling/*", step_metric="n")
+    """Log one point of the curve as a row with ``n`` as the x-axis of ``scaling/*``; the rows
+    leave the summary alone (its last point would say nothing of the curve)."""
+    for key in ("n", "seed", "ok"):
+        run.define_metric(key, summary="none")
+    run.define_metric("scaling/*", step_metric="n", summary="none")
     run.log(point_row(record))
+
+
+def curve_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The curve at a glance: points ok and not ok, the largest n with an ok point and the mean
+    test error over its seeds."""
+    ok = points_frame([r for r in records if r["status"] == "ok"])
+    summary: dict[str, Any] = {"points_ok": len(ok), "points_not_ok": len(records) - len(ok)}
+    if len(ok):
+        n_max = int(ok["n"].max())
+        at_max = ok.loc[ok["n"] == n_max, "test_error"].astype(float)
+        summary.update(n_max=n_max, test_error_at_n_max=float(at_max.mean()))
+    return summary
 
 
 def points_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -150,7 +161,8 @@ def log_curve_end(run, records: list[dict[str, Any]]) -> None:
 
     frame = points_frame(records)  # W&B types a column by its first row: text columns as str
     text = {c: str for c in frame.columns if frame[c].dtype == object}
-    run.summary["points"] = wandb.Table(dataframe=frame.astype(text))
+    run.summary.update({"points": wandb.Table(dataframe=frame.astype(text))})
+    run.summary.update(curve_summary(records))
     lines = loglog_lines(records)
     if not lines:
         return
