@@ -13,6 +13,7 @@ import argparse
 import itertools
 import logging
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -45,6 +46,9 @@ LORA_N = (10, 40, 160, 640)
 # default 1e-3 leaves its new head under-trained in 150 steps. README "The zoo and the demo".
 LORA_LR = 1e-2
 SMALL_N = 100  # "small n": the demo's claims are checked at n <= 100
+#: where the demo's offline W&B runs are, under its root: the curve jobs', then the aggregate's
+OFFLINE_RUN_GLOBS = ("*/*/wandb/offline-run-*", "analysis/wandb/offline-run-*")
+GROUP_KEY = "logger.wandb.group"
 
 
 def demo_sweeps(
@@ -83,6 +87,27 @@ def sweep_overrides(overrides: list[str], extra: list[str]) -> list[str]:
     """The Hydra overrides of one demo sweep (before its output dir): the demo experiment, the
     sweep's own overrides, then the user's extra ones."""
     return ["experiment=demo", *overrides, *extra]
+
+
+def demo_group(root: Path, extra: list[str]) -> str:
+    """The one W&B group of all the demo's runs and its aggregate: the user's
+    ``logger.wandb.group=...`` override (the last one) if given, else the demo dir's name."""
+    given = [o.split("=", 1)[1] for o in extra if o.lstrip("+").split("=", 1)[0] == GROUP_KEY]
+    return given[-1].strip("'\"") if given else root.resolve().name
+
+
+def group_override(group: str) -> str:
+    """The override that puts a job into W&B group ``group`` (quoted: any name is one value)."""
+    escaped = group.replace("'", "\\'")
+    return f"++{GROUP_KEY}='{escaped}'"
+
+
+def sync_hint(root: Path) -> str | None:
+    """The command that uploads the demo's offline W&B runs, as absolute globs (it works from any
+    dir); None when there are none."""
+    base = shlex.quote(str(root.resolve()))
+    globs = [f"{base}/{g}" for g in OFFLINE_RUN_GLOBS if any(root.glob(g))]
+    return " ".join(["wandb sync", *globs]) if globs else None
 
 
 def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -292,16 +317,20 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out) if args.out else root_dir / "logs" / "demo" / stamp
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    group = demo_group(root, args.overrides)
     for name, overrides in sweeps.items():
         print(
             f"[demo] sweep {name}: caulk.train -m experiment=demo {' '.join(overrides)}", flush=True
         )
-        seconds = run_sweep(name, overrides, root, args.overrides)
+        seconds = run_sweep(name, [*overrides, group_override(group)], root, args.overrides)
         print(f"[demo]   done in {seconds:.0f} s (log: {root / name}.log)", flush=True)
-    result = analyze([root], out=root / "analysis", wandb_mode="offline")
+    result = analyze([root], out=root / "analysis", wandb_mode="offline", wandb_group=group)
     print(format_analysis(result), flush=True)
     for line in format_findings(result.table):
         print(f"[demo] {line}", flush=True)
+    hint = sync_hint(root)
+    if hint:
+        print(f"[demo] W&B runs (group {group}) logged offline; upload them with: {hint}")
     print(
         f"[demo] total {time.perf_counter() - start:.0f} s; report: {root / 'analysis' / 'report.html'}"
     )

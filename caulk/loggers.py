@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import netrc
 import os
+import shlex
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,9 @@ def resolve_wandb_mode(mode: str) -> str:
     if wandb_has_credentials():
         return "online"
     warnings.warn(
-        "no W&B credentials found: logging offline (sync later with `wandb sync`)", stacklevel=2
+        "no W&B credentials found: logging offline (each run prints the `wandb sync` command "
+        "that uploads it)",
+        stacklevel=2,
     )
     return "offline"
 
@@ -51,6 +55,31 @@ def resolve_wandb_mode(mode: str) -> str:
 def deterministic_run_id(output_dir: str | Path) -> str:
     """A W&B run id fixed by the job's output dir, so a requeued job resumes the same run."""
     return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def wandb_group(logger_cfg: Any) -> str | None:
+    """The W&B group of a job and of its sweep's aggregate: ``logger.wandb.group`` when set,
+    else the multirun's sweep dir name (None for a single run)."""
+    wb = None if logger_cfg is None else logger_cfg.get("wandb")
+    return (wb.get("group") if wb else None) or sweep_group()
+
+
+def offline_run_dir(run) -> Path | None:
+    """The absolute dir of an offline W&B run (what ``wandb sync`` uploads); None when online."""
+    try:
+        return Path(run.sync_dir).resolve() if run.offline else None
+    except Exception:  # a run whose W&B service is gone: no hint rather than a crash
+        return None
+
+
+def sync_command(paths: list[str | Path]) -> str:
+    """``wandb sync <path> ...``, the paths quoted for a shell (a glob stays a glob)."""
+    return " ".join(["wandb sync", *(shlex.quote(str(p)) for p in paths)])
+
+
+def print_sync_hint(paths: list[str | Path]) -> None:
+    """Print, on stderr, the command that uploads these offline W&B runs."""
+    print(f"caulk: W&B logged offline; upload with: {sync_command(paths)}", file=sys.stderr)
 
 
 def sweep_group() -> str | None:
@@ -84,7 +113,7 @@ def init_wandb_run(
     return wandb.init(
         project=wb.project,
         entity=wb.get("entity"),
-        group=wb.get("group") or sweep_group(),
+        group=wandb_group(logger_cfg),
         tags=list(wb.get("tags") or []),
         job_type=job_type,
         name=name,

@@ -11,6 +11,7 @@ import pytest
 
 from caulk.demo import demo_sweeps, format_findings, main, small_n_comparison
 from tests.conftest import REPO, cli_env
+from tests.wandb_files import of_type, wandb_records
 
 
 def test_demo_sweeps_cover_sizes_pefts_and_the_m_sweep():
@@ -100,7 +101,17 @@ def test_reduced_demo_end_to_end(tmp_path):
     cmp = small_n_comparison(table).query("peft == 'linear'").set_index("source_m")["mean"]
     assert cmp.loc[4000] < cmp.loc[0]
     assert "pre-trained beats random init" in proc.stdout
-    assert list(out.rglob("wandb/offline-run-*")), "W&B offline runs are written"
+    runs = sorted(out.rglob("wandb/offline-run-*"))
+    assert len(runs) == 4, runs  # linear m=0, m=4000, lora m=4000, and the aggregate
+    infos = [of_type(wandb_records(r), "run")[0] for r in runs]
+    assert {i["run_group"] for i in infos} == {out.name}  # one group, the demo dir's name
+    assert len({i["display_name"] for i in infos}) == 4
+    (hint,) = [line for line in proc.stdout.splitlines() if "wandb sync " in line]
+    globs = hint.split("wandb sync ", 1)[1]
+    shell = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {globs}"], cwd="/", capture_output=True, text=True
+    )
+    assert sorted(shell.stdout.split()) == [str(r.resolve()) for r in runs]
 
 
 def test_findings_say_whether_pretraining_helps_and_error_falls_with_m():

@@ -7,7 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from caulk.analysis.fits import seed_means
-from caulk.loggers import deterministic_run_id, resolve_wandb_mode
+from caulk.loggers import (
+    deterministic_run_id,
+    offline_run_dir,
+    print_sync_hint,
+    resolve_wandb_mode,
+)
 
 
 def wandb_table(df: pd.DataFrame):
@@ -72,4 +77,7 @@ def log_aggregate(
             run.summary[f"rate_c/{name}"] = f["c"]
         return run.dir
     finally:
+        offline_dir = offline_run_dir(run)
         run.finish()
+        if offline_dir is not None:
+            print_sync_hint([offline_dir])

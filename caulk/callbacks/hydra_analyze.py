@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from caulk.analyze import analyze, format_analysis
 
@@ -35,7 +35,11 @@ class AnalyzeOnMultirunEnd(Callback):
             return
         try:
             result = analyze(
-                [config.hydra.sweep.dir], replicates=self.bootstrap, wandb_mode=self.wandb_mode
+                [config.hydra.sweep.dir],
+                replicates=self.bootstrap,
+                wandb_mode=self.wandb_mode,
+                wandb_project=OmegaConf.select(config, "logger.wandb.project") or "caulk",
+                wandb_group=OmegaConf.select(config, "logger.wandb.group"),  # else the sweep's
             )
             log.info(format_analysis(result))
         except Exception as e:  # the sweep itself succeeded: never fail it over its analysis

@@ -16,7 +16,8 @@ def log_scaling_point(run, point: dict[str, Any], metrics: dict[str, float]) -> 
     """
     run.define_metric("n")
     run.define_metric("scaling/*", step_metric="n")
-    run.log({"n": point["n"], **{f"scaling/{k.split('/')[-1]}": v for k, v in metrics.items()}})
+    scaling = {f"scaling/{k.split('/')[-1]}": v for k, v in metrics.items()}
+    run.log({"n": point["n"], "seed": point["seed"], **scaling})
     run.config.update(point, allow_val_change=True)
     run.summary.update({**point, **metrics})
 

@@ -23,7 +23,7 @@ class PointJob:
     datamodule: Any
     output_dir: Path
     loggers: list  # Lightning loggers of the point (CSV, W&B)
-    scaling_run: Any  # the W&B run that receives the point's (n, error): the curve's or its own
+    scaling_run: Any  # the point's own W&B run, for its (n, error) (a curve logs its points itself)
     features: CachedFeatures | None = None
     compiled: bool = False
 

@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from caulk.backbones import Backbone, create_backbone
 from caulk.cache.extract import CachedFeatures
@@ -24,6 +24,7 @@ from caulk.peft import apply_peft
 from caulk.plan import CurvePlan, curve_seeds, refresh_finished
 from caulk.run.guards import job_lock, sigterm_raises
 from caulk.run.point import CurveContext, finish_wandb, run_point
+from caulk.run.wandb_curve import curve_run_config, curve_run_name, log_curve_end
 from caulk.torch_env import skip_nvml_check_without_driver
 
 log = logging.getLogger("caulk.train")
@@ -52,16 +53,10 @@ def open_curve_run(plan: CurvePlan):
     cfg = plan.cfg
     if not plan.curve or not plan.log_curve or not is_global_zero():
         return None
-    info = {
-        "model": cfg.model.name,
-        "peft": cfg.peft.name,
-        "data": cfg.data.name,
-        "curve_n": [p.n for p in plan.points],
-        "curve_seeds": curve_seeds(cfg),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    name = f"{cfg.model.name}-{cfg.peft.name}-curve"
-    return init_wandb_run(cfg.get("logger"), Path(cfg.paths.output_dir), name, info)
+    config = curve_run_config(cfg, [p.n for p in plan.points], curve_seeds(cfg))
+    return init_wandb_run(
+        cfg.get("logger"), Path(cfg.paths.output_dir), curve_run_name(cfg), config
+    )
 
 
 def curve_features(plan: CurvePlan) -> tuple[Backbone, CachedFeatures | None]:
@@ -188,6 +183,13 @@ def run_curve(
     return records
 
 
+def _log_curve_end(run, records: list[dict[str, Any]]) -> None:
+    try:
+        log_curve_end(run, records)
+    except Exception as e:  # e.g. the W&B service died with a preempted job: never mask that
+        log.warning("could not log the curve's table to W&B: %s: %s", type(e).__name__, e)
+
+
 def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     try:
@@ -202,5 +204,7 @@ def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[s
             records.append(run_point(ctx, point, i, start).to_dict())
             start = time.perf_counter()
     finally:
+        if ctx.curve_run is not None:
+            _log_curve_end(ctx.curve_run, records)
         finish_wandb(ctx.curve_run, failed=any(r["status"] != "ok" for r in records))
     return records

@@ -24,12 +24,19 @@ from caulk.engines import batched, cached, lightning, solvers
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.guards import Diverged, TrainedNothing
 from caulk.engines.strategy import Strategy
-from caulk.loggers import csv_logger, init_wandb_run, lightning_wandb_logger
+from caulk.loggers import (
+    csv_logger,
+    init_wandb_run,
+    lightning_wandb_logger,
+    offline_run_dir,
+    print_sync_hint,
+)
 from caulk.module import TransferModule
 from caulk.peft import ADAPTER_NAME, apply_peft, export_adapter
 from caulk.plan import PointPlan
 from caulk.run.guards import Terminated
 from caulk.run.record import Record
+from caulk.run.wandb_curve import log_curve_point, run_label
 
 log = logging.getLogger("caulk.train")
 
@@ -168,13 +175,13 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
             run = init_wandb_run(
                 plan.cfg.get("logger"),
                 plan.output_dir,
-                f"{record.model}-{record.peft}-n{record.n}-s{record.seed}",
+                f"{run_label(plan.cfg)}-n{record.n}-s{record.seed}",
                 {**point, "config": plan.resolved},
             )
             loggers += lightning_wandb_logger(run)
         job = PointJob(
             plan.cfg, plan.resolved, point, module, plan.datamodule, plan.output_dir, loggers,
-            ctx.curve_run or run, ctx.strategy.features, record.compiled,
+            run, ctx.strategy.features, record.compiled,
         )  # fmt: skip
         result = _checked(_train(ctx, job, index))
         record.adapter_file = str(export_adapter(module, plan.output_dir / ADAPTER_NAME))
@@ -198,15 +205,30 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
         record.wall_time_s = round(time.perf_counter() - start, 3)
         if is_global_zero():  # DDP: one record per point, written by rank 0
             record.write(plan.output_dir)
+        _log_to_curve(ctx.curve_run, record)
         finish_wandb(run, failed=record.status != "ok")
     return record
 
 
+def _log_to_curve(curve_run, record: Record) -> None:
+    """The point's row in its curve's W&B run (an interrupted point has none)."""
+    if curve_run is None or record.status == "interrupted":
+        return
+    try:
+        log_curve_point(curve_run, record.to_dict())
+    except Exception as e:  # e.g. the W&B service died with a preempted job: never mask that
+        log.warning("could not log the point to W&B: %s: %s", type(e).__name__, e)
+
+
 def finish_wandb(run, failed: bool) -> None:
-    """Close a W&B run (multirun jobs in one process must not share a run)."""
+    """Close a W&B run (multirun jobs in one process must not share a run); an offline run
+    prints the ``wandb sync`` command that uploads it."""
     if run is None:
         return
+    offline_dir = offline_run_dir(run)
     try:
         run.finish(exit_code=1 if failed else 0)
     except Exception as e:  # e.g. the W&B service was killed with a preempted job: never mask that
         log.warning("could not finish the W&B run: %s: %s", type(e).__name__, e)
+    if offline_dir is not None:
+        print_sync_hint([offline_dir])
