@@ -21,12 +21,12 @@ import numpy as np
 from omegaconf import OmegaConf, open_dict
 
 from caulk.budget import step_budget
-from caulk.callbacks.scaling import log_scaling_point
 from caulk.cluster import finished_record
 from caulk.plan import CurvePlan, PointPlan, point_cfg
 from caulk.run.curve import curve_strategy, make_context, open_curve_run, run_curve
 from caulk.run.point import finish_wandb
 from caulk.run.record import Record
+from caulk.run.wandb_curve import log_curve_end, log_curve_point
 from caulk.tune import (
     Candidate,
     candidate_cfg,
@@ -40,8 +40,6 @@ from caulk.tune import (
 
 log = logging.getLogger("caulk.train")
 RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
-#: what names a point in W&B (``caulk.run.point.point_identity``)
-POINT_KEYS = ("model", "backbone_tag", "weights", "source_m", "peft", "data", "n", "seed")
 
 
 def _point_base_cfg(plan: CurvePlan, point: PointPlan):
@@ -217,11 +215,8 @@ def _log_points(plan: CurvePlan, records: list[dict[str, Any]]) -> None:
     if run is None:
         return
     try:
-        for r in records:
-            if r["status"] == "ok":
-                metrics = {"test/error": r["test_error"], "test/loss": r["test_loss"]}
-                if r.get("val_error") is not None:
-                    metrics["val/error"] = r["val_error"]
-                log_scaling_point(run, {k: r.get(k) for k in POINT_KEYS}, metrics)
+        for record in records:
+            log_curve_point(run, record)
+        log_curve_end(run, records)
     finally:
         finish_wandb(run, failed=any(r["status"] != "ok" for r in records))
