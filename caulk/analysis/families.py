@@ -81,7 +81,12 @@ def _vap3_bounds(n: np.ndarray) -> tuple[list[float], list[float]]:
 def _mmf4_report(v: np.ndarray) -> dict[str, float]:
     """LCDB's (a b + c n^d) / (b + n^d) from offset c, scale a - c, knee log(b)/d and d."""
     offset, scale, knee, d = v
-    return {"a": float(offset + scale), "b": float(np.exp(d * knee)), "c": float(offset), "d": float(d)}
+    return {
+        "a": float(offset + scale),
+        "b": float(np.exp(d * knee)),
+        "c": float(offset),
+        "d": float(d),
+    }
 
 
 FAMILIES: dict[str, Family] = {
