@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from caulk.analysis.families import fit_family, resolve_family
+from caulk.analysis.families import fit_family, held_out_noise, resolve_family
 from caulk.errors import CaulkConfigError
 
 INTERVALS = (
@@ -114,7 +114,7 @@ def _curve_answers(pts, metric, targets, family, draws, level) -> list[dict]:
         "err_max_measured": float(e.max()),
     }
     try:
-        name, _ = resolve_family(family, n, e)
+        name, _ = resolve_family(family, n, e, held_out_noise(pts, metric))
         fit = fit_family(name, n, e)
     except CaulkConfigError as err:
         return [dict(base, target=t, n_star=np.nan, family="", note=str(err)) for t in targets]

@@ -282,36 +282,49 @@ def backtest(n, error, families=tuple(FAMILIES)) -> dict[str, float]:
     return scores
 
 
-def choose_family(scores: dict[str, float], fallback: str = "pow3") -> str:
-    """The family with the smallest backtest error; on a tie the one listed first in FAMILIES
-    (fewer parameters first); ``fallback`` when no family could be backtested."""
+def choose_family(scores: dict[str, float], tolerance: float = 0.0, fallback: str = "pow3") -> str:
+    """The first family in FAMILIES (fewer parameters first) whose backtest error is within
+    ``tolerance`` of the smallest: a lead smaller than the held-out mean's own noise (its
+    standard error over seeds) is no evidence for more parameters. ``fallback`` when no family
+    could be backtested."""
     finite = {k: v for k, v in scores.items() if np.isfinite(v)}
     if not finite:
         return fallback
-    best = min(finite.values())
-    return next(k for k in FAMILIES if k in finite and finite[k] <= best * (1 + 1e-9) + 1e-15)
+    limit = min(finite.values()) * (1 + 1e-9) + max(tolerance, 0.0) + 1e-15
+    return next(k for k in FAMILIES if k in finite and finite[k] <= limit)
 
 
-def resolve_family(family: str, n, error) -> tuple[str, dict[str, float]]:
-    """The family a curve uses (``auto``: chosen by backtest) and every family's backtest."""
+def held_out_noise(points: pd.DataFrame, metric: str) -> float:
+    """The standard error over seeds of the mean at the largest n (0 with one seed): the noise
+    of the point a backtest scores against."""
+    last = points.loc[points["n"] == points["n"].max(), metric]
+    se = last.std(ddof=1) / np.sqrt(len(last)) if len(last) > 1 else 0.0
+    return float(se) if np.isfinite(se) else 0.0
+
+
+def resolve_family(family: str, n, error, tolerance: float = 0.0) -> tuple[str, dict[str, float]]:
+    """The family a curve uses (``auto``: chosen by backtest, see :func:`choose_family`) and
+    every family's backtest error."""
     if family != "auto":
         _family(family)
     scores = backtest(n, error)
-    return (choose_family(scores) if family == "auto" else family), scores
+    return (choose_family(scores, tolerance) if family == "auto" else family), scores
 
 
 def family_table(
     points: pd.DataFrame, keys: list[str], metric: str, family: str = "auto"
 ) -> pd.DataFrame:
     """Per curve (seed means): the family used and its parameters, RMSE and parameters at a
-    bound, pow3's parameters at a bound, the held-out n and every family's backtest error."""
+    bound, pow3's parameters at a bound, the held-out n, the standard error of its mean
+    (``backtest_noise``, the tolerance of :func:`choose_family`) and every family's backtest."""
     rows = []
     for group, pts in points.groupby(keys, dropna=False, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
         means = pts.groupby("n")[metric].mean()
         n, e = means.index.to_numpy(float), means.to_numpy(float)
-        name, scores = resolve_family(family, n, e)
-        row.update(family=name, backtest_n=float(n.max()) if len(n) else np.nan)
+        noise = held_out_noise(pts, metric)
+        name, scores = resolve_family(family, n, e, noise)
+        row.update(family=name, backtest_n=float(n.max()), backtest_noise=noise)
         row.update({f"backtest_{k}": v for k, v in scores.items()})
         for label, fam in (("", name), ("pow3_", "pow3")):
             try:
