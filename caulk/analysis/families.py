@@ -201,36 +201,55 @@ def _bounds(family: Family, n: np.ndarray, a_max: float) -> tuple[np.ndarray, np
 
 def _at_bound(family: Family, vector: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
     span = np.where(np.isfinite(hi - lo), hi - lo, np.maximum(np.abs(vector), 1.0))
-    near = (vector - lo <= 1e-4 * span) | (hi - vector <= 1e-4 * span)
+    linear = 2 if family.has_offset else 1  # offset and scale: 1e-4 of their range, shapes 1e-6
+    tol = np.where(np.arange(len(vector)) < linear, 1e-4, 1e-6) * span
+    near = (vector - lo <= tol) | (hi - vector <= tol)
     return tuple(name for name, flag in zip(family.names, near, strict=True) if flag)
 
 
-def _profile(family: Family, n: np.ndarray, e: np.ndarray, a_max: float) -> np.ndarray:
-    """The best internal vector over the family's shape grid (offset, scale in closed form)."""
-    theta = family.grid(n)
+def _linear_part(family: Family, n, e, theta: np.ndarray, a_max: float):
+    """Rows (offset, scale, sse) of the best bounded offset and scale for each shape row."""
     with np.errstate(all="ignore"):
         x = family.basis(n, theta)
         usable = np.isfinite(x).all(axis=1) & (np.abs(x).sum(axis=1) > 0)
         x = np.where(usable[:, None], x, 1.0)
         offset, scale, sse = best_offset_and_scale(x, e, a_max if family.has_offset else 0.0)
-    sse = np.where(usable, sse, np.inf)
+    return offset, scale, np.where(usable, sse, np.inf)
+
+
+def _vector(family: Family, offset: float, scale: float, theta) -> np.ndarray:
+    head = [offset, scale] if family.has_offset else [scale]
+    return np.array([*head, *theta], float)
+
+
+def _profile(family: Family, n, e, a_max: float) -> np.ndarray:
+    """The best internal vector over the family's shape grid (offset, scale in closed form)."""
+    theta = family.grid(n)
+    offset, scale, sse = _linear_part(family, n, e, theta, a_max)
     k = int(np.argmin(sse))
-    head = [offset[k], scale[k]] if family.has_offset else [scale[k]]
-    return np.array([*head, *theta[k]], float)
+    return _vector(family, offset[k], scale[k], theta[k])
 
 
-def _polish(family: Family, n, e, start, lo, hi) -> np.ndarray:
-    """Bounded local least squares from the grid's best point; kept only if it lowers the SSE."""
+def _polish(family: Family, n, e, start: np.ndarray, lo, hi, a_max: float) -> np.ndarray:
+    """Bounded local least squares over the shape parameters from the grid's best point, the
+    offset and scale still in closed form (variable projection: an offset or scale at its bound
+    stays exactly there); kept only if it lowers the SSE."""
+    k = 2 if family.has_offset else 1
 
-    def resid(v):
-        r = _curve(family, n, v) - e
+    def solve(theta):
+        offset, scale, sse = _linear_part(family, n, e, np.asarray(theta)[None], a_max)
+        return _vector(family, offset[0], scale[0], theta), sse[0]
+
+    def resid(theta):
+        r = _curve(family, n, solve(theta)[0]) - e
         return np.where(np.isfinite(r), r, 1e6)
 
     try:
-        res = least_squares(resid, np.clip(start, lo, hi), bounds=(lo, hi), x_scale="jac")
+        theta = least_squares(resid, np.clip(start[k:], lo[k:], hi[k:]), bounds=(lo[k:], hi[k:])).x
     except ValueError:
         return start
-    return res.x if np.sum(resid(res.x) ** 2) < np.sum(resid(start) ** 2) else start
+    vector, sse = solve(theta)
+    return vector if sse < np.sum((_curve(family, n, start) - e) ** 2) else start
 
 
 def fit_family(name: str, n, error) -> FamilyFit:
@@ -252,7 +271,7 @@ def fit_family(name: str, n, error) -> FamilyFit:
         f = fit_offset_power_law(n, e)
         vector = np.array([f.a, f.b, f.c])
     else:
-        vector = _polish(family, n, e, _profile(family, n, e, a_max), lo, hi)
+        vector = _polish(family, n, e, _profile(family, n, e, a_max), lo, hi, a_max)
     rmse = float(np.sqrt(np.mean((_curve(family, n, vector) - e) ** 2)))
     at_bound = _at_bound(family, vector, lo, hi)
     return FamilyFit(name, vector, family.report(vector), rmse, at_bound, distinct)
