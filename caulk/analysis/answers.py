@@ -1,26 +1,32 @@
 """Sample-complexity answers: n*(E), the examples a curve needs to reach error E, and the ratio
 n*(baseline) / n*(curve) between two curves, each with a bootstrap interval over seeds.
 
-Intervals: 95% bootstrap percentile over seeds. A replicate draws seed labels with replacement
-(as many as there are seeds in the sweep), takes each n's mean over the drawn seeds, refits the
-curve's family and inverts it; the same draws serve every curve, so a ratio's replicates are
-paired. Percentiles use the inverted CDF (no interpolation), so a replicate whose target is out
-of reach (n* = inf) gives an infinite bound rather than NaN. With few seeds (3 seeds have only
-10 distinct resamples) the interval is too narrow: read it as a lower bound on the uncertainty.
+Intervals: 95% expanded bootstrap percentile over seeds. A replicate draws seed labels with
+replacement (as many as there are seeds in the sweep), takes each n's mean over the drawn seeds,
+refits the curve's family and inverts it; the same draws serve every curve, so a ratio's
+replicates are paired. A plain percentile interval over k seeds is too narrow (it acts as if
+the spread were known and divides by k, not k - 1), so the percentiles are expanded as in
+Hesterberg (2015, "What teachers should know about the bootstrap", Am. Stat. 69(4), sec. 6):
+the tail probability a' solves Phi^-1(1 - a') = sqrt(k / (k - 1)) t_{k-1, 1 - a/2} (with k = 3
+seeds that is the min and max of the draws; with 8, the 0.6% and 99.4% points). Percentiles use
+the inverted CDF (no interpolation), so a replicate whose target is out of reach (n* = inf)
+gives an infinite bound rather than NaN.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from caulk.analysis.families import fit_family, held_out_noise, resolve_family
 from caulk.errors import CaulkConfigError
 
 INTERVALS = (
-    "95% bootstrap percentile over seeds (seed labels resampled with replacement, the same "
-    "draws for every curve, each replicate refits the curve's family); per-n bands: Student-t "
-    "over seeds"
+    "95% expanded bootstrap percentile over seeds (Hesterberg 2015: tail level from "
+    "sqrt(k/(k-1)) t_(k-1) for k seeds; seed labels resampled with replacement, the same draws "
+    "for every curve, each replicate refits the curve's family); per-n bands: Student-t over "
+    "seeds; pow3 a, b, c in fits.csv: plain bootstrap percentile"
 )
 ANSWER_COLUMNS = [
     "target",
@@ -32,6 +38,7 @@ ANSWER_COLUMNS = [
     "family",
     "n_min_measured",
     "n_max_measured",
+    "seeds",
     "err_min_measured",
     "err_max_measured",
     "replicates",
@@ -57,11 +64,19 @@ def parse_targets(text: str | None) -> list[float]:
     return targets
 
 
-def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
+def expanded_tail(level: float, seeds: int) -> float:
+    """The tail probability a' of Hesterberg's expanded percentile interval over ``seeds``
+    seeds: Phi^-1(1 - a') = sqrt(k / (k - 1)) t_{k-1, (1 + level) / 2}."""
+    z = np.sqrt(seeds / (seeds - 1)) * stats.t.ppf((1 + level) / 2, seeds - 1)
+    return float(stats.norm.sf(z))
+
+
+def _quantiles(values: np.ndarray, level: float, seeds: int) -> tuple[float, float]:
     values = values[~np.isnan(values)]
-    if len(values) < 2:
+    if len(values) < 2 or seeds < 2:
         return float("nan"), float("nan")
-    q = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    tail = expanded_tail(level, seeds)
+    q = np.quantile(values, [tail, 1 - tail], method="inverted_cdf")
     return float(q[0]), float(q[1])
 
 
@@ -108,6 +123,7 @@ def _curve_answers(pts, metric, targets, family, draws, level) -> list[dict]:
     means = pts.groupby("n")[metric].mean()
     n, e = means.index.to_numpy(float), means.to_numpy(float)
     base = {
+        "seeds": int(pts["seed"].nunique()),
         "n_min_measured": float(n.min()),
         "n_max_measured": float(n.max()),
         "err_min_measured": float(e.min()),
@@ -124,7 +140,7 @@ def _curve_answers(pts, metric, targets, family, draws, level) -> list[dict]:
     for j, target in enumerate(targets):
         n_star = fit.n_star(target)
         draws_j = reps[:, j] if reps is not None else np.full(0, np.nan)
-        lo, hi = _quantiles(draws_j, level)
+        lo, hi = _quantiles(draws_j, level, pivot.shape[0])
         far = _how_far(n_star, base["n_min_measured"], base["n_max_measured"])
         note = _note(n_star, far, fit.asymptote, base["n_max_measured"])
         rows.append(
@@ -208,7 +224,8 @@ def ratios(
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = ref["n_star"] / row["n_star"]
             paired = np.asarray(ref["draws"], float) / np.asarray(row["draws"], float)
-        lo, hi = _quantiles(paired, level) if len(paired) else (np.nan, np.nan)
+        seeds = min(int(row["seeds"]), int(ref["seeds"]))
+        lo, hi = _quantiles(paired, level, seeds) if len(paired) else (np.nan, np.nan)
         rows.append(
             {
                 **{k: row[k] for k in keys},
