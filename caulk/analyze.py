@@ -187,28 +187,20 @@ def analyze(
             work, ok, fits, keys, metric, selector, scratch, low_data_max_n, questions, files
         )
         figures, by_source_m = _figures(work, ok, fits, keys, metric, transfer, law, files)
-        summary = {
-            "sweep_dirs": [str(d) for d in sweep_dirs],
-            "records": len(table),
-            "ok": int(len(ok)),
-            "failed": len(collection.failed),
-            "missing": len(collection.missing),
-            "unreadable": len(collection.unreadable),
-            "skipped": len(skipped),
-            "failed_jobs": collection.failed,
-            "missing_jobs": collection.missing,
-            "unreadable_records": collection.unreadable,
-            "skipped_records": skipped,
-            "metric": metric,
-            "group_by": keys,
-            "groups": int(len(fits)),
-            "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
-            "transfer_law": law,
-            "transfer_note": transfer_note,
-            **_answers_summary(questions, answers, ratio_table),
-        }
+        summary = _summary(sweep_dirs, collection, ok, skipped, metric, keys, fits)
+        summary.update(transfer_law=law, transfer_note=transfer_note)
+        summary.update(_answers_summary(questions, answers, ratio_table))
         files["report.html"] = write_report(
-            work, summary, fits, figures, law, collection.failed, collection.missing, by_source_m
+            work,
+            summary,
+            fits,
+            figures,
+            law,
+            collection.failed,
+            collection.missing,
+            by_source_m,
+            answers=answers,
+            ratios=ratio_table,
         )
         files["summary.json"] = _write_atomic(
             work / "summary.json",
@@ -224,6 +216,27 @@ def analyze(
             out, ok, fits, keys, metric, group, wandb_project, wandb_mode
         )
     return Analysis(out, table, fits, transfer, law, summary, files, answers, ratio_table)
+
+
+def _summary(sweep_dirs, collection, ok, skipped, metric, keys, fits) -> dict[str, Any]:
+    """summary.json's counts, failed/missing/unreadable/skipped records, metric and groups."""
+    return {
+        "sweep_dirs": [str(d) for d in sweep_dirs],
+        "records": len(collection.table),
+        "ok": int(len(ok)),
+        "failed": len(collection.failed),
+        "missing": len(collection.missing),
+        "unreadable": len(collection.unreadable),
+        "skipped": len(skipped),
+        "failed_jobs": collection.failed,
+        "missing_jobs": collection.missing,
+        "unreadable_records": collection.unreadable,
+        "skipped_records": skipped,
+        "metric": metric,
+        "group_by": keys,
+        "groups": int(len(fits)),
+        "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
+    }
 
 
 def _check_baseline(ok: pd.DataFrame, keys: list[str], baseline: dict[str, str] | None) -> None:

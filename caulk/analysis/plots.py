@@ -51,7 +51,7 @@ def _size_order(df: pd.DataFrame, keys: list[str]) -> list[tuple]:
 def plot_curves(
     table: pd.DataFrame, fits: pd.DataFrame, keys: list[str], metric: str, path: Path
 ) -> Path:
-    """Log-log ``metric`` vs n: a panel per peft, a colour per model size, ±1.96 SE bands, fitted lines."""
+    """Log-log ``metric`` vs n: a panel per peft, a colour per model size, 95% t bands, fitted lines."""
     if "peft" not in table:  # e.g. theory records: one panel
         table = table.assign(peft="-")
         fits = fits.assign(peft="-")
@@ -71,7 +71,7 @@ def plot_curves(
             label = _label(dict(zip(others, group, strict=True)), others)
             col = colour.get(group, "k")
             ax.plot(m["n"], m["mean"], "o", color=col, label=label, ms=4)
-            band = 1.96 * m["se"].fillna(0)
+            band = m["ci_half"].fillna(0)  # Student-t over seeds: 4.30 SE for 3 seeds
             ax.fill_between(
                 m["n"], (m["mean"] - band).clip(lower=1e-4), m["mean"] + band, color=col, alpha=0.2
             )

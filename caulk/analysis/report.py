@@ -46,8 +46,11 @@ def write_report(
     failed: list[dict[str, str]],
     missing: list[str],
     by_source_m: pd.DataFrame | None = None,
+    answers: pd.DataFrame | None = None,
+    ratios: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``report.html`` (no external files needed to view it) and return its path."""
+    """Write ``report.html`` (no external files needed to view it) and return its path;
+    ``answers`` and ``ratios`` (sample complexity n*(E) and n* ratios) get a table each."""
     parts = [
         f"<html><head><meta charset='utf-8'><title>caulk report</title><style>{_STYLE}</style></head><body>",
         "<h1>caulk scaling report</h1>",
@@ -66,6 +69,11 @@ def write_report(
     parts.append("<h2>Figures</h2>" + "".join(_img(f) for f in figures))
     parts.append("<h2>Fits: e(n) = a + b n<sup>-c</sup> (95% CIs: bootstrap over seeds)</h2>")
     parts.append(fits.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
+    for title, table in (("Sample complexity n*(E)", answers), ("n* ratios", ratios)):
+        if table is not None and not table.empty:
+            parts.append(f"<h2>{title} ({html.escape(summary.get('intervals', ''))})</h2>")
+            table = table.drop(columns="draws", errors="ignore")
+            parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"))
     if by_source_m is not None and not by_source_m.empty:
         parts.append(
             f"<h2>{html.escape(summary['metric'])} by source size m (columns: n; m=0 is the "
