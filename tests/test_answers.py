@@ -210,3 +210,14 @@ def test_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, capsys, flags
     assert err.startswith(message) and err.count("\n") == 1, err
     assert not (sweep / "analysis").exists()
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".analysis")]
+
+
+def test_a_curve_that_never_reaches_the_target_gets_no_ratio_but_a_plain_sentence():
+    rng = np.random.default_rng(3)
+    pts = _points({"base": _pow3(0.05, 1.5, 0.5), "flat": _pow3(0.3, 1.5, 0.5)}, 3, 1e-4, rng)
+    answers = sample_complexity(pts, KEYS, "test_error", [0.2], "pow3", 20, 0)
+    table = ratios(answers, KEYS, {"model": "base"})
+    assert table["ratio"].iloc[0] == 0.0  # n*(base) / inf
+    lines = answer_lines(answers, table, KEYS)
+    assert "flat linear vs base linear for error 0.20: no ratio" in lines[-1]
+    assert "flat linear: n*(0.20) = inf" in "\n".join(lines)

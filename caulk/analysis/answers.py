@@ -262,6 +262,12 @@ def answer_lines(answers: pd.DataFrame, ratio_table: pd.DataFrame, keys: list[st
             f" [{r['family']}]{note}"
         )
     for _, r in ratio_table.iterrows():
+        if not 0 < r["ratio"] < np.inf:
+            lines.append(
+                f"{_curve_name(r, keys)} vs {r['baseline']} for error {r['target']:.2f}: "
+                "no ratio (an n* is unreachable or zero)"
+            )
+            continue
         more = r["ratio"] < 1
         with np.errstate(divide="ignore"):
             inv = (lambda v: np.float64(1.0) / v) if more else np.float64
