@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from caulk.analysis.answers import (
+    INTERVALS,
+    answer_lines,
+    parse_targets,
+    ratios,
+    sample_complexity,
+)
 from caulk.analysis.collect import Collection, check_sweep_dirs, collect_records
+from caulk.analysis.families import FAMILIES, family_table
 from caulk.analysis.fits import CurveFit, fit_groups, seed_means
 from caulk.analysis.report import count_line, write_report
 from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
@@ -41,14 +49,51 @@ class Analysis:
     transfer_law: dict[str, Any] | None
     summary: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
+    answers: pd.DataFrame | None = None
+    ratios: pd.DataFrame | None = None
 
 
-def _parse_selector(text: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Questions:
+    """What the user asked of the curves: target errors, a baseline curve, the curve family
+    (``auto``: chosen per curve by backtest), whether D_T may extrapolate the scratch curve."""
+
+    targets: tuple[float, ...] = ()
+    baseline: dict[str, str] | None = None
+    family: str = "auto"
+    allow_extrapolation: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        targets: str | list[float] | None = None,
+        baseline: str | None = None,
+        family: str = "auto",
+        allow_extrapolation: bool = False,
+    ) -> Questions:
+        """Check the flags (one-line CaulkConfigError each) before any work."""
+        if family not in ("auto", *FAMILIES):
+            raise CaulkConfigError(
+                f"--family {family!r} is unknown; choose auto or one of {', '.join(FAMILIES)}"
+            )
+        if isinstance(targets, str) or targets is None:
+            targets = parse_targets(targets)
+        else:
+            targets = parse_targets(",".join(str(t) for t in targets))
+        selector = _parse_selector(baseline, "--baseline") if baseline else None
+        if selector == {}:
+            raise CaulkConfigError(f"--baseline must look like key=value[,...], got {baseline!r}")
+        if selector is not None and not targets:
+            raise CaulkConfigError("--baseline compares n*(E): give --target-error too")
+        return cls(tuple(targets), selector, family, allow_extrapolation)
+
+
+def _parse_selector(text: str, flag: str = "--scratch") -> dict[str, str]:
     try:
         return dict(item.split("=", 1) for item in text.split(",") if item)
     except ValueError:
         raise CaulkConfigError(
-            f"--scratch must look like key=value[,key=value], got {text!r}"
+            f"{flag} must look like key=value[,key=value], got {text!r}"
         ) from None
 
 
@@ -128,17 +173,20 @@ def analyze(
     wandb_group: str | None = None,
     rng_seed: int = 0,
     formats: str | list[str] | tuple[str, ...] = "png",
+    questions: Questions | None = None,
 ) -> Analysis:
     """Run the whole analysis of one or more sweep dirs and write its outputs into ``out``.
 
-    The outputs are written into a fresh dir next to ``out`` that then replaces it whole: a
-    failed analysis leaves ``out`` as it was. An unwritable ``out`` fails before any work.
-    ``formats``: the figure formats (PNG always; PDF/SVG beside it).
+    ``questions`` (target errors, a baseline, the curve family) adds the sample-complexity
+    answers; ``formats``: the figure formats (PNG always; PDF/SVG beside it). The outputs are
+    written into a fresh dir next to ``out`` that then replaces it whole: a failed analysis
+    leaves ``out`` as it was. An unwritable ``out`` fails before any work.
     """
     formats = parse_formats(formats)
     if replicates < 0:
         raise CaulkConfigError(f"--bootstrap must be >= 0, got {replicates}")
     selector = _parse_selector(scratch)
+    questions = questions or Questions()
     sweep_dirs = check_sweep_dirs(sweep_dirs)
     out = Path(out) if out else sweep_dirs[0] / "analysis"
     with _staged(out) as work:
@@ -147,21 +195,22 @@ def analyze(
         metric = metric or _default_metric(table)
         ok, skipped = collection.points(metric)
         keys, ok = _group_keys(table, ok, metric, group_by)
+        _check_baseline(ok, keys, questions.baseline)
         files = _write_tables(work, table)
-        fits = (
-            fit_groups(ok, keys, metric, replicates, rng_seed)
-            if len(ok)
-            else pd.DataFrame(columns=keys)
-        )
+        fits = _fits(ok, keys, metric, replicates, rng_seed, questions.family)
         files["fits.csv"] = _write_atomic(work / "fits.csv", lambda p: fits.to_csv(p, index=False))
+        answers, ratio_table = _answers(
+            work, ok, keys, metric, questions, replicates, rng_seed, files
+        )
         transfer, law, transfer_note = _transfer(
-            work, ok, fits, keys, metric, selector, scratch, low_data_max_n, files
+            work, ok, fits, keys, metric, selector, scratch, low_data_max_n, questions, files
         )
         figures, by_source_m = _figures(
-            work, ok, fits, keys, metric, transfer, law, files, formats=formats
+            work, ok, fits, keys, metric, transfer, law, files, formats=formats, answers=answers
         )
         summary = _summary(sweep_dirs, collection, ok, skipped, metric, keys, fits)
         summary.update(transfer_law=law, transfer_note=transfer_note)
+        summary.update(_answers_summary(questions, answers, ratio_table))
         files["report.html"] = write_report(
             work,
             summary,
@@ -172,6 +221,8 @@ def analyze(
             collection.missing,
             by_source_m,
             points=ok,
+            answers=answers,
+            ratios=ratio_table,
         )
         files["summary.json"] = _write_atomic(
             work / "summary.json",
@@ -186,7 +237,84 @@ def analyze(
         summary["wandb_dir"] = log_aggregate(
             out, ok, fits, keys, metric, group, wandb_project, wandb_mode
         )
-    return Analysis(out, table, fits, transfer, law, summary, files)
+    return Analysis(out, table, fits, transfer, law, summary, files, answers, ratio_table)
+
+
+def _check_baseline(ok: pd.DataFrame, keys: list[str], baseline: dict[str, str] | None) -> None:
+    """CaulkConfigError (before any fit) when --baseline names no curve key or matches none."""
+    if baseline is None:
+        return
+    unknown = [k for k in baseline if k not in keys]
+    if unknown:
+        raise CaulkConfigError(
+            f"--baseline key {unknown[0]!r} is not a curve key (curves are {','.join(keys)})"
+        )
+    if not _matches(ok, baseline).any():
+        raise CaulkConfigError(f"--baseline {_selector_text(baseline)} matches no curve")
+
+
+def _selector_text(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector.items())
+
+
+def _fits(
+    ok: pd.DataFrame, keys: list[str], metric: str, replicates: int, rng_seed: int, family: str
+) -> pd.DataFrame:
+    """fits.csv: the pow3 fit of each curve (a, b, c with bootstrap CIs, the pure power law),
+    then the family used, its parameters, parameters at a bound and every family's backtest."""
+    if not len(ok):
+        return pd.DataFrame(columns=keys)
+    fits = fit_groups(ok, keys, metric, replicates, rng_seed)
+    return fits.merge(family_table(ok, keys, metric, family), on=keys, how="left")
+
+
+def _answers(
+    work: Path,
+    ok: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    questions: Questions,
+    replicates: int,
+    rng_seed: int,
+    files: dict[str, Path],
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """sample_complexity.csv (n* per curve and target) and ratios.csv (against --baseline)."""
+    if not questions.targets or not len(ok):
+        return None, None
+    answers = sample_complexity(
+        ok, keys, metric, list(questions.targets), questions.family, replicates, rng_seed
+    )
+    files["sample_complexity.csv"] = _write_atomic(
+        work / "sample_complexity.csv",
+        lambda p: answers.drop(columns="draws").to_csv(p, index=False),
+    )
+    if questions.baseline is None:
+        return answers, None
+    ratio_table = ratios(answers, keys, questions.baseline)
+    files["ratios.csv"] = _write_atomic(
+        work / "ratios.csv", lambda p: ratio_table.to_csv(p, index=False)
+    )
+    return answers, ratio_table
+
+
+def _answers_summary(
+    questions: Questions, answers: pd.DataFrame | None, ratio_table: pd.DataFrame | None
+) -> dict[str, Any]:
+    """The summary.json entries of the answers (n* = inf is written as null; see its note)."""
+
+    def records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
+        if df is None:
+            return []
+        return json.loads(df.drop(columns="draws", errors="ignore").to_json(orient="records"))
+
+    return {
+        "family": questions.family,
+        "intervals": INTERVALS,
+        "targets": list(questions.targets),
+        "baseline": _selector_text(questions.baseline) if questions.baseline else None,
+        "answers": records(answers),
+        "ratios": records(ratio_table),
+    }
 
 
 def _summary(
@@ -266,10 +394,12 @@ def _transfer(
     selector: dict[str, str],
     scratch: str,
     low_data_max_n: float | None,
+    questions: Questions,
     files: dict[str, Path],
 ) -> tuple[pd.DataFrame | None, dict[str, Any] | None, str]:
     """Effective data transferred against the from-scratch curve, and its law (with a note when
-    there is none); writes transfer.csv and transfer_fit.json."""
+    there is none, or when points whose D_E lies beyond the from-scratch curve's largest
+    measured n were left out of it); writes transfer.csv and transfer_fit.json."""
     is_scratch = _matches(ok, selector)
     if not (is_scratch.any() and (~is_scratch).any()):
         return None, None, f"no from-scratch curve ({scratch}) next to fine-tuned ones"
@@ -287,7 +417,8 @@ def _transfer(
             continue
         f = ref.iloc[0]
         m = seed_means(pts, metric).assign(**group, backbone_params=pts["backbone_params"].iloc[0])
-        rows.append(effective_data_transferred(m, CurveFit(f["a"], f["b"], f["c"], f["rmse"], 0)))
+        fit = CurveFit(f["a"], f["b"], f["c"], f["rmse"], 0)
+        rows.append(effective_data_transferred(m, fit, scratch_n_max=float(f["n_max"])))
     if not rows:
         return None, None, "no from-scratch curve with a valid fit"
     transfer = pd.concat(rows, ignore_index=True)
@@ -295,13 +426,20 @@ def _transfer(
         work / "transfer.csv", lambda p: transfer.to_csv(p, index=False)
     )
     try:
-        law = fit_transfer_law(transfer, low_data_max_n)
+        law = fit_transfer_law(transfer, low_data_max_n, questions.allow_extrapolation)
     except CaulkConfigError as e:
         return transfer, None, str(e)
     files["transfer_fit.json"] = _write_atomic(
         work / "transfer_fit.json", lambda p: p.write_text(json.dumps(law, indent=2))
     )
-    return transfer, law, ""
+    left_out = law["left_out_extrapolated"]
+    note = (
+        f"{left_out} points left out of the D_T law: their D_E lies beyond the from-scratch "
+        "curve's largest measured n (--allow-extrapolation keeps them)"
+        if left_out
+        else ""
+    )
+    return transfer, law, note
 
 
 def _figures(
@@ -371,6 +509,11 @@ def format_analysis(result: Analysis) -> str:
         lines.append(
             f"  D_T = {t['k']:.3g} n^{t['alpha']:.3f} N^{t['beta']:.3f} ({t['points']} points)"
         )
+    if s.get("transfer_note"):
+        lines.append(f"  D_T: {s['transfer_note']}")
+    if result.answers is not None:
+        ratio_table = result.ratios if result.ratios is not None else pd.DataFrame()
+        lines += [f"  {line}" for line in answer_lines(result.answers, ratio_table, s["group_by"])]
     lines.append(f"  outputs in {result.out} (report.html)")
     return "\n".join(lines)
 
@@ -412,10 +555,35 @@ def main(argv: list[str] | None = None) -> int:
         help="figure formats, comma-separated from png,pdf,svg (default png; PNG is always "
         "written, at 150 dpi, as the report embeds it)",
     )
+    p.add_argument(
+        "--target-error",
+        default=None,
+        help="errors E in (0, 1), e.g. 0.2,0.1: n*(E) per curve -> sample_complexity.csv",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="selector of the curve others are compared with, e.g. model=vit_pico: "
+        "n*(baseline)/n*(curve) per target -> ratios.csv",
+    )
+    p.add_argument(
+        "--family",
+        default="auto",
+        help="curve family: auto (chosen per curve by held-out extrapolation error) or one of "
+        + ", ".join(FAMILIES),
+    )
+    p.add_argument(
+        "--allow-extrapolation",
+        action="store_true",
+        help="keep points whose D_E lies beyond the from-scratch curve's measured n in the D_T law",
+    )
     p.add_argument("--wandb-project", default="caulk")
     p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep dir's name)")
     args = p.parse_args(argv)
     try:
+        questions = Questions.parse(
+            args.target_error, args.baseline, args.family, args.allow_extrapolation
+        )
         result = analyze(
             args.sweep_dirs,
             args.out,
@@ -428,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             args.wandb_project,
             args.wandb_group,
             formats=args.format,
+            questions=questions,
         )
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)

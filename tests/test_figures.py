@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.lines import Line2D
 from PIL import Image
+from scipy import stats
 
 from caulk.analysis.plots import curves_figure, exponents_figure
 from caulk.analysis.report import write_report
@@ -248,7 +249,8 @@ def test_comparison_tables_hold_the_seed_mean_and_interval_of_each_curve_per_n()
     for m in (0, 250, 1000, 4000):
         assert np.allclose(sweep.means[f"m={m}"], g.mean().loc[m])
         sem = g.std(ddof=1).loc[m] / np.sqrt(g.count().loc[m])
-        assert np.allclose(sweep.half_widths[f"m={m}"], 1.96 * sem)
+        t = stats.t.ppf(0.975, g.count().loc[m] - 1)  # a 95% Student-t interval over seeds
+        assert np.allclose(sweep.half_widths[f"m={m}"], t * sem)
     assert "linear vs lora · vit_femto · m=4000" in found
 
 

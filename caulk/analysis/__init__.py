@@ -1,6 +1,8 @@
 """Aggregation and analysis of sweeps: records -> table -> fits -> transfer -> figures -> report."""
 
+from caulk.analysis.answers import ratios, sample_complexity
 from caulk.analysis.collect import collect_records
+from caulk.analysis.families import FAMILIES, backtest, choose_family, fit_family
 from caulk.analysis.fits import (
     CurveFit,
     bootstrap_over_seeds,
@@ -11,7 +13,13 @@ from caulk.analysis.fits import (
 from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 
 __all__ = [
+    "FAMILIES",
     "CurveFit",
+    "backtest",
+    "choose_family",
+    "fit_family",
+    "ratios",
+    "sample_complexity",
     "bootstrap_over_seeds",
     "collect_records",
     "effective_data_transferred",

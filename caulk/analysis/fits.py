@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from caulk.errors import CaulkConfigError
 
@@ -30,7 +31,7 @@ C_MIN, C_MAX = 1e-3, 5.0
 _C_GRID = np.geomspace(C_MIN, C_MAX, 256)
 
 
-def _best_offset_and_scale(x: np.ndarray, e: np.ndarray, a_max: float):
+def best_offset_and_scale(x: np.ndarray, e: np.ndarray, a_max: float):
     """For each row x_c of ``x`` (rows: values of c, columns: n^-c), the (a, b, sse) minimising
     ||a + b x_c - e||^2 over 0 <= a <= a_max, b >= 0: a convex quadratic, so the optimum is the
     unconstrained one when feasible, else the best of the edges' own optima."""
@@ -79,7 +80,7 @@ def fit_offset_power_law(n, error) -> CurveFit:
     log_n = np.log(n)
 
     def profile(cs: np.ndarray):
-        return _best_offset_and_scale(np.exp(-np.outer(cs, log_n)), e, a_max)
+        return best_offset_and_scale(np.exp(-np.outer(cs, log_n)), e, a_max)
 
     grid = _C_GRID
     for _ in range(4):  # zoom in on the best point's bracket: c to ~1e-8 relative
@@ -107,11 +108,15 @@ def fit_power_law(n, error) -> CurveFit:
     return CurveFit(0.0, b, c, rmse, len(np.unique(n)))
 
 
-def seed_means(points: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean, standard error and count of ``metric`` over seeds, per n."""
+def seed_means(points: pd.DataFrame, metric: str, level: float = 0.95) -> pd.DataFrame:
+    """Mean, standard error and count of ``metric`` over seeds, per n, and ``ci_half``: the
+    half width of the mean's ``level`` interval from Student's t with seeds - 1 degrees of
+    freedom (t = 4.30 for 3 seeds, where the normal's 1.96 is far too narrow; NaN for 1 seed)."""
     g = points.groupby("n")[metric]
     out = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "seeds": g.count()}).reset_index()
     out["se"] = out["sd"] / np.sqrt(out["seeds"])
+    dof = (out["seeds"] - 1).where(out["seeds"] > 1)
+    out["ci_half"] = stats.t.ppf((1 + level) / 2, dof) * out["se"]
     return out
 
 

@@ -177,11 +177,11 @@ def error_curves(
 
 
 def _draw_curve(ax, curve: Curve) -> Line2D:
-    """Seed means with ±1.96 SE bands and the fitted law; returns the curve's legend handle."""
+    """Seed means with 95% Student-t bands over seeds and the fitted law; returns the curve's legend handle."""
     m = curve.means
     look = {"color": curve.colour}
     ax.plot(m["n"], m["mean"], curve.marker, ms=4.5, linestyle="none", **look)
-    band = 1.96 * m["se"].fillna(0)
+    band = m["ci_half"].fillna(0)  # Student-t over seeds: 4.30 SE for 3 seeds
     low = (m["mean"] - band).clip(lower=1e-4)
     ax.fill_between(m["n"], low, m["mean"] + band, alpha=0.15, lw=0, **look)
     if curve.fit is not None:
@@ -241,7 +241,7 @@ def curves_figure(
     answers: pd.DataFrame | None = None,
 ) -> Figure:
     """Log-log ``metric`` vs n on one axes: a colour per model size, a marker and line style per
-    source m / method, ±1.96 SE bands, the fitted laws, one legend entry per curve (with its c)
+    source m / method, 95% Student-t bands, the fitted laws, one legend entry per curve (with its c)
     outside the axes; with ``answers``, the target errors with n* marked on each curve."""
     curves = error_curves(table, fits, keys, metric)
     fig = plt.figure(figsize=(8.0, 4.8), layout="constrained")

@@ -20,8 +20,6 @@ from caulk.analysis.labels import (
 
 #: the keys a comparison table varies, one at a time, all other keys held fixed
 COMPARED_KEYS = ("peft", "source_m", "peft_knob_value", "weights")
-#: the half-width of the interval shown beside a seed mean, in standard errors
-Z = 1.96
 
 
 def count_text(value: float) -> str:
@@ -129,7 +127,9 @@ def _curve_means(points: pd.DataFrame, keys: list[str], metric: str) -> pd.DataF
     for group, pts in points.groupby(keys, dropna=False, sort=False):
         values = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
         m = seed_means(pts, metric)
-        rows.append(m.assign(half_width=Z * m["se"], **{k: key_text(v) for k, v in values.items()}))
+        rows.append(
+            m.assign(half_width=m["ci_half"], **{k: key_text(v) for k, v in values.items()})
+        )
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
