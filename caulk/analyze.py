@@ -518,7 +518,7 @@ def format_analysis(result: Analysis) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m caulk.analyze", description=__doc__.splitlines()[0])
     p.add_argument("sweep_dirs", nargs="+", help="sweep (or run) dirs holding record.json files")
     p.add_argument("--out", help="output dir (default: <first sweep dir>/analysis)")
@@ -579,7 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--wandb-project", default="caulk")
     p.add_argument("--wandb-group", default=None, help="W&B group (default: the sweep dir's name)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m caulk.analyze``: analyse sweep dirs, print the summary; 0 ok, 2 bad input."""
+    args = _parser().parse_args(argv)
     try:
         questions = Questions.parse(
             args.target_error, args.baseline, args.family, args.allow_extrapolation

@@ -179,7 +179,7 @@ def test_the_cli_writes_sample_complexity_and_ratios(tmp_path, capsys):
     assert len(summary["answers"]) == 4 and len(summary["ratios"]) == 2
     assert "bootstrap percentile" in summary["intervals"] and summary["family"] == "pow3"
     report = (out / "report.html").read_text()
-    assert "Sample complexity n*(E)" in report and "backtest_mmf4" in report
+    assert "Sample complexity n*(E)" in report and "backtest_<wbr>mmf4" in report
     console = capsys.readouterr().out
     assert "digits vit_nano zoo linear needs " in console and "fewer examples than" in console
     assert "n*(0.20) = " in console

@@ -14,7 +14,6 @@ import pandas as pd
 from caulk.analysis.labels import in_curve_order, varying_keys
 from caulk.analysis.summaries import (
     Comparison,
-    Z,
     answer_sentences,
     comparisons,
     rate_sentences,
@@ -179,8 +178,8 @@ def _comparisons_section(summary: dict[str, Any], points: pd.DataFrame | None) -
     if not found:
         return ""
     return (
-        f"<h2>Comparisons: mean {html.escape(summary['metric'])} per n (± {Z} standard errors "
-        "over seeds; the lowest in bold)</h2><div class='tables'>"
+        f"<h2>Comparisons: mean {html.escape(summary['metric'])} per n (± the 95% Student-t "
+        "half-width over seeds; the lowest in bold)</h2><div class='tables'>"
         + "".join(_comparison_table(c) for c in found)
         + "</div>"
     )
@@ -234,6 +233,11 @@ def write_report(
         )
     parts.append("<h2>Fits: e(n) = a + b n<sup>-c</sup> (95% CIs: bootstrap over seeds)</h2>")
     parts.append(fits_table_html(fits))
+    for title, table in (("Sample complexity n*(E)", answers), ("n* ratios", ratios)):
+        if table is not None and not table.empty:
+            intervals = html.escape(summary.get("intervals", ""))
+            parts.append(f"<h2>{title}</h2><p>Intervals: {intervals}</p>")
+            parts.append(fits_table_html(table.drop(columns="draws", errors="ignore")))
     parts.append("</body></html>")
     path = out / "report.html"
     tmp = path.with_suffix(".html.tmp")
