@@ -10,6 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 
+#: the fixed-step recipe the timing benchmarks measure: ``trainer.max_steps`` steps at one lr
+#: (not the default protocol's ridge probe, step budget and LoRA lr grid); ``++`` because only
+#: the linear probe has a ``peft.solver``
+FIXED_RECIPE = ["++peft.solver=sgd", "budget.mode=fixed", "tune=none"]
+
 
 def parse_args(parser: argparse.ArgumentParser, smoke: dict) -> argparse.Namespace:
     """Add ``--smoke`` to ``parser`` and parse the command line; with ``--smoke`` the defaults

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from benchmarks.common import int_list, parse_args, print_result
+from benchmarks.common import FIXED_RECIPE, int_list, parse_args, print_result
 from caulk.backbones import create_backbone
 from caulk.cache.extract import extract_features
 from caulk.cli import CONFIG_DIR
@@ -68,7 +68,13 @@ def warm_up(overrides: list[str], out: Path) -> None:
     """One tiny point down each path first, so neither timing pays the one-off imports and
     model set-up of this process."""
     for cached in (True, False):
-        run_curve([*overrides, "trainer.max_steps=2"], cached, out / f"warm{cached}", [10], [0])
+        run_curve(
+            [*overrides, *FIXED_RECIPE, "trainer.max_steps=2"],
+            cached,
+            out / f"warm{cached}",
+            [10],
+            [0],
+        )
 
 
 def extraction_pass(model: str, extra: list[str] = ()) -> float:
@@ -89,7 +95,7 @@ def cached_curve_and_floor(
 ) -> dict:
     """Median seconds of ``repeats`` cached curves and of as many extraction passes, alternated
     (``extra``: more overrides, e.g. ``model.weights=none``)."""
-    base = [f"model={model}", f"trainer.max_steps={steps}", *extra]
+    base = [f"model={model}", f"trainer.max_steps={steps}", *FIXED_RECIPE, *extra]
     curves, passes, records = [], [], []
     for r in range(repeats):
         t, records = run_curve(base, True, out / f"cached{r}", ns, seeds)
@@ -132,7 +138,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         warm_up([f"model={args.model}"], Path(tmp))
         cached = cached_curve_and_floor(args.model, args.steps, args.repeats, Path(tmp), **grid)
-        base = [f"model={args.model}", f"trainer.max_steps={args.steps}"]
+        base = [f"model={args.model}", f"trainer.max_steps={args.steps}", *FIXED_RECIPE]
         t_plain, plain = run_curve(base, False, Path(tmp) / "plain", **grid)
     diff = max_test_error_diff(cached.pop("records"), plain)
     result = {

@@ -33,7 +33,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from benchmarks.common import parse_args, print_result
+from benchmarks.common import FIXED_RECIPE, parse_args, print_result
 from caulk.backbones import create_backbone
 from caulk.cli import CONFIG_DIR
 from caulk.data import build_datamodule
@@ -71,6 +71,7 @@ def config(model: str, steps: int, warmup: int, device: str, precision: str, com
         f"compile={str(compiled).lower()}",
         f"model={model}",
         "peft=lora",
+        *FIXED_RECIPE,
         "cache.features=false",
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={steps}",

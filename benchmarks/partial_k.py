@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
 
-from benchmarks.common import parse_args, print_result
+from benchmarks.common import FIXED_RECIPE, parse_args, print_result
 from benchmarks.curve import SMOKE_GRID, add_grid_args, max_test_error_diff, run_curve, warm_up
 
 METHODS = {
@@ -48,7 +48,12 @@ def parse() -> argparse.Namespace:
 
 def compare(args, name: str, out: Path) -> dict:
     """The cached and the uncached curve of method ``name``: timings and agreement."""
-    base = [f"model={args.model}", f"trainer.max_steps={args.steps}", *METHODS[name](args.blocks)]
+    base = [
+        f"model={args.model}",
+        f"trainer.max_steps={args.steps}",
+        *FIXED_RECIPE,
+        *METHODS[name](args.blocks),
+    ]
     grid = {"ns": args.ns, "seeds": args.seeds}
     warm_up([f"model={args.model}", *METHODS[name](args.blocks)], out / name)
     t_cached, cached = run_curve(base, True, out / f"{name}_c", **grid)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's benchmarks
 
-from benchmarks.common import int_list, parse_args, print_result
+from benchmarks.common import FIXED_RECIPE, int_list, parse_args, print_result
 
 REPO = Path(__file__).resolve().parent.parent
 NS = [20, 40, 80, 160]
@@ -72,6 +72,7 @@ def main() -> None:
             f"model={args.model}",
             f"peft={args.peft}",
             f"trainer.max_steps={args.steps}",
+            *FIXED_RECIPE,
             "trainer.enable_progress_bar=false",
             "logger=csv",
             f"cache.dir={tmp}/features",

@@ -25,6 +25,9 @@ def compose_cfg(overrides: list[str] | None = None, output_dir: Path | None = No
 
 
 FAST = [
+    "++peft.solver=sgd",  # the fixed-step recipe these tests exercise, not the default ridge
+    "budget.mode=fixed",
+    "tune=none",
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
     "trainer.enable_progress_bar=false",
