@@ -21,7 +21,8 @@ from caulk.engines import batched, solvers
 from caulk.engines.strategy import choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
-from caulk.plan import CurvePlan, curve_seeds, refresh_finished
+from caulk.plan import CurvePlan, PointPlan, curve_seeds, refresh_finished
+from caulk.progress import Progress
 from caulk.run.guards import job_lock, sigterm_raises
 from caulk.run.point import CurveContext, finish_wandb, run_point
 from caulk.torch_env import skip_nvml_check_without_driver
@@ -138,8 +139,20 @@ def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
     return records
 
 
+def _point_progress(plan: CurvePlan) -> Progress | None:
+    """The progress of a curve's pending points (none for a single point or off rank 0)."""
+    if not plan.curve or not is_global_zero():
+        return None
+    return Progress("point", len(plan.pending))
+
+
+def _point_label(cfg: DictConfig, point: PointPlan) -> str:
+    return f"{cfg.model.name} {cfg.peft.name} n={point.n} seed={point.seed}"
+
+
 def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
+    progress = _point_progress(plan)
     try:
         ctx.curve_run = _curve_run(plan)
         for i, point in enumerate(plan.points):
@@ -149,8 +162,14 @@ def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[s
                 )
                 records.append(point.done)
                 continue
+            if progress is not None:
+                progress.begin(_point_label(plan.cfg, point))
             records.append(run_point(ctx, point, i, start).to_dict())
+            if progress is not None:
+                progress.end()
             start = time.perf_counter()
     finally:
+        if progress is not None:
+            progress.close()
         finish_wandb(ctx.curve_run, failed=any(r["status"] != "ok" for r in records))
     return records
