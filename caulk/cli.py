@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
 
-from caulk.console import VERBOSE_ENV, quiet_lightning
+from caulk.console import VERBOSE_ENV, quiet_console
 from caulk.errors import CaulkConfigError, exit_on_config_error, remove_created_output
 from caulk.progress import progress_line, progress_stream
 
@@ -134,7 +134,7 @@ def run_cli(hydra_main: Callable[[], Any]) -> None:
     if "--verbose" in sys.argv[1:]:
         sys.argv = [a for a in sys.argv if a != "--verbose"]
         os.environ[VERBOSE_ENV] = "1"
-    quiet_lightning()
+    quiet_console()
     try:
         check_group_overrides(sys.argv[1:])
     except CaulkConfigError as e:

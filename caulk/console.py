@@ -1,7 +1,9 @@
-"""A quiet console: Lightning's lines that do not apply to caulk's design are dropped at the source.
+"""A quiet console: Lightning's and timm's lines that do not apply to caulk's design are dropped
+at the source.
 
-``quiet_lightning()`` installs a ``logging.Filter`` on the loggers Lightning prints its banners
-and tips through, and ``warnings`` filters for its warnings that caulk's design makes moot.
+``quiet_console()`` installs a ``logging.Filter`` on the loggers Lightning prints its banners
+and tips through (and timm its weight loading: the record names the weights file), and
+``warnings`` filters for the warnings that caulk's design makes moot.
 ``--verbose`` on the command line (``run_cli`` turns it into ``CAULK_VERBOSE=1``), the env var
 ``CAULK_VERBOSE=1`` or ``hydra.verbose=true`` bring them all back.
 """
@@ -16,22 +18,29 @@ import warnings
 from hydra.core.hydra_config import HydraConfig
 
 VERBOSE_ENV = "CAULK_VERBOSE"
-#: the loggers Lightning's rank-zero infos and accelerator lines go through (both package names)
-LIGHTNING_LOGGERS = tuple(
-    f"{package}.{module}"
-    for package in (
-        "pytorch_lightning",
-        "lightning.pytorch",
-        "lightning_fabric",
-        "lightning.fabric",
-    )
-    for module in ("utilities.rank_zero", "accelerators.cuda")
+#: the loggers Lightning's rank-zero infos and accelerator lines go through (both package names),
+#: and timm's weight loading
+NOISY_LOGGERS = (
+    *(
+        f"{package}.{module}"
+        for package in (
+            "pytorch_lightning",
+            "lightning.pytorch",
+            "lightning_fabric",
+            "lightning.fabric",
+        )
+        for module in ("utilities.rank_zero", "accelerators.cuda")
+    ),
+    "timm.models._builder",
+    "timm.models._helpers",
 )
 #: info lines: upsell tips, accelerator banners (the record names the device), the step budget
-#: ending the fit (caulk's design: every point trains its budget), the CUDA_VISIBLE_DEVICES echo
+#: ending the fit (caulk's design: every point trains its budget), the CUDA_VISIBLE_DEVICES echo,
+#: timm loading a weights file (the record's weights_file)
 NOISE = re.compile(
     r"💡 Tip:|(GPU|TPU|HPU|IPU) available: |`Trainer\.(fit|validate|test)` stopped: `max_"
     r"|LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES"
+    r"|Loading pretrained weights from |Loaded .* from checkpoint"
 )
 #: warnings about choices caulk makes on purpose
 NOISE_WARNINGS = (
@@ -43,7 +52,7 @@ NOISE_WARNINGS = (
 )
 
 
-class LightningNoise(logging.Filter):
+class ConsoleNoise(logging.Filter):
     """Drops the log records whose message matches ``NOISE``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -51,7 +60,7 @@ class LightningNoise(logging.Filter):
         return NOISE.search(record.getMessage()) is None
 
 
-_FILTER = LightningNoise()
+_FILTER = ConsoleNoise()
 
 
 def verbose_requested() -> bool:
@@ -62,11 +71,12 @@ def verbose_requested() -> bool:
     return HydraConfig.initialized() and bool(HydraConfig.get().verbose)
 
 
-def quiet_lightning(verbose: bool | None = None) -> None:
-    """Silence Lightning's tips, banners and moot warnings; ``verbose`` brings them back (None:
+def quiet_console(verbose: bool | None = None) -> None:
+    """Silence Lightning's tips, banners and moot warnings and timm's weight loading lines;
+    ``verbose`` brings them back (None:
     ``verbose_requested()``). Safe to call again: the latest call decides."""
     verbose = verbose_requested() if verbose is None else verbose
-    for name in LIGHTNING_LOGGERS:
+    for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         if verbose:
             logger.removeFilter(_FILTER)

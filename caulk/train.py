@@ -17,14 +17,14 @@ from omegaconf import DictConfig
 
 from caulk.cli import CONFIG_DIR, announce_job, reject_job, run_cli
 from caulk.cluster import is_global_zero
-from caulk.console import quiet_lightning
+from caulk.console import quiet_console
 from caulk.errors import CaulkConfigError
 from caulk.plan import is_curve, make_plan
 from caulk.run.curve import run_curve
 from caulk.run.record import format_curve_summary, format_summary
 
 log = logging.getLogger("caulk.train")
-quiet_lightning()  # at import too: train() used as a library is as quiet as the command line
+quiet_console()  # at import too: train() used as a library is as quiet as the command line
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task: train the job's points, print their summary, return the mean test error."""
-    quiet_lightning()  # again: hydra.verbose is known only now
+    quiet_console()  # again: hydra.verbose is known only now
     if is_global_zero():
         announce_job()
     try:

@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from caulk import analyze, demo, train
 from caulk.cli import BUILTIN_OPTIONS, check_group_overrides, sweep_job_count
-from caulk.console import quiet_lightning
+from caulk.console import quiet_console
 from caulk.plan import validate_config
 from caulk.progress import Progress, progress_line, progress_to
 from caulk.zoo.build import build_zoo_entry
@@ -90,28 +90,44 @@ def _trainer_lines() -> list[str]:
     return handler.messages
 
 
+def _timm_lines() -> list[str]:
+    """What timm logs when it loads a weights file (its message, through its own logger)."""
+    handler = _Records()
+    logger = logging.getLogger("timm.models._builder")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # as under Hydra's job logging
+    try:
+        logger.info("Loading pretrained weights from file (/zoo/w.safetensors)")
+        logger.info("Unrelated timm news")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    return handler.messages
+
+
 def _warned(message: str) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.warn(message, UserWarning, stacklevel=1)
     return [str(w.message) for w in caught]
 
 
-def test_quiet_lightning_silences_at_the_source_and_verbose_undoes_it():
+def test_quiet_console_silences_at_the_source_and_verbose_undoes_it():
     moot = "You defined a `validation_step` but have no `val_dataloader`. Skipping val loop."
     other = "a warning caulk knows nothing about"
     try:
-        quiet_lightning(verbose=False)
+        quiet_console(verbose=False)
         assert not any("available" in m or "Tip" in m for m in _trainer_lines())
         assert _warned(moot) == [] and _warned(other) == [other]
-        quiet_lightning(verbose=True)
+        assert _timm_lines() == ["Unrelated timm news"]
+        quiet_console(verbose=True)
         assert any(m.startswith("GPU available: ") for m in _trainer_lines())
-        assert _warned(moot) == [moot]
+        assert _warned(moot) == [moot] and len(_timm_lines()) == 2
         os.environ["CAULK_VERBOSE"] = "1"
-        quiet_lightning()  # the env var decides
+        quiet_console()  # the env var decides
         assert any(m.startswith("TPU available: ") for m in _trainer_lines())
     finally:
         os.environ.pop("CAULK_VERBOSE", None)
-        quiet_lightning(verbose=False)  # as caulk.train's import left it
+        quiet_console(verbose=False)  # as caulk.train's import left it
 
 
 # --- progress ------------------------------------------------------------------------------------

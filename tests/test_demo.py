@@ -134,7 +134,10 @@ def test_a_failing_sweep_raises_with_its_log_and_keeps_the_console_clean(tmp_pat
     log = (tmp_path / "bad.log").read_text()
     assert "curve.n must be a non-empty list" in log and "bad.log" in str(err.value)
     out = capsys.readouterr()
-    assert "curve.n" not in out.out + out.err  # the job's output went to its log only
+    assert "non-empty" not in out.out + out.err  # the job's output went to its log only
+    assert out.err.splitlines()[0].startswith(
+        "[caulk] job 1/1  experiment=demo"
+    )  # its progress did not
     for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
         for h in getattr(logger, "handlers", []):  # none left writing to the closed log
             assert not getattr(getattr(h, "stream", None), "closed", False), (logger, h)

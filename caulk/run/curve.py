@@ -22,7 +22,7 @@ from caulk.engines.strategy import choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
 from caulk.plan import CurvePlan, PointPlan, curve_seeds, refresh_finished
-from caulk.progress import Progress
+from caulk.progress import Progress, progress_stream
 from caulk.run.guards import job_lock, sigterm_raises
 from caulk.run.point import CurveContext, finish_wandb, run_point
 from caulk.torch_env import skip_nvml_check_without_driver
@@ -94,6 +94,10 @@ def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict
     becomes each point's failure (each still gets its record)."""
     pending = [i for i, p in enumerate(plan.points) if p.done is None]
     dms = [plan.points[i].datamodule for i in pending]
+    if plan.curve and is_global_zero():  # one step for all points: one line, no per-point ones
+        what = f"{len(pending)} points in one {engine} fit"
+        label = f"{plan.cfg.model.name} {plan.cfg.peft.name}"
+        print(f"[caulk] {what}  {label}", file=progress_stream(), flush=True)
     try:
         fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
         heads = fit(plan.cfg, dms, features)
@@ -139,9 +143,10 @@ def run_curve(plan: CurvePlan, start: float | None = None) -> list[dict[str, Any
     return records
 
 
-def _point_progress(plan: CurvePlan) -> Progress | None:
-    """The progress of a curve's pending points (none for a single point or off rank 0)."""
-    if not plan.curve or not is_global_zero():
+def _point_progress(plan: CurvePlan, ctx: CurveContext) -> Progress | None:
+    """The progress of a curve's pending points (none for a single point, off rank 0, or when
+    their heads were all fitted at once before)."""
+    if not plan.curve or not is_global_zero() or ctx.strategy.engine in _CURVE_FITS:
         return None
     return Progress("point", len(plan.pending))
 
@@ -152,7 +157,7 @@ def _point_label(cfg: DictConfig, point: PointPlan) -> str:
 
 def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    progress = _point_progress(plan)
+    progress = _point_progress(plan, ctx)
     try:
         ctx.curve_run = _curve_run(plan)
         for i, point in enumerate(plan.points):
