@@ -101,6 +101,12 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert cmp.loc[4000] < cmp.loc[0]
     assert "pre-trained beats random init" in proc.stdout
     assert list(out.rglob("wandb/offline-run-*")), "W&B offline runs are written"
+    # progress reaches the console, one line per step (not a terminal); no bar in the logs
+    for line in ("[caulk] job 2/2  experiment=demo", "[caulk] pre-training step 1/200  caulk_"):
+        assert line in proc.stderr, line
+    assert "[caulk] point 6/6  vit_femto lora n=80 seed=1" in proc.stderr
+    for log in out.glob("*.log"):
+        assert b"\r" not in log.read_bytes() and b"it/s" not in log.read_bytes(), log
 
 
 def test_findings_say_whether_pretraining_helps_and_error_falls_with_m():
