@@ -38,6 +38,34 @@ from caulk.errors import CaulkConfigError
 DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
 #: the figure formats --format accepts; PNG is always written (the report embeds it)
 FIGURE_FORMATS = ("png", "pdf", "svg")
+#: ``--help``: plain text (no reST), kept as written
+HELP_DESCRIPTION = """\
+Analyse the records of one or more sweeps: read every record.json under the dirs
+given (no live process, no W&B API), fit a curve e(n) = a + b * n^(-c) per group
+(bootstrap intervals over seeds), estimate the data transferred against the
+from-scratch curve, draw the figures and write one HTML report.
+
+Failed and missing jobs, unreadable records and records without the metric are
+reported in the summary, never fatal."""
+HELP_EPILOG = """\
+writes into --out (default <first sweep dir>/analysis):
+  table.csv, table.parquet   one row per record, ok or not
+  fits.csv                   the fit of each curve (a, b, c and their intervals,
+                             the family chosen by backtest, every family's backtest)
+  sample_complexity.csv, ratios.csv
+                             with --target-error (and --baseline): n* per curve and
+                             target, and n*(baseline)/n*(curve)
+  transfer.csv, transfer_fit.json
+                             data transferred vs the from-scratch curve (--scratch)
+  error_vs_n.png, exponents.png, error_vs_source_m.png, transfer.png
+                             (and .pdf/.svg with --format)
+  report.html, summary.json
+
+examples:
+  python -m caulk.analyze logs/train/multiruns/<time>
+  python -m caulk.analyze logs/demo/<time> --target-error 0.3,0.2 --baseline model=vit_femto
+  python -m caulk.analyze logs/demo/<time>/linear logs/demo/<time>/lora --out report
+  python -m caulk.analyze logs/train/runs/<time> --metric val_error --bootstrap 1000"""
 
 
 @dataclass
@@ -519,7 +547,12 @@ def format_analysis(result: Analysis) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m caulk.analyze", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m caulk.analyze",
+        description=HELP_DESCRIPTION,
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("sweep_dirs", nargs="+", help="sweep (or run) dirs holding record.json files")
     p.add_argument("--out", help="output dir (default: <first sweep dir>/analysis)")
     p.add_argument(

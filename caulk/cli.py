@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.types import RunMode
 
+from caulk.console import VERBOSE_ENV, quiet_console
 from caulk.errors import CaulkConfigError, exit_on_config_error, remove_created_output
+from caulk.progress import progress_line, progress_stream
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 GROUPS = (
@@ -33,6 +40,8 @@ BUILTIN_OPTIONS = {"hydra/launcher": ("basic", "submitit_local", "submitit_slurm
 _SIMPLE_VALUES = re.compile(r"[\w.-]+(,[\w.-]+)*")
 #: jobs of this process's in-process sweep rejected for bad input (run_cli exits 2 at the end)
 _REJECTED: list[str] = []
+#: when each in-process sweep (by sweep dir) started its first job: the jobs' elapsed time and ETA
+_SWEEP_START: dict[str, float] = {}
 
 
 def check_group_overrides(args: list[str], config_dir: str = CONFIG_DIR) -> None:
@@ -56,6 +65,43 @@ def _in_process_sweep() -> bool:
         return False
     hc = HydraConfig.get()
     return hc.mode == RunMode.MULTIRUN and "BasicLauncher" in str(hc.launcher.get("_target_"))
+
+
+def sweep_job_count(args: list[str], sweeper_params: dict[str, str] | None = None) -> int | None:
+    """How many jobs the multirun of command line ``args`` launches (Hydra's basic sweeper: the
+    product of the sweeps, ``sweeper_params`` from the config first); None if it cannot tell."""
+    params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    params += [a for a in args if "=" in a and not a.startswith("-")]
+    sizes: dict[str, int] = {}  # by key: the command line wins over the config
+    try:
+        for o in OverridesParser.create().parse_overrides(params):
+            sweep = o.is_sweep_override()
+            sizes[o.get_key_element()] = len(list(o.sweep_string_iterator())) if sweep else 1
+    except HydraException:  # e.g. glob(), which needs the config loader
+        return None
+    return math.prod(sizes.values())
+
+
+def job_line() -> str | None:
+    """``[caulk] job k/N  <its overrides>  elapsed  eta`` for a job of a multirun, else None.
+    N is known when the sweep runs in this process (Hydra's basic launcher), else only k."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hc = HydraConfig.get()
+    total = None
+    if _in_process_sweep():
+        params = {str(k): str(v) for k, v in (hc.sweeper.get("params") or {}).items()}
+        total = sweep_job_count(sys.argv[1:], params)
+    start = _SWEEP_START.setdefault(str(hc.sweep.dir), time.perf_counter())
+    overrides = " ".join(o for o in hc.overrides.task if not o.startswith("hydra."))
+    return progress_line("job", hc.job.num + 1, total, overrides, time.perf_counter() - start)
+
+
+def announce_job() -> None:
+    """Print ``job_line()`` to the progress stream (nothing for a single run)."""
+    line = job_line()
+    if line is not None:
+        print(line, file=progress_stream(), flush=True)
 
 
 def reject_job(error: CaulkConfigError, output_dir: str | Path | None) -> None:
@@ -83,7 +129,12 @@ def take_rejected() -> list[str]:
 
 def run_cli(hydra_main: Callable[[], Any]) -> None:
     """Check the command line's group options (one-line error, exit 2), then run ``hydra_main``;
-    exit 2 after a sweep whose jobs were rejected for bad input."""
+    exit 2 after a sweep whose jobs were rejected for bad input. ``--verbose`` (anywhere on the
+    line) keeps Lightning's tips and banners (``caulk.console``)."""
+    if "--verbose" in sys.argv[1:]:
+        sys.argv = [a for a in sys.argv if a != "--verbose"]
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_console()
     try:
         check_group_overrides(sys.argv[1:])
     except CaulkConfigError as e:

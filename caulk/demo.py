@@ -32,6 +32,7 @@ from caulk.analyze import analyze, format_analysis
 from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
 from caulk.errors import CaulkConfigError
 from caulk.plan import validate_config
+from caulk.progress import progress_to
 from caulk.train import hydra_main
 
 MODELS = ("vit_femto", "vit_pico", "vit_nano")
@@ -49,6 +50,22 @@ SMALL_N = 100  # "small n": the demo's claims are checked at n <= 100
 #: where the demo's offline W&B runs are, under its root: the curve jobs', then the aggregate's
 OFFLINE_RUN_GLOBS = ("*/*/wandb/offline-run-*", "analysis/wandb/offline-run-*")
 GROUP_KEY = "logger.wandb.group"
+#: ``--help``: plain text, kept as written
+HELP_DESCRIPTION = """\
+The demo behind make demo: caulk's zoo backbones of three sizes (pre-trained on the
+generated glyph source, built on first use and cached) x {linear, lora} x n x seeds
+on digits, an m sweep (m=0 is random init), then caulk.analyze into one HTML report.
+
+It runs three caulk.train multiruns of experiment=demo in this process, prints one
+progress line per job and per curve point (a live bar on a terminal; each sweep's
+own output goes to <out>/<sweep>.log), then what the report shows: whether the
+pre-trained backbones beat the random ones at small n, and how the error moves
+with the source size m."""
+HELP_EPILOG = """\
+examples:
+  python -m caulk.demo
+  python -m caulk.demo --models vit_pico --no-lora 'curve.seeds=[0]'
+  python -m caulk.demo --source-m 0,1000 --out logs/my_demo"""
 
 
 def demo_sweeps(
@@ -164,7 +181,8 @@ def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> 
     start = time.perf_counter()
     log_path = root / f"{name}.log"
     saved_argv, code = sys.argv, 0
-    with open(log_path, "w") as log, _all_output_to(log):
+    console = sys.stderr  # progress reaches the console; the sweep's own output goes to its log
+    with open(log_path, "w") as log, progress_to(console), _all_output_to(log):
         sys.argv = argv
         try:
             hydra_main()
@@ -282,7 +300,12 @@ def parse_source_m(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m caulk.demo [--models ...] [--source-m ...] [--out DIR] [overrides...]``."""
-    p = _OneLineParser(prog="python -m caulk.demo", description=__doc__.split("\n\n")[0])
+    p = _OneLineParser(
+        prog="python -m caulk.demo",
+        description=HELP_DESCRIPTION,
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--models", default=",".join(MODELS), help="zoo model configs (sizes)")
     p.add_argument(
         "--source-m",

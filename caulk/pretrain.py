@@ -18,12 +18,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from caulk.backbones import check_arch
-from caulk.cli import CONFIG_DIR, reject_job, run_cli
+from caulk.cli import CONFIG_DIR, announce_job, reject_job, run_cli
+from caulk.console import quiet_console
 from caulk.errors import CaulkConfigError
 from caulk.zoo.build import build_zoo_entry, check_source_cfg
 from caulk.zoo.store import ensure_entry, entry_for
 
 log = logging.getLogger("caulk.pretrain")
+quiet_console()  # at import too: pretrain() used as a library is as quiet as the command line
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
@@ -58,6 +60,8 @@ def format_entry(meta: dict[str, Any]) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pretrain")
 def hydra_main(cfg: DictConfig) -> None:
     """``python -m caulk.pretrain [overrides]``: build (or find) the zoo entry, print it."""
+    quiet_console()  # again: hydra.verbose is known only now
+    announce_job()
     try:
         meta = pretrain(cfg)
     except CaulkConfigError as e:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from caulk.cli import CONFIG_DIR, reject_job, run_cli
+from caulk.cli import CONFIG_DIR, announce_job, reject_job, run_cli
 from caulk.cluster import is_global_zero
+from caulk.console import quiet_console
 from caulk.errors import CaulkConfigError
 from caulk.plan import is_curve, make_plan
 from caulk.run.curve import run_curve
@@ -26,11 +26,7 @@ from caulk.run.tuned import run_tuned
 from caulk.tune import is_tuned
 
 log = logging.getLogger("caulk.train")
-# The frozen backbone is in eval mode on purpose; tiny n gives epochs shorter than the log interval.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
+quiet_console()  # at import too: train() used as a library is as quiet as the command line
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -60,6 +56,9 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task: train the job's points, print their summary, return the mean test error."""
+    quiet_console()  # again: hydra.verbose is known only now
+    if is_global_zero():
+        announce_job()
     try:
         records = train_curve(cfg)
     except CaulkConfigError as e:

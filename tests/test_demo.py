@@ -112,6 +112,12 @@ def test_reduced_demo_end_to_end(tmp_path):
         ["bash", "-c", f"printf '%s\\n' {globs}"], cwd="/", capture_output=True, text=True
     )
     assert sorted(shell.stdout.split()) == [str(r.resolve()) for r in runs]
+    # progress reaches the console, one line per step (not a terminal); no bar in the logs
+    for line in ("[caulk] job 2/2  experiment=demo", "[caulk] pre-training step 1/200  caulk_"):
+        assert line in proc.stderr, line
+    assert "[caulk] point 6/6  vit_femto lora n=80 seed=1" in proc.stderr
+    for log in out.glob("*.log"):
+        assert b"\r" not in log.read_bytes() and b"it/s" not in log.read_bytes(), log
 
 
 def test_findings_say_whether_pretraining_helps_and_error_falls_with_m():
@@ -145,7 +151,10 @@ def test_a_failing_sweep_raises_with_its_log_and_keeps_the_console_clean(tmp_pat
     log = (tmp_path / "bad.log").read_text()
     assert "curve.n must be a non-empty list" in log and "bad.log" in str(err.value)
     out = capsys.readouterr()
-    assert "curve.n" not in out.out + out.err  # the job's output went to its log only
+    assert "non-empty" not in out.out + out.err  # the job's output went to its log only
+    assert out.err.splitlines()[0].startswith(
+        "[caulk] job 1/1  experiment=demo"
+    )  # its progress did not
     for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
         for h in getattr(logger, "handlers", []):  # none left writing to the closed log
             assert not getattr(getattr(h, "stream", None), "closed", False), (logger, h)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -19,6 +21,7 @@ from caulk.cluster import (
 from caulk.engines.base import PointJob, PointResult, result_from_metrics
 from caulk.engines.early_stop import BestStateCallback
 from caulk.engines.guards import DivergenceGuard
+from caulk.plan import is_curve
 
 
 def _callbacks(job: PointJob) -> list[pl.Callback]:
@@ -36,8 +39,15 @@ def _callbacks(job: PointJob) -> list[pl.Callback]:
     return callbacks + [ScalingPointLogger(job.point, run=job.scaling_run), *guards]
 
 
+def _shows_bar(job: PointJob, asked: bool) -> bool:
+    """Lightning's bar: when asked for, on a single point (a curve has caulk's per-point progress),
+    on a console (a bar in a log file is noise)."""
+    return asked and not is_curve(job.cfg) and sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def _trainer(job: PointJob) -> pl.Trainer:
     kwargs = OmegaConf.to_container(job.cfg.trainer, resolve=True)
+    kwargs["enable_progress_bar"] = _shows_bar(job, bool(kwargs.get("enable_progress_bar", True)))
     plugins = cluster_plugins()
     if plugins:
         kwargs["plugins"] = plugins

@@ -21,7 +21,8 @@ from caulk.engines import batched, solvers
 from caulk.engines.strategy import Strategy, choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
-from caulk.plan import CurvePlan, curve_seeds, refresh_finished
+from caulk.plan import CurvePlan, PointPlan, curve_seeds, refresh_finished
+from caulk.progress import Progress, progress_stream
 from caulk.run.guards import job_lock, sigterm_raises
 from caulk.run.point import CurveContext, finish_wandb, run_point
 from caulk.run.wandb_curve import curve_run_config, curve_run_name, log_curve_end
@@ -109,6 +110,10 @@ def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict
     for i, p in enumerate(plan.points):
         if p.done is None:
             groups.setdefault(p.group, []).append(i)
+    if plan.curve and is_global_zero():  # one step for all points: one line, no per-point ones
+        what = f"{sum(map(len, groups.values()))} points in one {engine} fit"
+        label = f"{plan.cfg.model.name} {plan.cfg.peft.name}"
+        print(f"[caulk] {what}  {label}", file=progress_stream(), flush=True)
     fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
     cfgs = [plan.cfg if key is None else plan.points[idx[0]].cfg for key, idx in groups.items()]
     if engine == "batched_heads" and len(groups) > 1 and batched.grid_shares_computation(cfgs):
@@ -190,8 +195,21 @@ def _log_curve_end(run, records: list[dict[str, Any]]) -> None:
         log.warning("could not log the curve's table to W&B: %s: %s", type(e).__name__, e)
 
 
+def _point_progress(plan: CurvePlan, ctx: CurveContext) -> Progress | None:
+    """The progress of a curve's pending points (none for a single point, off rank 0, or when
+    their heads were all fitted at once before)."""
+    if not plan.curve or not is_global_zero() or ctx.strategy.engine in _CURVE_FITS:
+        return None
+    return Progress("point", len(plan.pending))
+
+
+def _point_label(cfg: DictConfig, point: PointPlan) -> str:
+    return f"{cfg.model.name} {cfg.peft.name} n={point.n} seed={point.seed}"
+
+
 def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
+    progress = _point_progress(plan, ctx)
     try:
         ctx.curve_run = open_curve_run(plan)
         for i, point in enumerate(plan.points):
@@ -201,10 +219,16 @@ def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[s
                 )
                 records.append(point.done)
                 continue
+            if progress is not None:
+                progress.begin(_point_label(plan.cfg, point))
             records.append(run_point(ctx, point, i, start).to_dict())
+            if progress is not None:
+                progress.end()
             start = time.perf_counter()
     finally:
         if ctx.curve_run is not None:
             _log_curve_end(ctx.curve_run, records)
+        if progress is not None:
+            progress.close()
         finish_wandb(ctx.curve_run, failed=any(r["status"] != "ok" for r in records))
     return records

@@ -24,6 +24,7 @@ from caulk import __version__
 from caulk.config import check_section
 from caulk.data.base import ToBackboneInput
 from caulk.errors import CaulkConfigError
+from caulk.progress import Progress
 from caulk.run.record import write_json_atomic
 from caulk.torch_env import skip_nvml_check_without_driver
 from caulk.zoo import models  # noqa: F401  (registers caulk's timm architectures)
@@ -158,6 +159,25 @@ class SourceClassifier(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class PretrainProgress(pl.Callback):
+    """caulk's progress over the pre-training steps: a bar on a TTY, else a line every tenth step."""
+
+    def __init__(self, entry: ZooEntry, steps: int):
+        self.progress = Progress("pre-training step", steps, entry.name, every=max(1, steps // 10))
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        """The next step begins."""
+        self.progress.begin()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        """The step is done."""
+        self.progress.end()
+
+    def on_train_end(self, *args: Any) -> None:
+        """Finish the bar."""
+        self.progress.close()
+
+
 def _initial_model(arch: str, kwargs: dict[str, Any], num_classes: int, seed: int) -> Any:
     """The random init of ``weights=none`` with ``init_seed=seed``, with a source-task head."""
     with torch.random.fork_rng(devices=[]):
@@ -175,6 +195,7 @@ def _pretrain(
     source_cfg: Any,
     seed: int,
     trainer_kwargs: dict[str, Any],
+    callbacks: list[pl.Callback],
 ) -> None:
     """Train ``module`` for ``source_cfg.steps`` steps on ``train_ds`` (seeded, RNG state kept)."""
     workers = int(source_cfg.get("num_workers", 0))
@@ -194,7 +215,12 @@ def _pretrain(
     )
     with torch.random.fork_rng(devices=[]):
         pl.seed_everything(seed, verbose=False)
-        trainer = pl.Trainer(max_steps=int(source_cfg.steps), limit_val_batches=0, **trainer_kwargs)
+        trainer = pl.Trainer(
+            max_steps=int(source_cfg.steps),
+            limit_val_batches=0,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
         trainer.fit(module, train_loader)
 
 
@@ -212,7 +238,8 @@ def _write_weights(entry: ZooEntry, state: dict[str, torch.Tensor]) -> None:
 def build_zoo_entry(
     model_cfg: Any, source_cfg: Any, entry: ZooEntry, progress_bar: bool = True
 ) -> dict[str, Any]:
-    """Pre-train ``model_cfg.arch`` on ``source_m`` source examples; write the entry atomically."""
+    """Pre-train ``model_cfg.arch`` on ``source_m`` source examples; write the entry atomically.
+    ``progress_bar``: show caulk's progress over the steps (``caulk.progress``)."""
     skip_nvml_check_without_driver()
     start = time.perf_counter()
     m, seed = int(model_cfg.source_m), int(model_cfg.get("source_seed", 0))
@@ -231,13 +258,14 @@ def build_zoo_entry(
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=progress_bar,
+        enable_progress_bar=False,  # Lightning's bar would land in log files: caulk's instead
         deterministic=True,
         num_sanity_val_steps=0,
     )
     if m > 0:
-        _pretrain(module, train_ds, collate, source_cfg, seed, trainer_kwargs)
-    evaluator = pl.Trainer(**{**trainer_kwargs, "enable_progress_bar": False})
+        progress = [PretrainProgress(entry, int(source_cfg.steps))] if progress_bar else []
+        _pretrain(module, train_ds, collate, source_cfg, seed, trainer_kwargs, progress)
+    evaluator = pl.Trainer(**trainer_kwargs)
     evaluator.validate(module, val_loader, verbose=False)
     source_accuracy = module.val_correct / max(1, module.val_total)
     model.reset_classifier(0)

@@ -145,10 +145,5 @@ def ensure_entry(
     with build_lock(entry):
         if entry.exists():  # built by another process while this one waited
             return verify(entry), False
-        log.warning(
-            "zoo entry %s is not in %s: pre-training it now (cached for next time)",
-            entry.name,
-            entry.zoo_dir,
-        )
-        build()
+        build()  # announces itself (caulk.progress): a warning would be wrong when it was asked for
         return verify(entry), True
