@@ -22,7 +22,9 @@ from caulk.cli import CONFIG_DIR, check_group_overrides
 from caulk.errors import CaulkConfigError
 
 
-def compose_train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+def compose_train(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None
+) -> DictConfig:
     """``conf/train.yaml`` with ``overrides`` (the CLI's ``key=value`` strings), its output dir
     ``output_dir`` or else a fresh Hydra run dir (``logs/train/runs/<time>`` by default).
 

@@ -70,7 +70,11 @@ def main(argv: list[str]) -> None:
     for path in paths:
         with tempfile.TemporaryDirectory(prefix="caulk-nb-") as workdir:
             nb = run_notebook(path, Path(workdir))
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
         nbformat.write(nb, path)
         print(f"{path}: {path.stat().st_size / 1024:.0f} KiB")
 
