@@ -57,7 +57,8 @@ def run_train(
 
     The records are written under ``output_dir`` (default: a fresh ``logs/train/runs/<time>``
     below ``$CAULK_ROOT`` or the working dir), one ``record.json`` per point, as the CLI writes
-    them. Bad input raises CaulkConfigError (one line) before any training.
+    them; points already finished there with the same config are kept, as when a CLI job is
+    relaunched. Bad input raises CaulkConfigError (one line) before any training.
     """
     cfg = compose_train(overrides, output_dir)
     # caulk.train pulls in torch and Lightning (~10 s): only when training, not for load()
