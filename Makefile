@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.caulk-deps.stamp
 RUNTIME_STAMP := $(VENV)/.caulk-runtime.stamp
 PYTEST_ARGS ?=
-LINT_PATHS := $(wildcard caulk tests benchmarks)
+LINT_PATHS := $(wildcard caulk tests benchmarks notebooks)
 
-.PHONY: venv runtime-venv demo test test-slow test-all lint format clean
+.PHONY: venv runtime-venv demo test test-slow test-all notebooks lint format clean
 
 # The runtime deps only (what `make demo` needs); the full set adds the dev and hf extras.
 $(RUNTIME_STAMP): setup.cfg pyproject.toml
@@ -45,6 +45,10 @@ test-slow: venv
 
 test-all: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-execute the notebooks and save them with their outputs (commit them after editing one).
+notebooks: venv
+	$(BIN)/python -m tests.notebook_runner
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
