@@ -39,9 +39,9 @@ def test_the_budget_is_clamped_epochs_over_batches(epochs, n, batch, low, high, 
 
 
 def test_the_budget_reads_the_config():
-    cfg = compose_cfg(["data.batch_size=64"])
+    cfg = compose_cfg(["data.batch_size=64", "budget.mode=fixed"])
     assert step_budget(cfg, 1047) is None  # fixed: trainer.max_steps
-    cfg = compose_cfg(["data.batch_size=64", "budget.mode=epochs", "budget.epochs=20"])
+    cfg = compose_cfg(["data.batch_size=64", "budget.epochs=20", "budget.min_steps=100"])
     assert [step_budget(cfg, n) for n in (40, 160, 640, 1047)] == [100, 100, 200, 328]
 
 
@@ -143,13 +143,17 @@ def test_the_light_loop_and_lightning_stop_at_the_same_best_step(fast_cfg, tmp_p
     ],
 )
 def test_bad_budgets_fail_in_one_line_before_any_work(fast_cfg, tmp_path, override, message):
-    args = ["budget.mode=epochs", "budget.max_steps=200", *EARLY, override]
+    args = ["budget.mode=epochs", "budget.min_steps=100", "budget.max_steps=200", *EARLY, override]
     with pytest.raises(CaulkConfigError, match=message) as info:
         train(fast_cfg(*args, out=tmp_path / "run"))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()
 
 
-def test_the_shipped_budget_is_fixed():
+def test_the_shipped_budget_grows_with_n_from_todays_floor():
+    """The default chosen by measurement (README, Step budgets): 100 epochs, never fewer than the
+    300 steps of the old fixed recipe, at most 4000; early stopping stays opt-in."""
     budget = OmegaConf.to_container(compose_cfg([]).budget)
-    assert budget["mode"] == "fixed" and budget["early_stop"]["enabled"] is False
+    assert budget["mode"] == "epochs" and budget["early_stop"]["enabled"] is False
+    cfg = compose_cfg(["data.batch_size=64"])
+    assert [step_budget(cfg, n) for n in (10, 192, 640, 1047, 5000)] == [300, 300, 1000, 1636, 4000]
