@@ -16,6 +16,8 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from caulk import analyze, demo, train
@@ -212,8 +214,12 @@ def test_a_multirun_prints_job_k_of_n(tmp_path):
 def train_help(monkeypatch, capsys) -> str:
     """``python -m caulk.train --help``, run in this process (Hydra prints it and exits 0)."""
     monkeypatch.setattr(sys, "argv", ["caulk.train", "--help"])
-    with pytest.raises(SystemExit) as exit_:
-        train.main()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            train.main()
+    finally:  # Hydra's run leaves its config set: later in-process runs would read it as theirs
+        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
     assert exit_.value.code == 0
     return capsys.readouterr().out
 
