@@ -28,7 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from caulk.analyze import analyze, format_analysis
+from caulk.analyze import Questions, analyze, format_analysis
 from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
 from caulk.errors import CaulkConfigError
 from caulk.plan import validate_config
@@ -39,13 +39,18 @@ MODELS = ("vit_femto", "vit_pico", "vit_nano")
 # At the zoo's fixed pre-training budget (500 steps x 128 images) m=32000 transfers worse than
 # m=4000 (each image seen twice: compute-bound); README "The zoo and the demo" has the numbers.
 SOURCE_M = (0, 250, 1000, 4000)
-LORA_STEPS = 150  # the LoRA sweep's step budget (the linear probes keep trainer.max_steps=300)
+LORA_STEPS = 150  # the LoRA sweep's fixed step budget (the demo's time goal; see README)
 # LoRA costs a forward and backward through the last block at every step (compute-bound on a CPU),
 # so to fit the 3-minute budget its curves take every other n of the demo's grid (still geometric).
 LORA_N = (10, 40, 160, 640)
-# Chosen on validation error (pico and nano, n in LORA_N, seed 0; lr 1e-3 / 3e-3 / 1e-2): LoRA's
-# default 1e-3 leaves its new head under-trained in 150 steps. README "The zoo and the demo".
-LORA_LR = 1e-2
+# LoRA's lr is chosen per point on validation (tune=grid) among these two: at 150 steps LoRA's
+# default 1e-3 leaves the new head under-trained (README "The zoo and the demo").
+LORA_LRS = (3e-3, 1e-2)
+#: the analysis' questions: n* for these errors, and each curve against the smallest model's
+TARGET_ERRORS = "0.3,0.15"
+#: the from-scratch curves of --transfer (full fine-tuning of a random-init backbone)
+SCRATCH_N = (40, 160, 640)
+SCRATCH_STEPS = 300
 SMALL_N = 100  # "small n": the demo's claims are checked at n <= 100
 #: where the demo's offline W&B runs are, under its root: the curve jobs', then the aggregate's
 OFFLINE_RUN_GLOBS = ("*/*/wandb/offline-run-*", "analysis/wandb/offline-run-*")
@@ -74,8 +79,10 @@ def demo_sweeps(
     m_sweep_model: str,
     lora: bool,
     lora_steps: int = LORA_STEPS,
+    transfer: bool = False,
 ) -> dict[str, list[str]]:
-    """The demo's multiruns, as ``caulk.train -m`` override lists keyed by sweep name."""
+    """The demo's multiruns, as ``caulk.train -m`` override lists keyed by sweep name;
+    ``transfer`` adds the from-scratch curves the effective data transferred is measured against."""
     top = max(source_m)
     sweeps = {
         "linear": [f"model={','.join(models)}", "peft=linear", f"model.source_m=0,{top}"],
@@ -86,8 +93,9 @@ def demo_sweeps(
             "peft=lora",
             "peft.last_k_blocks=1",
             f"model.source_m={top}",
+            "budget.mode=fixed",
             f"trainer.max_steps={lora_steps}",
-            f"peft.lr={LORA_LR}",
+            f"tune.grid={{peft.lr:[{','.join(map(str, LORA_LRS))}]}}",
             f"curve.n=[{','.join(map(str, LORA_N))}]",
         ]
     middle = [m for m in source_m if m not in (0, top)]
@@ -96,6 +104,15 @@ def demo_sweeps(
             f"model={m_sweep_model}",
             "peft=linear",
             f"model.source_m={','.join(map(str, middle))}",
+        ]
+    if transfer:
+        sweeps["scratch"] = [
+            f"model={','.join(models)}",
+            "peft=full",
+            "model.weights=none",
+            "budget.mode=fixed",
+            f"trainer.max_steps={SCRATCH_STEPS}",
+            f"curve.n=[{','.join(map(str, SCRATCH_N))}]",
         ]
     return sweeps
 
@@ -317,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--lora-steps", type=int, default=LORA_STEPS, help="trainer.max_steps of the LoRA sweep"
     )
+    p.add_argument(
+        "--transfer",
+        action="store_true",
+        help="also train from-scratch curves (full fine-tuning, random init) and report the "
+        "effective data transferred",
+    )
     p.add_argument("--out", default=None, help="demo dir (default logs/demo/<time>)")
     p.add_argument("overrides", nargs="*", help="extra caulk.train overrides, e.g. curve.seeds=[0]")
     args = p.parse_args(_attach_values(sys.argv[1:] if argv is None else argv))
@@ -329,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             raise CaulkConfigError("--models needs at least one model, e.g. --models vit_pico")
         check_group_overrides([f"model={m}" for m in [*models, args.m_sweep_model]])
         sweeps = demo_sweeps(
-            models, source_m, args.m_sweep_model, not args.no_lora, args.lora_steps
+            models, source_m, args.m_sweep_model, not args.no_lora, args.lora_steps, args.transfer
         )
+        questions = Questions.parse(TARGET_ERRORS, f"model={models[0]}")
         check_demo_overrides(sweeps, args.overrides)
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
@@ -347,7 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         seconds = run_sweep(name, [*overrides, group_override(group)], root, args.overrides)
         print(f"[demo]   done in {seconds:.0f} s (log: {root / name}.log)", flush=True)
-    result = analyze([root], out=root / "analysis", wandb_mode="offline", wandb_group=group)
+    result = analyze(
+        [root],
+        out=root / "analysis",
+        wandb_mode="offline",
+        wandb_group=group,
+        questions=questions,
+    )
     print(format_analysis(result), flush=True)
     for line in format_findings(result.table):
         print(f"[demo] {line}", flush=True)

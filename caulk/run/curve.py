@@ -204,7 +204,9 @@ def _point_progress(plan: CurvePlan, ctx: CurveContext) -> Progress | None:
 
 
 def _point_label(cfg: DictConfig, point: PointPlan) -> str:
-    return f"{cfg.model.name} {cfg.peft.name} n={point.n} seed={point.seed}"
+    candidate = point.record_extra.get("tune_candidate")  # a tuned curve's unit: which one
+    unit = f" tune {candidate}" if candidate else ""
+    return f"{cfg.model.name} {cfg.peft.name} n={point.n} seed={point.seed}{unit}"
 
 
 def _run_points(plan: CurvePlan, ctx: CurveContext, start: float) -> list[dict[str, Any]]:
