@@ -108,3 +108,11 @@ def test_tune_grid_smoke(tmp_path):
     assert r["name"] == "tune_grid_linear_probe"
     assert_positive(r, "grid_over_one_fit", "loop_over_grid", "one_fit_s", "grid_s", "loop_s")
     assert r["candidates"] == 2 and r["points"] == 2
+
+
+def test_protocol_table_smoke(tmp_path):
+    r = run_smoke("protocol_table", tmp_path)
+    assert r["name"] == "protocol_table"
+    assert set(r["arms"]) == {"fixed", "sgd_tuned", "ridge", "sklearn"}
+    for arm in r["arms"].values():
+        assert len(arm["mean_error"]) == 2 and all(0 <= e <= 1 for e in arm["mean_error"])
