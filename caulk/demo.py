@@ -37,14 +37,14 @@ from caulk.train import hydra_main
 
 MODELS = ("vit_femto", "vit_pico", "vit_nano")
 # At the zoo's fixed pre-training budget (500 steps x 128 images) m=32000 transfers worse than
-# m=4000 (each image seen twice: compute-bound); README "The zoo and the demo" has the numbers.
+# m=4000 (each image seen twice: compute-bound); docs/zoo-and-demo.md has the numbers.
 SOURCE_M = (0, 250, 1000, 4000)
 LORA_STEPS = 150  # the LoRA sweep's step budget (the linear probes keep trainer.max_steps=300)
 # LoRA costs a forward and backward through the last block at every step (compute-bound on a CPU),
 # so to fit the 3-minute budget its curves take every other n of the demo's grid (still geometric).
 LORA_N = (10, 40, 160, 640)
 # Chosen on validation error (pico and nano, n in LORA_N, seed 0; lr 1e-3 / 3e-3 / 1e-2): LoRA's
-# default 1e-3 leaves its new head under-trained in 150 steps. README "The zoo and the demo".
+# default 1e-3 leaves its new head under-trained in 150 steps. docs/zoo-and-demo.md.
 LORA_LR = 1e-2
 SMALL_N = 100  # "small n": the demo's claims are checked at n <= 100
 #: where the demo's offline W&B runs are, under its root: the curve jobs', then the aggregate's
