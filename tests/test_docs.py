@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_env
 
 README_MAX_LINES = 200
 #: a markdown link or image whose target is a file under docs/, with an optional anchor
@@ -182,3 +182,29 @@ def test_write_docs_copies_figures_and_says_where_it_was_measured(tmp_path, monk
     assert "caulk_vit_a-m4000-s0-abc: 3" in text  # the zoo entry's own thread count
     assert "`python -m caulk.demo`" in text and "| vit_a | linear | 0 | pow3 | 0.300 |" in text
     assert (docs / "demo_output.txt").read_text() == "demo output\n"
+
+
+@pytest.mark.slow
+def test_make_figures_runs_a_reduced_demo_into_the_docs_files(tmp_path):
+    """``docs/make_figures.py`` end to end on a reduced demo (one tiny zoo model, 2 seeds)."""
+    docs = tmp_path / "figures"
+    proc = subprocess.run(
+        [sys.executable, "docs/make_figures.py", "--out", str(tmp_path), "--docs", str(docs)]
+        + ["--models", "vit_femto", "--m-sweep-model", "vit_femto", "--source-m", "0,250"]
+        + ["--no-lora", "curve.seeds=[0,1]", "curve.n=[10,40,160]"],
+        cwd=REPO,
+        env=cli_env(PYTHONPATH=str(REPO), CAULK_CACHE=str(tmp_path / "cache")),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for name in ("demo_error_vs_n.png", "demo_error_vs_source_m.png", "demo_output.txt"):
+        assert (docs / name).stat().st_size > 0, name
+    table = pd.read_csv(tmp_path / "demo" / "analysis" / "table.csv")
+    text = (docs / "demo_tables.md").read_text()
+    # every mean in the docs' table is the records' own mean over the 2 seeds
+    for (m, n), sel in table[table.status == "ok"].groupby(["source_m", "n"]):
+        assert len(sel) == 2
+        assert f"{sel.test_error.mean():.3f}" in text, (m, n)
+    assert "caulk_vit_femto-m250-s0-" in text and "`python -m caulk.demo --models vit_femto" in text
