@@ -127,8 +127,11 @@ def fitted_rates(fits: pd.DataFrame) -> pd.DataFrame:
     return fits[[c for c in cols if c in fits.columns]].set_index(["model", "peft", "source_m"])
 
 
-def provenance(command: list[str], seconds: float, table: pd.DataFrame, zoo_dir: Path) -> str:
-    """Where and how the numbers were measured, as a markdown list."""
+def provenance(
+    command: list[str], seconds: float, table: pd.DataFrame, zoo_dir: Path, commit: str
+) -> str:
+    """Where and how the numbers were measured (``commit``: the checkout the demo ran from), as a
+    markdown list."""
     threads = zoo_threads(table, zoo_dir)
     zoo = ", ".join(f"{k}: {v}" for k, v in threads.items()) or "none"
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
@@ -139,7 +142,7 @@ def provenance(command: list[str], seconds: float, table: pd.DataFrame, zoo_dir:
             f"(`OMP_NUM_THREADS` {omp}), {platform.system()} {platform.release()}",
             f"- **zoo entries** (torch threads they were pre-trained with): {zoo}",
             f"- **command** `{' '.join(command)}` (wall time {seconds:.0f} s, "
-            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{git_commit()}`)",
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{commit}`)",
             "- **reproduce** `make figures` (this file, the figures and `demo_output.txt`); "
             "the numbers are bit-identical on the same machine with the same thread count only",
         ]
@@ -167,7 +170,14 @@ def tables_markdown(table: pd.DataFrame, fits: pd.DataFrame, prov: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_docs(demo_dir: Path, docs: Path, command: list[str], seconds: float, output: str):
+def write_docs(
+    demo_dir: Path,
+    docs: Path,
+    command: list[str],
+    seconds: float,
+    output: str,
+    commit: str = "unknown",
+):
     """Copy the demo's figures into ``docs`` and write its tables and console output there."""
     analysis = demo_dir / "analysis"
     docs.mkdir(parents=True, exist_ok=True)
@@ -179,7 +189,7 @@ def write_docs(demo_dir: Path, docs: Path, command: list[str], seconds: float, o
     table = pd.read_csv(analysis / "table.csv")
     fits = pd.read_csv(analysis / "fits.csv")
     zoo_dir = Path(os.environ.get("CAULK_CACHE", Path.home() / ".cache" / "caulk")) / "zoo"
-    prov = provenance(command, seconds, table, zoo_dir)
+    prov = provenance(command, seconds, table, zoo_dir, commit)
     (docs / "demo_tables.md").write_text(tables_markdown(table, fits, prov))
     (docs / "demo_output.txt").write_text(output)
 
@@ -207,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args, demo_args = p.parse_known_args(argv)
     demo_dir = Path(args.out or tempfile.mkdtemp(prefix="caulk-figures-")) / "demo"
     command = ["python", "-m", "caulk.demo", *demo_args]
+    commit = git_commit()  # the code the demo runs, before anything can change the checkout
     start = time.perf_counter()
     code, output = run_teed(
         [sys.executable, "-m", "caulk.demo", "--out", str(demo_dir), *demo_args]
@@ -214,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     if code != 0:
         return code
-    write_docs(demo_dir, Path(args.docs), command, seconds, output)
+    write_docs(demo_dir, Path(args.docs), command, seconds, output, commit)
     print(f"[figures] demo figures and tables written to {args.docs} (demo dir {demo_dir})")
     return 0
 

@@ -174,13 +174,16 @@ def test_write_docs_copies_figures_and_says_where_it_was_measured(tmp_path, monk
     (zoo / "caulk_vit_a-m4000-s0-abc.json").write_text('{"torch_threads": 3}')
     monkeypatch.setenv("CAULK_CACHE", str(tmp_path / "cache"))
     docs = tmp_path / "figures"
-    make_figures.write_docs(demo, docs, ["python", "-m", "caulk.demo"], 12.0, "demo output\n")
+    make_figures.write_docs(
+        demo, docs, ["python", "-m", "caulk.demo"], 12.0, "demo output\n", "abc123"
+    )
     assert (docs / "demo_error_vs_n.png").read_bytes() == b"png bytes"
     assert not (docs / "demo_exponents.png").exists()  # the demo made none: nothing stale copied
     text = (docs / "demo_tables.md").read_text()
     assert make_figures.cpu_model() in text and f"{os.cpu_count()} cores" in text
     assert "caulk_vit_a-m4000-s0-abc: 3" in text  # the zoo entry's own thread count
-    assert "`python -m caulk.demo`" in text and "| vit_a | linear | 0 | pow3 | 0.300 |" in text
+    assert "`python -m caulk.demo`" in text and "commit `abc123`" in text
+    assert "| vit_a | linear | 0 | pow3 | 0.300 |" in text
     assert (docs / "demo_output.txt").read_text() == "demo output\n"
 
 
