@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.caulk-deps.stamp
 RUNTIME_STAMP := $(VENV)/.caulk-runtime.stamp
 PYTEST_ARGS ?=
-LINT_PATHS := $(wildcard caulk tests benchmarks notebooks)
+LINT_PATHS := $(wildcard caulk tests benchmarks notebooks docs/make_figures.py)
+FIGURES_ARGS ?=
 
-.PHONY: venv runtime-venv demo test test-slow test-all notebooks lint format clean
+.PHONY: venv runtime-venv demo test test-slow test-all notebooks lint format docs figures clean
 
 # The runtime deps only (what `make demo` needs); the full set adds the dev and hf extras.
 $(RUNTIME_STAMP): setup.cfg pyproject.toml
@@ -37,6 +38,17 @@ runtime-venv: $(RUNTIME_STAMP)
 demo: runtime-venv
 	$(BIN)/python -m caulk.demo
 
+# The docs site (mkdocs.yml): every warning is an error (broken links and anchors, pages missing from
+# the nav, modules mkdocstrings cannot load). Built into site/ (git-ignored); `mkdocs serve` previews.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+# The docs' demo figures and tables (docs/figures/) from a fresh `python -m caulk.demo` in a temp dir,
+# with the machine, threads and command they were measured with. FIGURES_ARGS go to the demo, e.g.
+# make figures FIGURES_ARGS="--no-lora curve.seeds=[0]"  (a quick check; the docs quote the full run)
+figures: runtime-venv
+	$(BIN)/python docs/make_figures.py $(FIGURES_ARGS)
+
 test: venv
 	$(BIN)/python -m pytest -m "not slow and not slurm and not ddp" $(PYTEST_ARGS)
 
@@ -59,4 +71,4 @@ format: venv
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean:
-	rm -rf logs outputs multirun .pytest_cache .ruff_cache
+	rm -rf logs outputs multirun site .pytest_cache .ruff_cache

@@ -48,7 +48,7 @@ NOISE_WARNINGS = (
     r".*module\(s\) in eval mode",  # the frozen backbone is in eval mode on purpose
     r".*smaller than the logging interval",  # tiny n: epochs shorter than the log interval
     r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own deprecation, nothing to do for caulk
-    r".*The `srun` command is available on your system",  # caulk's Slurm support: README
+    r".*The `srun` command is available on your system",  # caulk's Slurm support: docs/cluster.md
 )
 
 

@@ -37,14 +37,14 @@ from caulk.train import hydra_main
 
 MODELS = ("vit_femto", "vit_pico", "vit_nano")
 # At the zoo's fixed pre-training budget (500 steps x 128 images) m=32000 transfers worse than
-# m=4000 (each image seen twice: compute-bound); README "The zoo and the demo" has the numbers.
+# m=4000 (each image seen twice: compute-bound); docs/zoo-and-demo.md has the numbers.
 SOURCE_M = (0, 250, 1000, 4000)
 LORA_STEPS = 150  # the LoRA sweep's fixed step budget (the demo's time goal; see README)
 # LoRA costs a forward and backward through the last block at every step (compute-bound on a CPU),
 # so to fit the 3-minute budget its curves take every other n of the demo's grid (still geometric).
 LORA_N = (10, 40, 160, 640)
 # LoRA's lr is chosen per point on validation (tune=grid) among these two: at 150 steps LoRA's
-# default 1e-3 leaves the new head under-trained (README "The zoo and the demo").
+# default 1e-3 leaves the new head under-trained (docs/zoo-and-demo.md).
 LORA_LRS = (3e-3, 1e-2)
 #: the analysis' questions: n* for these errors, and each curve against the smallest model's
 TARGET_ERRORS = "0.3,0.15"
