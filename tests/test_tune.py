@@ -69,6 +69,8 @@ def test_selection_picks_the_planted_best_and_reports_it(fast_cfg, tmp_path):
         assert good["tune_candidate"] == "c1" and "tune_candidate" not in rec
     table = collect_records([out]).table  # the candidates' own records are no points
     assert sorted(table["n"]) == [40, 120]
+    assert set(table["tune_policy"]) == {"grid"} and set(table["tune_validation"]) == {"holdout"}
+    assert list(table["selected.peft.lr"]) == [0.1, 0.1]  # the protocol reaches the table
 
 
 def _permute_test_labels(plan) -> None:

@@ -175,12 +175,21 @@ def check_record(record: Any) -> dict[str, Any]:
 
 
 def record_row(record: dict[str, Any]) -> dict[str, Any]:
-    """The scalar fields of a checked record, as one row of the analysis table."""
+    """The scalar fields of a checked record, as one row of the analysis table; a tuned point's
+    protocol comes along as ``tune_policy``, ``tune_validation`` and one ``selected.<key>`` column
+    per chosen value (a solver's λ: ``selected.lambda``)."""
     row = {
         k: v
         for k, v in check_record(record).items()
         if k not in _NESTED and not isinstance(v, (dict, list))
     }
+    tune, selected = record.get("tune"), record.get("selected")
+    if isinstance(tune, dict):
+        row["tune_policy"], row["tune_validation"] = tune.get("policy"), tune.get("validation")
+    if isinstance(selected, dict):
+        row.update(
+            {f"selected.{k}": v for k, v in selected.items() if not isinstance(v, (dict, list))}
+        )
     if isinstance(record.get("curve_keys"), list):  # theory records name the keys of their curve
         row["curve_keys"] = ",".join(record["curve_keys"])
     return row
