@@ -24,10 +24,13 @@ def compose_cfg(overrides: list[str] | None = None, output_dir: Path | None = No
     return cfg
 
 
+#: the fixed-step recipe (SGD probe, trainer.max_steps steps, one config per point) that the
+#: tests counting steps, checkpoints and resumes exercise; not the default protocol (a ridge
+#: probe, a budget growing with n, LoRA's lr grid). ``++``: only the linear probe has a solver.
+FIXED_RECIPE = ["++peft.solver=sgd", "budget.mode=fixed", "tune=none"]
+
 FAST = [
-    "++peft.solver=sgd",  # the fixed-step recipe these tests exercise, not the default ridge
-    "budget.mode=fixed",
-    "tune=none",
+    *FIXED_RECIPE,
     "trainer.max_steps=6",
     "trainer.val_check_interval=3",
     "trainer.enable_progress_bar=false",
@@ -53,10 +56,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: int = 300):
-    """Run ``python -m caulk.train ARGS`` from the repo root; returns the CompletedProcess."""
+def run_cli(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+    recipe: tuple[str, ...] | list[str] = tuple(FIXED_RECIPE),
+):
+    """Run ``python -m caulk.train [RECIPE] ARGS`` from the repo root; returns the
+    CompletedProcess. ``recipe`` comes first, so ``args`` override it; ``()``: the defaults."""
     return subprocess.run(
-        [sys.executable, "-m", "caulk.train", *args],
+        [sys.executable, "-m", "caulk.train", *recipe, *args],
         cwd=REPO,
         env=env or cli_env(),
         capture_output=True,

@@ -11,11 +11,12 @@ import torch
 from caulk.backbones import create_backbone
 from caulk.data import build_datamodule
 from caulk.peft.export import load_adapter
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import FIXED_RECIPE, compose_cfg, run_cli
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 
 DDP = [
+    *FIXED_RECIPE,
     "trainer=ddp",
     "trainer.devices=2",
     "trainer.accelerator=cpu",

@@ -25,6 +25,19 @@ def test_demo_sweeps_cover_sizes_pefts_and_the_m_sweep():
     assert "trainer.max_steps=150" in sweeps["lora"]
     assert sweeps["source_m"] == ["model=vit_pico", "peft=linear", "model.source_m=1000"]
     assert set(demo_sweeps(["vit_femto"], [0, 500], "vit_femto", lora=False)) == {"linear"}
+    assert "tune.grid={peft.lr:[0.003,0.01]}" in sweeps["lora"]  # lr chosen per point
+
+
+def test_transfer_adds_from_scratch_curves(tmp_path):
+    from caulk.demo import check_demo_overrides
+
+    sweeps = demo_sweeps(
+        ["vit_femto", "vit_pico"], [0, 4000], "vit_pico", lora=False, transfer=True
+    )
+    scratch = sweeps["scratch"]
+    assert scratch[:3] == ["model=vit_femto,vit_pico", "peft=full", "model.weights=none"]
+    check_demo_overrides(sweeps, [])  # every job composes and validates
+    assert "scratch" not in demo_sweeps(["vit_femto"], [0, 4000], "vit_femto", lora=False)
 
 
 @pytest.mark.parametrize(
@@ -92,9 +105,16 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert report.is_file() and "by source size m" in report.read_text()
     assert (out / "analysis" / "error_vs_n.png").is_file()
     assert (out / "analysis" / "error_vs_source_m.png").is_file()
-    records = [json.loads(p.read_text()) for p in out.rglob("record.json")]
-    # linear x {m=0, m=4000} + lora at m=4000, 3 n x 2 seeds each
+    every = [json.loads(p.read_text()) for p in out.rglob("record.json")]
+    records = [r for r in every if "tune_candidate" not in r]  # the points, not LoRA's candidates
+    # linear x {m=0, m=4000} + lora at m=4000, 3 n x 2 seeds each; LoRA's 2 lr candidates each
     assert len(records) == 18 and all(r["status"] == "ok" for r in records)
+    assert len(every) == 18 + 6 * 2
+    lora = [r for r in records if r["peft"] == "lora"]
+    assert all(r["selected"]["peft.lr"] in (0.003, 0.01) for r in lora)
+    assert {r["solver"] for r in records if r["peft"] == "linear"} == {"ridge"}
+    answers = pd.read_csv(out / "analysis" / "sample_complexity.csv")
+    assert set(answers["target"]) == {0.3, 0.15} and "Answers" in report.read_text()
     assert {r["zoo_entry"] is not None for r in records} == {True}
     assert len(list((tmp_path / "cache" / "zoo").glob("*.json"))) == 2
     table = pd.DataFrame(records)
@@ -115,7 +135,7 @@ def test_reduced_demo_end_to_end(tmp_path):
     # progress reaches the console, one line per step (not a terminal); no bar in the logs
     for line in ("[caulk] job 2/2  experiment=demo", "[caulk] pre-training step 1/200  caulk_"):
         assert line in proc.stderr, line
-    assert "[caulk] point 6/6  vit_femto lora n=80 seed=1" in proc.stderr
+    assert "[caulk] point 12/12  vit_femto lora n=80 seed=1 tune c1" in proc.stderr
     for log in out.glob("*.log"):
         assert b"\r" not in log.read_bytes() and b"it/s" not in log.read_bytes(), log
 

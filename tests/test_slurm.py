@@ -12,12 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, cli_env
+from tests.conftest import FIXED_RECIPE, REPO, cli_env
 from tests.test_resume import RESULT_KEYS
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SLURM = [
+    *FIXED_RECIPE,
     "hydra/launcher=slurm",
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.timeout_min=15",

@@ -214,7 +214,7 @@ def test_group_override_check_rejects_an_unknown_launcher():
 def test_default_cli_run_end_to_end_with_wandb_offline(tmp_path):
     """`python -m caulk.train` with its defaults: record, summary, checkpoint, W&B files read back."""
     out = tmp_path / "default"
-    res = run_cli([f"hydra.run.dir={out}"], timeout=240)
+    res = run_cli([f"hydra.run.dir={out}"], timeout=240, recipe=())  # the shipped defaults
     assert res.returncode == 0, res.stderr[-3000:]
     rec = read_record(out / "record.json")
     assert (rec["model"], rec["peft"], rec["data"], rec["seed"]) == (
