@@ -62,10 +62,13 @@ def run_cli(
     timeout: int = 300,
     recipe: tuple[str, ...] | list[str] = tuple(FIXED_RECIPE),
 ):
-    """Run ``python -m caulk.train [RECIPE] ARGS`` from the repo root; returns the
-    CompletedProcess. ``recipe`` comes first, so ``args`` override it; ``()``: the defaults."""
+    """Run ``python -m caulk.train [FLAGS] [RECIPE] OVERRIDES`` from the repo root (``args``'
+    flags first: Hydra takes no ``-m`` after an override); returns the CompletedProcess. The
+    ``recipe`` comes before ``args``' overrides, so they override it; ``()``: the defaults."""
+    flags = [a for a in args if a.startswith("-") and "=" not in a]
+    overrides = [a for a in args if a not in flags]
     return subprocess.run(
-        [sys.executable, "-m", "caulk.train", *recipe, *args],
+        [sys.executable, "-m", "caulk.train", *flags, *recipe, *overrides],
         cwd=REPO,
         env=env or cli_env(),
         capture_output=True,
