@@ -27,7 +27,7 @@ from caulk.plan import validate_config
 from caulk.progress import Progress, progress_line, progress_to
 from caulk.zoo.build import build_zoo_entry
 from caulk.zoo.store import entry_for
-from tests.conftest import CONF, FAST, run_cli
+from tests.conftest import CONF, FAST, FIXED_RECIPE, run_cli
 from tests.test_zoo import pretrain_cfg
 
 CURVE = [*FAST, "cache.loop=lightning", "curve.n=[20,40]", "curve.seeds=[0]"]
@@ -200,9 +200,10 @@ def test_a_multirun_prints_job_k_of_n(tmp_path):
     res = run_cli([*args, "hydra.callbacks.analyze.enabled=false"], timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = [line for line in _lines(res) if line.startswith("[caulk] job")]
+    recipe = [*FIXED_RECIPE, *fast]  # run_cli's recipe is on the command line too
     assert [line.split("  ")[:2] for line in jobs] == [
-        ["[caulk] job 1/2", " ".join([*fast, "data.n=20"])],
-        ["[caulk] job 2/2", " ".join([*fast, "data.n=40"])],
+        ["[caulk] job 1/2", " ".join([*recipe, "data.n=20"])],
+        ["[caulk] job 2/2", " ".join([*recipe, "data.n=40"])],
     ]
     assert not any(word in res.stdout + res.stderr for word in LIGHTNING_NOISE)
 
