@@ -29,15 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks.common import int_list, parse_args, print_result
 from benchmarks.tuned_curve import cpu_model
 from caulk.analysis.fits import fit_offset_power_law
+from caulk.api import compose_train
 from caulk.cache.data import CachedFeatureDataModule
-from caulk.cli import CONFIG_DIR
 from caulk.engines import solvers
 from caulk.plan import make_plan
 from caulk.run.curve import curve_features
@@ -53,24 +51,16 @@ ARMS = {
 SKLEARN_C = np.logspace(-4, 4, 17)
 
 
-def config(overrides: list[str], out: Path):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    return cfg
-
-
 def caulk_arm(common: list[str], arm: list[str], out: Path) -> tuple[float, dict]:
     """Seconds and {(n, seed): test error} of one arm's curve."""
     start = time.perf_counter()
-    records = train_curve(config([*common, *arm], out))
+    records = train_curve(compose_train([*common, *arm], out))
     return time.perf_counter() - start, {(r["n"], r["seed"]): r["test_error"] for r in records}
 
 
 def sklearn_arm(common: list[str], out: Path) -> tuple[float, dict]:
     """Seconds and {(n, seed): test error} of scikit-learn's per-point C search."""
-    plan = make_plan(config([*common, "peft.solver=ridge"], out))
+    plan = make_plan(compose_train([*common, "peft.solver=ridge"], out))
     _, features = curve_features(plan)
     cached = CachedFeatureDataModule(plan.points[0].datamodule, features)
     y_pool, y_test = cached.labels("pool").numpy(), cached.labels("test").numpy()

@@ -24,12 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from benchmarks.common import int_list, parse_args, print_result
 from benchmarks.tuned_curve import cpu_model
-from caulk.cli import CONFIG_DIR
+from caulk.api import compose_train
 from caulk.engines import batched
 from caulk.plan import make_plan
 from caulk.run.curve import curve_features
@@ -55,10 +53,7 @@ def setup(args):
         f"tune.grid={{peft.lr:{args.lrs},peft.weight_decay:{args.wds}}}",
         *args.overrides,
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = "/nonexistent-output-dir"
+    cfg = compose_train(overrides, output_dir="/nonexistent-output-dir")
     plan = make_plan(cfg)
     _, features = curve_features(plan)
     dms = [p.datamodule for p in plan.points]

@@ -32,14 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from benchmarks.common import int_list, parse_args, print_result
+from caulk.api import compose_train
 from caulk.cache.data import CachedFeatureDataModule
-from caulk.cli import CONFIG_DIR
 from caulk.engines import solvers
 from caulk.engines.strategy import fast_loop_device
 from caulk.plan import make_plan
@@ -74,10 +72,7 @@ def setup(args):
         "cache.disk=false",
         *args.overrides,
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = "/nonexistent-output-dir"
+    cfg = compose_train(overrides, output_dir="/nonexistent-output-dir")
     plan = make_plan(cfg)
     _, features = curve_features(plan)
     dms = [p.datamodule for p in plan.points]
