@@ -100,6 +100,7 @@ class Progress:
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
+            self.bar.refresh()  # every finished step shows (update alone is rate-limited)
 
     def close(self) -> None:
         """Finish the bar (a no-op for plain lines)."""

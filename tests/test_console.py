@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import select
 import shlex
 import struct
 import sys
@@ -165,7 +166,9 @@ def test_progress_on_a_file_is_one_line_per_step_and_on_a_tty_a_live_bar():
                 progress.begin(f"n={n}")
                 progress.end()
         tty.flush()
-        shown = os.read(leader, 65536).decode()
+        shown = ""
+        while "n=40" not in shown and select.select([leader], [], [], 5)[0]:  # all it wrote
+            shown += os.read(leader, 65536).decode()
     os.close(leader)
     assert "\r" in shown and "3/3" in shown and "n=40" in shown  # one bar, redrawn in place
     assert "[caulk] point 1/3  n=10" not in shown  # not the plain lines
