@@ -77,6 +77,32 @@ def test_lbfgs_reaches_sklearns_objective(digits, lam):
     assert abs(ours - theirs) / theirs <= 1e-4
 
 
+def test_grouped_rows_give_each_problem_its_own_cross_entropy_and_gradient(digits):
+    """Problems of different n in groups of equal length: value and gradient of each equal
+    torch's cross-entropy + λ/2·||W||² and its autograd gradient on that problem's rows alone."""
+    _, dms, features, y_pool, _ = digits
+    pool = features.pool.double()
+    idx = [torch.as_tensor(dm.train_idx) for dm in dms[:6]]  # n = 10, 10, 40, 40, 160, 160
+    stats = [solvers.standardizer(pool[i], True) for i in idx]
+    rows = solvers.grouped_rows(pool, y_pool, idx, stats)
+    assert len(rows.groups) == 3 and len(rows) == 6
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.randn(6, 10, pool.shape[1] + 1, generator=gen, dtype=torch.float64)
+    lam = torch.logspace(-3, 0, 6, dtype=torch.float64)
+    f, g = rows.objective(theta, lam)
+    for p in range(6):
+        head = theta[p].clone().requires_grad_(True)
+        x = solvers.standardize(pool[idx[p]], stats[p])
+        loss = torch.nn.functional.cross_entropy(x @ head[:, :-1].T + head[:, -1], y_pool[idx[p]])
+        loss = loss + 0.5 * lam[p] * (head[:, :-1] ** 2).sum()
+        loss.backward()
+        torch.testing.assert_close(f[p], loss.detach())
+        torch.testing.assert_close(g[p], head.grad)
+    kept = torch.tensor([False, True, True, False, False, True])
+    f_kept, _ = rows.keep(kept).objective(theta[kept], lam[kept])
+    torch.testing.assert_close(f_kept, f[kept])
+
+
 @pytest.mark.parametrize("index", [0, 6])  # n=10 < D (eigh of XXᵀ), n=640 >= D (of XᵀX)
 def test_ridge_matches_sklearns_ridge(digits, index):
     _, dms, features, y_pool, _ = digits

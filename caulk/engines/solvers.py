@@ -6,7 +6,8 @@
 - ``lbfgs``: full-batch multinomial logistic regression with an L2 penalty on the weights, run
   until the largest gradient component is at most ``peft.tol`` (scipy/scikit-learn's ``gtol``) or
   ``peft.max_iter`` iterations, for every λ of ``peft.lambdas``. All points of a curve are solved
-  as one batched L-BFGS (each point its own curvature pairs, line search and stopping), walking
+  as one batched L-BFGS (each point its own curvature pairs, line search and stopping; points of
+  equal n share one product, so no point pays for another's rows), walking
   the λ path from strong to weak regularisation, each λ warm-started from the previous one;
 - ``ridge``: regularised least squares to ±1 one-vs-rest targets, all λ at once from one
   eigendecomposition per point (big_vision's few-shot evaluator).
@@ -87,16 +88,92 @@ def lambda_grid(peft_cfg: Any) -> np.ndarray:
 
 @dataclass
 class Rows:
-    """The points' rows, standardised and zero-padded to one length: ``x`` (P, N, D), ``y``
-    (P, N), ``weight`` (P, N): 1/n on a point's rows, 0 on padding."""
+    """Problems' rows, standardised and zero-padded to one length: ``x`` (P, N, D), ``y``
+    (P, N), ``weight`` (P, N): 1/n on a problem's rows, 0 on padding."""
 
     x: torch.Tensor
     y: torch.Tensor
     weight: torch.Tensor
 
+    def __post_init__(self) -> None:
+        self.x_t = self.x.transpose(1, 2).contiguous()  # (P, D, N): what ``logits_of`` reads
+
     @property
     def counts(self) -> torch.Tensor:
         return (self.weight > 0).sum(1)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def objective(self, theta: torch.Tensor, lam: torch.Tensor):
+        """``objective`` of heads ``theta`` (P, K, D+1) with penalties ``lam`` (P,)."""
+        return objective(self, theta, lam)
+
+    def errors(self, theta: torch.Tensor) -> torch.Tensor:
+        """``errors`` of heads ``theta`` (P, K, D+1)."""
+        return errors(self, theta)
+
+    def keep(self, kept: torch.Tensor) -> Rows:
+        """The problems where ``kept`` (P,) is true, padding trimmed to the longest of them."""
+        width = int(self.counts[kept].max()) if kept.any() else 0
+        return Rows(self.x[kept, :width], self.y[kept, :width], self.weight[kept, :width])
+
+    def heads(self, n_cls: int) -> torch.Tensor:
+        """(P, n_cls, D+1) zero heads in the rows' dtype and device."""
+        return self.x.new_zeros(len(self), n_cls, self.x.shape[2] + 1)
+
+    def problems(self):
+        """(position, x (n, D), y (n,)) of every problem, padding excluded."""
+        for p, n in enumerate(self.counts.tolist()):
+            yield p, self.x[p, :n], self.y[p, :n]
+
+
+@dataclass
+class RowGroups:
+    """Problems' rows in groups of equal length (no padding; the work is the rows' own):
+    ``groups`` is a list of (positions of its problems among all ``size``, their Rows)."""
+
+    groups: list[tuple[torch.Tensor, Rows]]
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _gather(self, per_group: list[torch.Tensor]) -> torch.Tensor:
+        first = per_group[0]
+        out = first.new_empty(self.size, *first.shape[1:])
+        for (ids, _), part in zip(self.groups, per_group, strict=True):
+            out[ids] = part
+        return out
+
+    def objective(self, theta: torch.Tensor, lam: torch.Tensor):
+        """(P,) values and (P, K, D+1) gradients of ``objective``, group by group."""
+        parts = [rows.objective(theta[ids], lam[ids]) for ids, rows in self.groups]
+        return self._gather([f for f, _ in parts]), self._gather([g for _, g in parts])
+
+    def errors(self, theta: torch.Tensor) -> torch.Tensor:
+        """(P,) error of each head on its problem's rows."""
+        return self._gather([rows.errors(theta[ids]) for ids, rows in self.groups])
+
+    def keep(self, kept: torch.Tensor) -> RowGroups:
+        """The problems where ``kept`` (P,) is true, renumbered in their order."""
+        position = torch.cumsum(kept.long(), 0) - 1
+        groups = []
+        for ids, rows in self.groups:
+            mask = kept[ids]
+            if mask.any():
+                groups.append((position[ids[mask]], rows.keep(mask)))
+        return RowGroups(groups, int(kept.sum()))
+
+    def heads(self, n_cls: int) -> torch.Tensor:
+        """(P, n_cls, D+1) zero heads in the rows' dtype and device."""
+        return self._gather([rows.heads(n_cls) for _, rows in self.groups])
+
+    def problems(self):
+        """(position, x (n, D), y (n,)) of every problem, padding excluded."""
+        for ids, rows in self.groups:
+            for i, x, y in rows.problems():
+                yield int(ids[i]), x, y
 
 
 def standardizer(x: torch.Tensor, head_norm: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -126,30 +203,42 @@ def padded_rows(x_all, y_all, idx: list, stats: list) -> Rows:
     return Rows(x, y, weight)
 
 
-def logits_of(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """(P, N, K) logits of heads ``theta`` (P, K, D+1: weights, then the bias) on ``x`` (P, N, D)."""
-    w_t = theta[:, :, :-1].transpose(1, 2).contiguous()  # bmm is slower on strided operands
-    return torch.bmm(x, w_t).add_(theta[:, None, :, -1])
+def grouped_rows(x_all, y_all, idx: list, stats: list) -> RowGroups:
+    """Each problem's rows ``idx[p]`` of ``x_all`` standardised with ``stats[p]``, problems of
+    equal row count stacked in one group."""
+    by_length: dict[int, list[int]] = {}
+    for p, rows in enumerate(idx):
+        by_length.setdefault(len(rows), []).append(p)
+    groups = []
+    for members in by_length.values():
+        rows = padded_rows(x_all, y_all, [idx[p] for p in members], [stats[p] for p in members])
+        groups.append((torch.as_tensor(members, device=x_all.device), rows))
+    return RowGroups(groups, len(idx))
+
+
+def logits_of(x_t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """(P, K, N) logits of heads ``theta`` (P, K, D+1: weights, then the bias) on the rows
+    ``x_t`` (P, D, N; classes before rows keeps the softmax and both products contiguous)."""
+    return torch.bmm(theta[:, :, :-1], x_t).add_(theta[:, :, -1:])
 
 
 def errors(rows: Rows, theta: torch.Tensor) -> torch.Tensor:
     """(P,) error of each head on its point's rows (padding excluded)."""
-    wrong = (logits_of(rows.x, theta).argmax(2) != rows.y).to(rows.weight.dtype)
+    wrong = (logits_of(rows.x_t, theta).argmax(1) != rows.y).to(rows.weight.dtype)
     return (wrong * (rows.weight > 0)).sum(1) / rows.counts
 
 
 def objective(rows: Rows, theta: torch.Tensor, lam: torch.Tensor):
     """(P,) mean cross-entropy + λ/2·||W||² per head, and its gradient (P, K, D+1)."""
-    logits = logits_of(rows.x, theta)
-    logp = torch.log_softmax(logits, 2)
-    nll = -logp.gather(2, rows.y[:, :, None]).squeeze(2)
+    logp = torch.log_softmax(logits_of(rows.x_t, theta), 1)
+    nll = -logp.gather(1, rows.y[:, None, :]).squeeze(1)
     w = theta[:, :, :-1]
     f = (nll * rows.weight).sum(1) + 0.5 * lam * (w * w).sum((1, 2))
     g_logits = logp.exp_()
-    g_logits.scatter_add_(2, rows.y[:, :, None], -torch.ones_like(logp[:, :, :1]))
-    g_logits *= rows.weight[:, :, None]
-    grad_w = torch.bmm(g_logits.transpose(1, 2).contiguous(), rows.x) + lam[:, None, None] * w
-    return f, torch.cat([grad_w, g_logits.sum(1)[:, :, None]], 2)
+    g_logits.scatter_add_(1, rows.y[:, None, :], -torch.ones_like(logp[:, :1, :]))
+    g_logits *= rows.weight[:, None, :]
+    grad_w = torch.bmm(g_logits, rows.x).add_(lam[:, None, None] * w)
+    return f, torch.cat([grad_w, g_logits.sum(2, keepdim=True)], 2)
 
 
 def _two_loop(g, s_hist, y_hist, rho, gamma, count: int) -> torch.Tensor:
@@ -171,7 +260,7 @@ class _Lbfgs:
     """One batched L-BFGS run: the state of the problems still running (finished ones are
     written to ``out`` and dropped, so the work shrinks with them)."""
 
-    def __init__(self, rows: Rows, theta: torch.Tensor, lam: torch.Tensor, tol: float):
+    def __init__(self, rows: Rows | RowGroups, theta, lam: torch.Tensor, tol: float):
         self.shape, self.tol, self.out = theta.shape[1:], tol, theta.clone()
         self.ids = torch.arange(len(theta), device=theta.device)
         self.rows, self.lam, self.count = rows, lam, 0
@@ -186,7 +275,7 @@ class _Lbfgs:
         self.drop(self.g.abs().amax(1) <= tol)
 
     def evaluate(self, x: torch.Tensor):
-        f, g = objective(self.rows, x.view(len(x), *self.shape), self.lam)
+        f, g = self.rows.objective(x.view(len(x), *self.shape), self.lam)
         return f, g.reshape(len(x), -1)
 
     def drop(self, finished: torch.Tensor) -> None:
@@ -197,41 +286,42 @@ class _Lbfgs:
         keep = ~finished
         self.ids, self.x, self.f, self.g = self.ids[keep], self.x[keep], self.f[keep], self.g[keep]
         self.lam, self.gamma = self.lam[keep], self.gamma[keep]
-        self.s_hist, self.y_hist, self.rho = (
-            self.s_hist[:, keep],
-            self.y_hist[:, keep],
-            self.rho[:, keep],
-        )
-        r, width = self.rows, int(self.rows.counts[keep].max()) if keep.any() else 0
-        self.rows = Rows(r.x[keep, :width], r.y[keep, :width], r.weight[keep, :width])
+        self.s_hist, self.y_hist = self.s_hist[:, keep], self.y_hist[:, keep]
+        self.rho = self.rho[:, keep]
+        self.rows = self.rows.keep(keep)
 
     def direction(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A descent direction and its slope (steepest descent where L-BFGS's is not one)."""
         d = _two_loop(self.g, self.s_hist, self.y_hist, self.rho, self.gamma, self.count)
         slope = (self.g * d).sum(1)
         bad = slope >= 0
-        if bad.any():
+        if bad.any():  # forget these problems' pairs
             d[bad], slope[bad] = -self.g[bad], -(self.g[bad] ** 2).sum(1)
             self.rho[:, bad] = 0.0
         return d, slope
 
     def line_search(self, d, slope):
         """Backtracking (Armijo) from the unit step (1/||g||₁ at the first iteration):
-        the new points, values, gradients, and which problems found no decrease."""
+        the new points, values, gradients, and which problems found no decrease. A halving
+        evaluates only the problems still searching."""
         step = self.x.new_ones(len(self.x))
         if self.count == 0:
             step = torch.clamp(1.0 / self.g.abs().sum(1), max=1.0)
         x_new, f_new, g_new = self.x.clone(), self.f.clone(), self.g.clone()
-        pending = torch.ones_like(step, dtype=torch.bool)
+        todo = torch.arange(len(step), device=step.device)  # the problems still searching
+        rows, lam = self.rows, self.lam
         for _ in range(MAX_HALVINGS):
-            trial = self.x + step[:, None] * d
-            f, g = self.evaluate(trial)
-            ok = pending & (f <= self.f + ARMIJO * step * slope)
-            x_new[ok], f_new[ok], g_new[ok] = trial[ok], f[ok], g[ok]
-            pending &= ~ok
-            if not pending.any():
-                break
-            step = torch.where(pending, 0.5 * step, step)
+            trial = self.x[todo] + step[todo, None] * d[todo]
+            f, g = rows.objective(trial.view(len(todo), *self.shape), lam)
+            ok = f <= self.f[todo] + ARMIJO * step[todo] * slope[todo]
+            done = todo[ok]
+            x_new[done], f_new[done], g_new[done] = trial[ok], f[ok], g.view(len(todo), -1)[ok]
+            if ok.all():
+                return x_new, f_new, g_new, torch.zeros_like(step, dtype=torch.bool)
+            todo, rows, lam = todo[~ok], rows.keep(~ok), lam[~ok]
+            step[todo] *= 0.5
+        pending = torch.zeros_like(step, dtype=torch.bool)
+        pending[todo] = True
         return x_new, f_new, g_new, pending
 
     def iterate(self) -> None:
@@ -251,7 +341,9 @@ class _Lbfgs:
         self.drop(stalled | (self.g.abs().amax(1) <= self.tol))
 
 
-def lbfgs(rows: Rows, theta: torch.Tensor, lam: torch.Tensor, tol: float, max_iter: int):
+def lbfgs(
+    rows: Rows | RowGroups, theta: torch.Tensor, lam: torch.Tensor, tol: float, max_iter: int
+):
     """Minimise ``objective`` for every problem (P heads ``theta``, P penalties ``lam``) from
     ``theta``, each until its largest gradient component is <= ``tol``, no step decreases it, or
     ``max_iter`` iterations. Returns (solutions (P, K, D+1), iterations (P,))."""
@@ -262,29 +354,27 @@ def lbfgs(rows: Rows, theta: torch.Tensor, lam: torch.Tensor, tol: float, max_it
     return run.out, run.iters
 
 
-def lbfgs_path(rows: Rows, lambdas: np.ndarray, n_cls: int, tol: float, max_iter: int):
+def lbfgs_path(rows: Rows | RowGroups, lambdas: np.ndarray, n_cls: int, tol: float, max_iter: int):
     """(L, P, K, D+1) heads of every λ (strong to weak, each warm-started from the previous
     solution; the first from zero) and (P,) total iterations."""
-    p, d = rows.x.shape[0], rows.x.shape[2]
-    theta = rows.x.new_zeros(p, n_cls, d + 1)
-    path, total = [], torch.zeros(p, dtype=torch.long, device=rows.x.device)
+    theta = rows.heads(n_cls)
+    path, total = [], torch.zeros(len(theta), dtype=torch.long, device=theta.device)
     for lam in lambdas:
-        theta, iters = lbfgs(rows, theta, rows.x.new_full((p,), float(lam)), tol, max_iter)
+        theta, iters = lbfgs(rows, theta, theta.new_full((len(theta),), float(lam)), tol, max_iter)
         path.append(theta)
         total += iters
     return torch.stack(path), total
 
 
-def ridge_path(rows: Rows, lambdas: np.ndarray, n_cls: int) -> torch.Tensor:
+def ridge_path(rows: Rows | RowGroups, lambdas: np.ndarray, n_cls: int) -> torch.Tensor:
     """(L, P, K, D+1) ridge heads to ±1 one-vs-rest targets, every λ (``alpha = λ·n``) from one
     eigendecomposition per point: ``W(α) = A·diag(1/(e + α))·R``, with ``e, Q = eigh(XᵀX)``,
     ``A = Q``, ``R = QᵀXᵀY`` when n >= D, else ``e, Q = eigh(XXᵀ)``, ``A = XᵀQ``, ``R = QᵀY``
     (X, Y centred: the bias is not penalised)."""
-    lam = torch.as_tensor(lambdas.copy(), dtype=rows.x.dtype, device=rows.x.device)
-    heads = []
-    for p in range(rows.x.shape[0]):
-        n = int(rows.counts[p])
-        x, y = rows.x[p, :n], 2.0 * F.one_hot(rows.y[p, :n], n_cls).to(rows.x.dtype) - 1.0
+    heads = rows.heads(n_cls)[None].repeat(len(lambdas), 1, 1, 1)
+    for p, x, labels in rows.problems():
+        lam = torch.as_tensor(lambdas.copy(), dtype=x.dtype, device=x.device)
+        n, y = len(labels), 2.0 * F.one_hot(labels, n_cls).to(x.dtype) - 1.0
         x_mean, y_mean = x.mean(0), y.mean(0)
         x, y = x - x_mean, y - y_mean
         if n >= x.shape[1]:
@@ -296,8 +386,8 @@ def ridge_path(rows: Rows, lambdas: np.ndarray, n_cls: int) -> torch.Tensor:
         inv = 1.0 / (e.clamp(min=0)[None, :] + (lam * n)[:, None])  # (L, rank)
         w = torch.einsum("dj,lj,jk->lkd", a, inv, r)  # (L, K, D)
         b = y_mean[None, :] - w @ x_mean  # (L, K)
-        heads.append(torch.cat([w, b[:, :, None]], 2))
-    return torch.stack(heads, 1)
+        heads[:, p] = torch.cat([w, b[:, :, None]], 2)
+    return heads
 
 
 def select_lambda(lambdas, val_errors) -> int:
@@ -332,15 +422,15 @@ def fit_points(cfg: Any, datamodules: list, pool: torch.Tensor, y_pool: torch.Te
     train = [torch.as_tensor(dm.train_idx, device=device) for dm in datamodules]
     val = [torch.as_tensor(dm.val_idx, device=device) for dm in datamodules]
     stats = [standardizer(pool[t], bool(cfg.peft.get("head_norm", True))) for t in train]
-    rows = padded_rows(pool, y_pool, train, stats)
+    rows = grouped_rows(pool, y_pool, train, stats)
     n_cls = int(datamodules[0].num_classes)
     if solver == "lbfgs":
         tol, max_iter = float(cfg.peft.get("tol", 1e-5)), int(cfg.peft.get("max_iter", 1000))
         path, iters = lbfgs_path(rows, lambdas, n_cls, tol, max_iter)
     else:
         path, iters = ridge_path(rows, lambdas, n_cls), torch.ones(len(train), dtype=torch.long)
-    val_rows = padded_rows(pool, y_pool, val, stats)
-    val_err = torch.stack([errors(val_rows, heads) for heads in path]).cpu().numpy()  # (L, P)
+    val_rows = grouped_rows(pool, y_pool, val, stats)
+    val_err = torch.stack([val_rows.errors(heads) for heads in path]).cpu().numpy()  # (L, P)
     out = []
     for p, dm in enumerate(datamodules):
         j = select_lambda(lambdas, val_err[:, p])
