@@ -11,6 +11,9 @@ from matplotlib.lines import Line2D
 from PIL import Image
 from scipy import stats
 
+from caulk.analysis.answers import sample_complexity
+from caulk.analysis.families import family_table
+from caulk.analysis.fits import fit_groups
 from caulk.analysis.plots import curves_figure, exponents_figure
 from caulk.analysis.report import write_report
 from caulk.analysis.summaries import answer_sentences, comparisons, ratio_sentences
@@ -79,6 +82,35 @@ def test_legend_labels_are_readable_and_carry_each_curves_fitted_rate():
         label = f"{f['model']} · {f['peft']} · m={f['source_m']} · c={f['c']:.2f}"
         assert label in texts
     assert not any("digits" in t or "zoo" in t for t in texts)  # constant keys left out
+
+
+def test_the_line_is_the_chosen_familys_and_each_n_star_marker_sits_on_it():
+    """A curve that saturates exponentially: the backtest chooses a family other than pow3, the
+    line drawn is that family's fit, and the n* the answers give lies on the line."""
+    ns = np.array([10, 20, 40, 80, 160, 320, 640])
+    rows = [
+        dict(data="digits", model="vit_pico", weights="zoo", source_m=0, peft="linear", n=n,
+             seed=s, backbone_params=1, test_error=0.1 + 0.6 * np.exp(-n / 60) + 0.002 * s)
+        for n in ns for s in range(3)
+    ]  # fmt: skip
+    points = pd.DataFrame(rows)
+    fits = fit_groups(points, KEYS, replicates=20).merge(
+        family_table(points, KEYS, "test_error"), on=KEYS
+    )
+    family = fits["family"].iloc[0]
+    assert family != "pow3"
+    answers = sample_complexity(points, KEYS, "test_error", [0.3], replicates=20)
+    n_star = float(answers["n_star"].iloc[0])
+    assert ns.min() < n_star < ns.max()
+    (ax,) = curves_figure(points, fits, KEYS, "test_error", answers).axes
+    (line,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 100]
+    x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    assert abs(np.interp(np.log(n_star), np.log(x), y) - 0.3) < 2e-3  # the marker is on the line
+    pow3 = fits.iloc[0]
+    pow3_at_star = pow3["a"] + pow3["b"] * n_star ** -pow3["c"]
+    assert abs(pow3_at_star - 0.3) > 5e-3  # the pow3 line would have missed it
+    texts = [t for t, _ in _legend_entries(ax.figure)]
+    assert texts == [f"vit_pico · c={pow3['c']:.2f} · {family} line"]  # constant keys left out
 
 
 def test_the_legend_lies_outside_the_axes():

@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from caulk.analysis.families import FamilyFit, fit_family  # noqa: E402
 from caulk.analysis.fits import offset_law, seed_means  # noqa: E402
 from caulk.analysis.labels import (  # noqa: E402
     curve_label,
@@ -30,6 +31,7 @@ from caulk.analysis.labels import (  # noqa: E402
     sort_key,
     varying_keys,
 )
+from caulk.errors import CaulkConfigError  # noqa: E402
 
 DPI = 150
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -88,7 +90,9 @@ def save_figure(fig: Figure, path: Path, formats: Iterable[str] = ("png",)) -> P
 
 @dataclass
 class Curve:
-    """One curve of the error-vs-n figure: its key values, seed means, fit and look."""
+    """One curve of the error-vs-n figure: its key values, seed means, fit (the offset power
+    law's row), look, and ``law``: the fitted family the line draws when the fits name one (the
+    family whose n* the answers give), else None (the line is the offset power law)."""
 
     values: dict
     means: pd.DataFrame
@@ -97,6 +101,7 @@ class Curve:
     marker: str
     linestyle: str
     label: str
+    law: FamilyFit | None = None
 
 
 def _ordered_combos(table: pd.DataFrame, keys: list[str]) -> list[tuple]:
@@ -134,6 +139,18 @@ def _fit_of(fits: pd.DataFrame, curve: dict, keys: list[str]) -> pd.Series | Non
     return rows.iloc[0]
 
 
+def _family_law(fit: pd.Series | None, means: pd.DataFrame) -> FamilyFit | None:
+    """The family the fits chose for this curve, fitted to its seed means as the answers fit it;
+    None when the fits name no family or it cannot be fitted."""
+    family = fit.get("family") if fit is not None else None
+    if not isinstance(family, str) or not family:
+        return None
+    try:
+        return fit_family(family, means["n"].to_numpy(float), means["mean"].to_numpy(float))
+    except CaulkConfigError:
+        return None
+
+
 def error_curves(
     table: pd.DataFrame, fits: pd.DataFrame, keys: list[str], metric: str
 ) -> list[Curve]:
@@ -153,17 +170,14 @@ def error_curves(
             values.setdefault("peft_knob", pts["peft_knob"].iloc[0])
         fit = _fit_of(fits, values, keys)
         style = tuple(key_text(values[k]) for k in style_keys)
+        means = seed_means(pts, metric)
+        law = _family_law(fit, means)
         label = curve_label(values, shown)
         label += f" · c={fit['c']:.2f}" if fit is not None else " · not fitted"
+        if law is not None and law.family != "pow3":
+            label += f" · {law.family} line"
         curves.append(
-            Curve(
-                values,
-                seed_means(pts, metric),
-                fit,
-                colour[key_text(values[by])],
-                *styles[style],
-                label,
-            )
+            Curve(values, means, fit, colour[key_text(values[by])], *styles[style], label, law)
         )
     rank = {m: i for i, m in enumerate(models)}
     style_rank = {s: i for i, s in enumerate(styles)}
@@ -177,16 +191,19 @@ def error_curves(
 
 
 def _draw_curve(ax, curve: Curve) -> Line2D:
-    """Seed means with 95% Student-t bands over seeds and the fitted law; returns the curve's legend handle."""
+    """Seed means with 95% Student-t bands over seeds and the fitted law (the chosen family's
+    where the fits name one); returns the curve's legend handle."""
     m = curve.means
     look = {"color": curve.colour}
     ax.plot(m["n"], m["mean"], curve.marker, ms=4.5, linestyle="none", **look)
     band = m["ci_half"].fillna(0)  # Student-t over seeds: 4.30 SE for 3 seeds
     low = (m["mean"] - band).clip(lower=1e-4)
     ax.fill_between(m["n"], low, m["mean"] + band, alpha=0.15, lw=0, **look)
-    if curve.fit is not None:
+    grid = np.geomspace(m["n"].min(), m["n"].max(), 100)
+    if curve.law is not None:
+        ax.plot(grid, curve.law.predict(grid), curve.linestyle, lw=1.4, **look)
+    elif curve.fit is not None:
         f = curve.fit
-        grid = np.geomspace(m["n"].min(), m["n"].max(), 100)
         ax.plot(grid, offset_law(grid, f["a"], f["b"], f["c"]), curve.linestyle, lw=1.4, **look)
     else:
         ax.plot(m["n"], m["mean"], curve.linestyle, lw=0.8, alpha=0.7, **look)
