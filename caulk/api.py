@@ -16,10 +16,11 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from caulk.analysis.collect import collect_records
 from caulk.cli import CONFIG_DIR, check_group_overrides
-from caulk.errors import CaulkConfigError
+from caulk.errors import CaulkConfigError, one_line
 
 
 def compose_train(
@@ -39,9 +40,8 @@ def compose_train(
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    except HydraException as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CaulkConfigError(f"bad override in {overrides}: {first_line}") from None
+    except (HydraException, OmegaConfBaseException) as e:
+        raise CaulkConfigError(f"bad override in {overrides}: {one_line(e)}") from None
     run_dir = output_dir if output_dir is not None else OmegaConf.select(cfg, "hydra.run.dir")
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path(run_dir))

@@ -11,13 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
+from omegaconf.errors import OmegaConfBaseException
 
 from caulk.console import VERBOSE_ENV, quiet_console
-from caulk.errors import CaulkConfigError, exit_on_config_error, remove_created_output
+from caulk.errors import CaulkConfigError, exit_on_config_error, one_line, remove_created_output
 from caulk.progress import progress_line, progress_stream
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -38,6 +40,8 @@ GROUPS = (
 # options that Hydra and its plugins provide without a file under conf/
 BUILTIN_OPTIONS = {"hydra/launcher": ("basic", "submitit_local", "submitit_slurm")}
 _SIMPLE_VALUES = re.compile(r"[\w.-]+(,[\w.-]+)*")
+#: flags that pick another config than the entry's own: the first-job check is skipped then
+_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
 #: jobs of this process's in-process sweep rejected for bad input (run_cli exits 2 at the end)
 _REJECTED: list[str] = []
 #: when each in-process sweep (by sweep dir) started its first job: the jobs' elapsed time and ETA
@@ -57,6 +61,46 @@ def check_group_overrides(args: list[str], config_dir: str = CONFIG_DIR) -> None
                 raise CaulkConfigError(
                     f"unknown {key} {option!r}; available: {', '.join(available)}"
                 )
+
+
+def first_job_overrides(args: list[str]) -> list[str] | None:
+    """The overrides of the command line's first job: every sweep at its first value. None when
+    that cannot be told here (a flag choosing another config, a sweep Hydra expands only with its
+    config loader, e.g. glob()). An override that does not parse is a one-line CaulkConfigError."""
+    if any(a.split("=")[0] in _CONFIG_FLAGS for a in args):
+        return None
+    lines = [a for a in args if ("=" in a or a.startswith("~")) and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except OverrideParseException as e:
+        raise CaulkConfigError(f"bad override: {one_line(e)}") from None
+    overrides = []
+    for o in parsed:
+        if not o.is_sweep_override():
+            overrides.append(o.input_line)
+            continue
+        try:
+            first = next(iter(o.sweep_string_iterator()), None)
+        except HydraException:
+            return None
+        if first is None:
+            return None
+        overrides.append(f"{o.get_key_element()}={first}")
+    return overrides
+
+
+def check_overrides(args: list[str], config_name: str, config_dir: str = CONFIG_DIR) -> None:
+    """Compose ``config_name`` with the command line's first job (``first_job_overrides``), so a
+    key that does not exist or a value of the wrong type fails in one line (CaulkConfigError)
+    before Hydra runs; Hydra's own report of these spans several lines."""
+    overrides = first_job_overrides(args)
+    if overrides is None:
+        return
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise CaulkConfigError(f"bad override: {one_line(e)}") from None
 
 
 def _in_process_sweep() -> bool:
@@ -127,16 +171,18 @@ def take_rejected() -> list[str]:
     return rejected
 
 
-def run_cli(hydra_main: Callable[[], Any]) -> None:
-    """Check the command line's group options (one-line error, exit 2), then run ``hydra_main``;
-    exit 2 after a sweep whose jobs were rejected for bad input. ``--verbose`` (anywhere on the
-    line) keeps Lightning's tips and banners (``caulk.console``)."""
+def run_cli(hydra_main: Callable[[], Any], config_name: str = "train") -> None:
+    """Check the command line's group options and its first job's overrides against
+    ``config_name`` (one-line error, exit 2), then run ``hydra_main``; exit 2 after a sweep whose
+    jobs were rejected for bad input. ``--verbose`` (anywhere on the line) keeps Lightning's tips
+    and banners (``caulk.console``)."""
     if "--verbose" in sys.argv[1:]:
         sys.argv = [a for a in sys.argv if a != "--verbose"]
         os.environ[VERBOSE_ENV] = "1"
     quiet_console()
     try:
         check_group_overrides(sys.argv[1:])
+        check_overrides(sys.argv[1:], config_name)
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
         sys.exit(2)

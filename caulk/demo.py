@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from caulk.analyze import Questions, analyze, format_analysis
 from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
-from caulk.errors import CaulkConfigError
+from caulk.errors import CaulkConfigError, one_line
 from caulk.plan import validate_config
 from caulk.progress import progress_to
 from caulk.train import hydra_main
@@ -159,10 +159,6 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
 def check_demo_overrides(sweeps: dict[str, list[str]], extra: list[str]) -> None:
     """Compose every job of every demo sweep with the ``extra`` overrides and validate its config
     (``caulk.plan.validate_config``, and ``data.n``), so a misspelt key or a bad value fails in
@@ -176,7 +172,7 @@ def check_demo_overrides(sweeps: dict[str, list[str]], extra: list[str]) -> None
                 validate_config(cfg)
                 _check_data_n(cfg.data.get("n"))
     except (HydraException, OmegaConfBaseException) as e:
-        raise CaulkConfigError(f"bad override: {_one_line(e)}") from None
+        raise CaulkConfigError(f"bad override: {one_line(e)}") from None
 
 
 def _check_data_n(n: object) -> None:

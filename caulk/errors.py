@@ -20,6 +20,16 @@ class CaulkConfigError(ValueError):
     """Bad user input (config, file, name). Reported as one line; no record is written."""
 
 
+def one_line(error: BaseException) -> str:
+    """A Hydra or OmegaConf error as one line: its own lines joined, then the first line of its
+    cause in parentheses (Hydra prints them on separate lines, with a hint about tracebacks)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    cause = str(error.__cause__ or "").strip()
+    if cause:
+        text += f" ({cause.splitlines()[0].strip()})"
+    return text or type(error).__name__
+
+
 def remember_existing(path: str | Path) -> None:
     """Note which of ``path`` and its parents exist now, and the entries of the nearest one."""
     path = Path(path).absolute()

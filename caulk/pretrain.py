@@ -73,7 +73,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m caulk.pretrain [overrides]``."""
-    run_cli(hydra_main)
+    run_cli(hydra_main, config_name="pretrain")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from caulk.cli import check_overrides, first_job_overrides
 from caulk.config import check_config, check_section
 from caulk.errors import CaulkConfigError
 from caulk.plan import validate_config
@@ -34,6 +35,44 @@ def test_cli_bad_value_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, mes
     assert lines[-1].startswith(f"caulk: error: {message}")
     assert [ln for ln in lines if "error" in ln.lower()] == [lines[-1]]
     assert not out.exists()  # no record, no checkpoint, not even Hydra's job dir
+
+
+UNKNOWN_KEY = "bad override: Could not override 'peft.lrr'. To append to your config use "
+
+
+@pytest.mark.slow  # one interpreter start each
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "multirun"])
+def test_cli_unknown_key_is_one_line_exit_2_and_leaves_nothing(tmp_path, multirun):
+    """Hydra reports an override of a key that does not exist over four lines (and exit 1);
+    caulk's check before Hydra runs says it in one, for a single run and for a sweep's jobs."""
+    out = tmp_path / "job"
+    args = ["-m", "peft.lrr=0.1,0.2"] if multirun else ["peft.lrr=0.1"]
+    res = run_cli([*args, f"hydra.run.dir={out}", f"hydra.sweep.dir={out}"], timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines() == [
+        f"caulk: error: {UNKNOWN_KEY}+peft.lrr=0.1 (Key 'lrr' is not in struct)"
+    ]
+    assert not out.exists()
+
+
+def test_overrides_are_checked_on_the_first_job_of_a_sweep():
+    assert first_job_overrides(["-m", "peft=linear,lora", "+x.y=1,2", "~z", "curve.n=[1,2]"]) == [
+        "peft=linear",
+        "+x.y=1",
+        "~z",
+        "curve.n=[1,2]",
+    ]
+    with pytest.raises(CaulkConfigError, match="^bad override: Could not override 'peft.lrr'"):
+        check_overrides(["-m", "peft.lrr=1,2"], "train")
+    with pytest.raises(CaulkConfigError, match="no viable alternative at input '\\[0'"):
+        check_overrides(["curve.seeds=[0"], "train")
+    with pytest.raises(CaulkConfigError, match="Could not delete from config"):
+        check_overrides(["~no_such_key"], "train")
+    with pytest.raises(CaulkConfigError, match="Could not override 'curve.n'"):
+        check_overrides(["curve.n=10"], "pretrain")  # pretrain.yaml has no curve
+    check_overrides(["-m", "peft=linear,lora", "peft.lr=0.1,1", "+peft.extra=3"], "train")
+    check_overrides(["curve.n=[10,20]", "hydra.run.dir=/x", "hydra/launcher=basic"], "train")
+    assert first_job_overrides(["--config-name", "other", "peft.lrr=1"]) is None  # not ours
 
 
 VALID = [

@@ -160,16 +160,21 @@ def test_progress_on_a_file_is_one_line_per_step_and_on_a_tty_a_live_bar():
     ]
     leader, follower = os.openpty()  # a real terminal, 24 x 100
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    with open(follower, "w") as tty:
-        with Progress("point", 3, stream=tty) as progress:
-            for n in (10, 20, 40):
-                progress.begin(f"n={n}")
-                progress.end()
-        tty.flush()
-        shown = ""
-        while "n=40" not in shown and select.select([leader], [], [], 5)[0]:  # all it wrote
-            shown += os.read(leader, 65536).decode()
+    with open(follower, "w") as tty, Progress("point", 3, stream=tty) as progress:
+        for n in (10, 20, 40):
+            progress.begin(f"n={n}")
+            progress.end()
+    shown = b""  # all it wrote: the follower is closed, so the leader reads to EIO
+    while select.select([leader], [], [], 5)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: nothing left and no writer
+            break
+        if not chunk:
+            break
+        shown += chunk
     os.close(leader)
+    shown = shown.decode()
     assert "\r" in shown and "3/3" in shown and "n=40" in shown  # one bar, redrawn in place
     assert "[caulk] point 1/3  n=10" not in shown  # not the plain lines
 
