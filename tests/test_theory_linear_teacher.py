@@ -175,6 +175,44 @@ def test_cli_writes_records_and_rejects_bad_input(tmp_path):
     assert len(list((tmp_path / "logs" / "theory_linear_teacher" / "runs").iterdir())) == 1
 
 
+def test_a_sweeps_bad_job_is_rejected_and_the_others_still_run(tmp_path):
+    """``-m sigma=0.5,nan,1``: the nan job is one line and leaves no dir; the two good jobs
+    write their records; the sweep exits 2 naming the rejected job."""
+    env = cli_env(CAULK_ROOT=str(tmp_path))
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "-m", "sigma=0.5,nan,1"]
+    res = subprocess.run(
+        [*cmd, "d=10", "n=[5]", "trials=5", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("caulk: error:")]
+    assert errors == [
+        "caulk: error: sigma must be a finite number, got nan",
+        "caulk: error: 1 job(s) of the sweep rejected for bad input, the others ran: job 1 "
+        "(sigma must be a finite number, got nan)",
+    ]
+    records = [json.loads(p.read_text()) for p in sorted(sweep.rglob("record.json"))]
+    assert sorted(r["sigma"] for r in records) == [0.5, 1.0]
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "2"]
+
+
+def test_cli_bad_override_is_one_line(tmp_path):
+    env = cli_env(CAULK_ROOT=str(tmp_path))
+    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "sigmaa=1"]
+    bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "caulk: error: bad override: Could not override 'sigmaa'. To append to your config use "
+        "+sigmaa=1 (Key 'sigmaa' is not in struct)"
+    ]
+    assert not (tmp_path / "logs").exists()
+
+
 def test_cli_rejects_nan_sigma_in_one_line(tmp_path):
     env = cli_env(CAULK_ROOT=str(tmp_path))
     cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "sigma=nan"]

@@ -38,10 +38,10 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy.spatial import cKDTree
 
+from caulk.cli import CONFIG_DIR, run_cli
 from caulk.errors import CaulkConfigError
 from caulk.run.record import write_json_atomic
 from caulk.theory.entry import (
-    CONFIG_DIR,
     as_float,
     as_int,
     as_int_list,
@@ -202,12 +202,18 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="theory/caulking")
-def main(cfg: DictConfig) -> None:
-    """``python -m caulk.theory.caulking [overrides]`` (``-m`` for sweeps)."""
+def hydra_main(cfg: DictConfig) -> None:
+    """One Hydra job of ``python -m caulk.theory.caulking``."""
     hydra_job(run, cfg)
     rates_path = Path(cfg.paths.output_dir) / RATES_NAME
     if rates_path.exists():
         print(f"fitted rates (per m): {rates_path.read_text()}", flush=True)
+
+
+def main() -> None:
+    """``python -m caulk.theory.caulking [overrides]`` (``-m`` for sweeps): one-line errors for bad
+    overrides, and a sweep's bad jobs rejected without stopping the others (exit 2 at the end)."""
+    run_cli(hydra_main, config_name="theory/caulking")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from caulk import __version__
+from caulk.cli import reject_job
 from caulk.config import is_int, is_number
-from caulk.errors import CaulkConfigError, exit_on_config_error
+from caulk.errors import CaulkConfigError
 from caulk.run.record import RECORD_NAME, write_json_atomic
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 
 
 def as_int(cfg: DictConfig, key: str, low: int | None = None, high: int | None = None) -> int:
@@ -105,11 +104,14 @@ def write_point(output_dir: Path, parts: dict[str, int], record: dict[str, Any])
 
 
 def hydra_job(run: Callable[[DictConfig], list[dict[str, Any]]], cfg: DictConfig) -> None:
-    """Run one Hydra job: one-line error + exit 2 (no job dir left) on bad input, else a table."""
+    """Run one Hydra job and print its table. Bad input is one line and leaves no job dir; a
+    single run then exits 2, a job of an in-process sweep returns so the others still run
+    (``caulk.cli.reject_job``; ``run_cli`` exits 2 when the sweep ends)."""
     try:
         records = run(cfg)
     except CaulkConfigError as e:
-        exit_on_config_error(e, cfg.paths.output_dir)
+        reject_job(e, cfg.paths.output_dir)
+        return
     for r in records:
         theory = "" if r.get("theory") is None else f"  theory {r['theory']:.4g}"
         print(

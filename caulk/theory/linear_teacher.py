@@ -31,10 +31,10 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy import stats
 
+from caulk.cli import CONFIG_DIR, run_cli
 from caulk.errors import CaulkConfigError
 from caulk.theory import solvers, teachers
 from caulk.theory.entry import (
-    CONFIG_DIR,
     as_choice,
     as_float,
     as_int,
@@ -219,9 +219,15 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="theory/linear_teacher")
-def main(cfg: DictConfig) -> None:
-    """``python -m caulk.theory.linear_teacher [overrides]`` (``-m`` for sweeps)."""
+def hydra_main(cfg: DictConfig) -> None:
+    """One Hydra job of ``python -m caulk.theory.linear_teacher``."""
     hydra_job(run, cfg)
+
+
+def main() -> None:
+    """``python -m caulk.theory.linear_teacher [overrides]`` (``-m`` for sweeps): one-line errors for bad
+    overrides, and a sweep's bad jobs rejected without stopping the others (exit 2 at the end)."""
+    run_cli(hydra_main, config_name="theory/linear_teacher")
 
 
 if __name__ == "__main__":
