@@ -98,7 +98,8 @@ def test_sweep_smoke(tmp_path):
 def test_tuned_curve_smoke(tmp_path):
     r = run_smoke("tuned_curve", tmp_path)
     assert r["name"] == "tuned_linear_probe_curve_vs_sklearn_grid"
-    assert_positive(r, "ratio", "caulk_s", "sklearn_s", "torch_threads")
+    assert_positive(r, "ratio", "caulk_s", "sklearn_s", "torch_threads", "extraction_s")
+    assert r["curve_over_extraction"] == pytest.approx(r["caulk_s"] / r["extraction_s"], rel=0.05)
     assert r["points"] == 2 and r["lambdas"] == 3 and r["model"] == "vit_pico"
     assert 0 <= r["max_abs_test_error_diff"] <= 0.05  # same grid, same selection
 
