@@ -66,6 +66,8 @@ def each(rule: Callable[[Any], bool]) -> Callable[[Any], bool]:
 #: ``peft.solver`` of a linear probe: the fixed-step recipe, or a converged solver over a λ grid
 SOLVERS = ("lbfgs", "ridge")
 LINEAR_SOLVERS = ("sgd", *SOLVERS)
+#: ``peft.lambda_path`` of the lbfgs solver: λ one after another, warm-started, or all at once
+LAMBDA_PATHS = ("warm", "parallel", "auto")
 
 BOOL = "true or false"
 INT = "an integer"
@@ -150,6 +152,7 @@ class PeftSchema:
     lambdas: list[float] = spec("a non-empty list of positive numbers (the λ grid)", each(positive))
     tol: float = spec("a positive number", positive)
     max_iter: int = spec(POSITIVE_INT, at_least(1))
+    lambda_path: str = spec(" or ".join(LAMBDA_PATHS), one_of(*LAMBDA_PATHS))
 
 
 @dataclass

@@ -170,6 +170,40 @@ def test_the_solver_selects_a_planted_best_lambda(digits):
         assert all([c["lambda"] for c in h["candidates"]] == [1e-2, 1e5, 1e6] for h in heads)
 
 
+def test_every_lambda_at_once_reaches_the_warm_paths_solutions(digits):
+    """``peft.lambda_path=parallel`` (every λ of every point one problem, from zero) and ``warm``
+    (λ after λ, warm-started) solve the same problems: each head's objective within 1e-4
+    relative, the same λ chosen at every point, the iterations counted per point."""
+    cfg, dms, features, y_pool, _ = digits
+    cfg = copy.deepcopy(cfg)
+    cfg.peft.tol = 1e-7
+    heads = {}
+    for mode in ("warm", "parallel"):
+        cfg.peft.lambda_path = mode
+        heads[mode] = solvers.solve_points(cfg, dms, features)
+    for warm, parallel in zip(heads["warm"], heads["parallel"], strict=True):
+        assert parallel["selected"] == warm["selected"]
+        assert parallel["iterations"] > 0 and warm["iterations"] > 0
+    pool = features.pool.double()
+    for dm, warm, parallel in zip(dms, heads["warm"], heads["parallel"], strict=True):
+        lam = warm["selected"]["lambda"]
+        (x,) = _standardised(pool, dm.train_idx, dm.train_idx)
+        y = y_pool[dm.train_idx].numpy()
+        values = [
+            _objective(x, y, torch.cat([h["1.weight"], h["1.bias"][:, None]], 1).double(), lam)
+            for h in (warm["head_state"], parallel["head_state"])
+        ]
+        assert abs(values[1] - values[0]) <= 1e-4 * values[0], (dm.n, dm.seed, values)
+
+
+def test_lambda_path_auto_is_parallel_on_a_gpu_only():
+    peft = {"lambda_path": "auto"}
+    assert solvers.parallel_lambdas(peft, torch.device("cuda"))
+    assert not solvers.parallel_lambdas(peft, torch.device("cpu"))
+    assert solvers.parallel_lambdas({"lambda_path": "parallel"}, torch.device("cpu"))
+    assert not solvers.parallel_lambdas({"lambda_path": "warm"}, torch.device("cuda"))
+
+
 def test_permuting_the_test_labels_leaves_the_choice_unchanged(digits):
     cfg, dms, features, *_ = digits
     cfg = copy.deepcopy(cfg)
@@ -195,6 +229,7 @@ def test_permuting_the_test_labels_leaves_the_choice_unchanged(digits):
         (["peft.solver=lbfgs", "peft.lambdas=[]"], "peft.lambdas must be a non-empty list"),
         (["peft.solver=lbfgs", "peft.lambdas=[0.1,-1]"], "peft.lambdas must be a non-empty"),
         (["peft.solver=lbfgs", "peft.tol=0"], "peft.tol must be a positive number"),
+        (["peft.lambda_path=all"], "peft.lambda_path must be warm or parallel or auto"),
     ],
 )
 def test_bad_solver_settings_are_one_line_errors(overrides, message):
