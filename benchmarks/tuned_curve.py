@@ -172,6 +172,9 @@ def main() -> None:
         "max_iter": args.max_iter,
         "feature_dim": int(features.pool.shape[1]),
         "device": str(fast_loop_device(cfg.trainer)),
+        "lambda_path": "parallel"
+        if solvers.parallel_lambdas(cfg.peft, fast_loop_device(cfg.trainer))
+        else "warm",
         "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "cpu": cpu_model(),
