@@ -156,6 +156,7 @@ def main() -> None:
         ours_s, ours_lam, ours_err = caulk_errors(cfg, dms, features, y_test)
         sk_s, sk_lam, sk_err = sklearn_errors(cfg, dms, features, y_pool, y_test)
     diffs = [abs(a - b) for a, b in zip(ours_err, sk_err, strict=True)]
+    device = fast_loop_device(cfg.trainer)
     result = {
         "name": "tuned_linear_probe_curve_vs_sklearn_grid",
         "ratio": round(sk_s / ours_s, 2),
@@ -171,10 +172,8 @@ def main() -> None:
         "tol": args.tol,
         "max_iter": args.max_iter,
         "feature_dim": int(features.pool.shape[1]),
-        "device": str(fast_loop_device(cfg.trainer)),
-        "lambda_path": "parallel"
-        if solvers.parallel_lambdas(cfg.peft, fast_loop_device(cfg.trainer))
-        else "warm",
+        "device": str(device),
+        "lambda_path": "parallel" if solvers.parallel_lambdas(cfg.peft, device) else "warm",
         "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "cpu": cpu_model(),

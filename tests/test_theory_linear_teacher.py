@@ -133,17 +133,20 @@ def test_bad_config_is_one_line_error_and_writes_nothing(tmp_path, override, mes
     assert not out.exists()
 
 
-def test_cli_writes_records_and_rejects_bad_input(tmp_path):
-    env = cli_env(CAULK_ROOT=str(tmp_path))
-    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher"]
-    ok = subprocess.run(
-        [*cmd, "d=20", "n=[5,10]", "trials=10"],
+def _theory_cli(tmp_path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``python -m caulk.theory.linear_teacher ARGS`` from the repo root, logs under ``tmp_path``."""
+    return subprocess.run(
+        [sys.executable, "-m", "caulk.theory.linear_teacher", *args],
         cwd=REPO,
-        env=env,
+        env=cli_env(CAULK_ROOT=str(tmp_path)),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+def test_cli_writes_records_and_rejects_bad_input(tmp_path):
+    ok = _theory_cli(tmp_path, "d=20", "n=[5,10]", "trials=10")
     assert ok.returncode == 0, ok.stderr
     paths = sorted((tmp_path / "logs").rglob("record.json"))
     assert [p.parent.name for p in paths] == ["n10", "n5"]
@@ -165,9 +168,7 @@ def test_cli_writes_records_and_rejects_bad_input(tmp_path):
     ):
         assert key in record
     assert record["kind"] == "linear_teacher" and record["status"] == "ok" and record["n"] == 5
-    bad = subprocess.run(
-        [*cmd, "covariance=banana"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
+    bad = _theory_cli(tmp_path, "covariance=banana")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "caulk: error: unknown covariance 'banana'; available: isotropic, spiked, power_law"
@@ -178,17 +179,9 @@ def test_cli_writes_records_and_rejects_bad_input(tmp_path):
 def test_a_sweeps_bad_job_is_rejected_and_the_others_still_run(tmp_path):
     """``-m sigma=0.5,nan,1``: the nan job is one line and leaves no dir; the two good jobs
     write their records; the sweep exits 2 naming the rejected job."""
-    env = cli_env(CAULK_ROOT=str(tmp_path))
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "-m", "sigma=0.5,nan,1"]
-    res = subprocess.run(
-        [*cmd, "d=10", "n=[5]", "trials=5", f"hydra.sweep.dir={sweep}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    args = ["-m", "sigma=0.5,nan,1", "d=10", "n=[5]", "trials=5", f"hydra.sweep.dir={sweep}"]
+    res = _theory_cli(tmp_path, *args, timeout=180)
     assert res.returncode == 2, res.stderr
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("caulk: error:")]
     assert errors == [
@@ -202,9 +195,7 @@ def test_a_sweeps_bad_job_is_rejected_and_the_others_still_run(tmp_path):
 
 
 def test_cli_bad_override_is_one_line(tmp_path):
-    env = cli_env(CAULK_ROOT=str(tmp_path))
-    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "sigmaa=1"]
-    bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    bad = _theory_cli(tmp_path, "sigmaa=1")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "caulk: error: bad override: Could not override 'sigmaa'. To append to your config use "
@@ -214,9 +205,7 @@ def test_cli_bad_override_is_one_line(tmp_path):
 
 
 def test_cli_rejects_nan_sigma_in_one_line(tmp_path):
-    env = cli_env(CAULK_ROOT=str(tmp_path))
-    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "sigma=nan"]
-    bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    bad = _theory_cli(tmp_path, "sigma=nan")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "caulk: error: sigma must be a finite number, got nan"
@@ -226,15 +215,12 @@ def test_cli_rejects_nan_sigma_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_cli_small_d_is_not_rejected_by_the_unused_spikes_default(tmp_path):
-    env = cli_env(CAULK_ROOT=str(tmp_path))
-    cmd = [sys.executable, "-m", "caulk.theory.linear_teacher", "d=4", "n=[2,3]", "trials=5"]
-    ok = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    args = ["d=4", "n=[2,3]", "trials=5"]
+    ok = _theory_cli(tmp_path, *args)
     assert ok.returncode == 0, ok.stderr
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("record.json"))]
     assert [(r["d"], r["n"], r["status"]) for r in records] == [(4, 2, "ok"), (4, 3, "ok")]
-    spiked = subprocess.run(
-        [*cmd, "covariance=spiked"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
+    spiked = _theory_cli(tmp_path, *args, "covariance=spiked")
     assert spiked.returncode == 2  # where the spikes are used, they must still fit in d
     assert spiked.stderr.strip().splitlines() == ["caulk: error: spikes must be in [1, 3], got 5"]
 

@@ -7,8 +7,9 @@
   until the largest gradient component is at most ``peft.tol`` (scipy/scikit-learn's ``gtol``) or
   ``peft.max_iter`` iterations, for every λ of ``peft.lambdas``. All points of a curve are solved
   as one batched L-BFGS (each point its own curvature pairs, line search and stopping; points of
-  equal n share one product, so no point pays for another's rows), walking
-  the λ path from strong to weak regularisation, each λ warm-started from the previous one;
+  equal n share one product, so no point pays for another's rows). ``peft.lambda_path``: ``warm``
+  walks λ from strong to weak, each warm-started from the previous solution; ``parallel`` solves
+  every (λ, point) at once from zero; ``auto`` is parallel on a GPU, warm on a CPU;
 - ``ridge``: regularised least squares to ±1 one-vs-rest targets, all λ at once from one
   eigendecomposition per point (big_vision's few-shot evaluator).
 
