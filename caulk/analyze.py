@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +26,10 @@ from caulk.analysis.answers import (
 from caulk.analysis.collect import Collection, check_sweep_dirs, collect_records
 from caulk.analysis.families import FAMILIES, family_table
 from caulk.analysis.fits import CurveFit, fit_groups, seed_means
+from caulk.analysis.output import staged
 from caulk.analysis.report import count_line, write_report
 from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
+from caulk.atomic import write_atomic
 from caulk.errors import CaulkConfigError
 
 DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
@@ -146,48 +143,6 @@ def _matches(df: pd.DataFrame, selector: dict[str, str]) -> pd.Series:
     return mask
 
 
-def _write_atomic(path: Path, write) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
-    return path
-
-
-@contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """A fresh hidden dir next to ``out`` to write the analysis into; when the block ends it
-    replaces ``out`` whole, and if the block fails it is removed, so ``out`` is never half written.
-    CaulkConfigError, before any work, if ``out`` cannot be written."""
-    stage = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        file = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
-        if file is not None:
-            raise NotADirectoryError(f"{file} is a file, not a directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage.mkdir()
-    except OSError as e:
-        raise CaulkConfigError(
-            f"cannot write the analysis into {out}: {e.strerror or e} (choose another with --out)"
-        ) from None
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _replace_dir(stage, out)
-
-
-def _replace_dir(new: Path, old: Path) -> None:
-    """Rename ``new`` to ``old``, removing what was at ``old`` (a previous analysis)."""
-    if not old.exists():
-        os.replace(new, old)
-        return
-    trash = new.with_name(f"{new.name}.old")
-    os.replace(old, trash)
-    os.replace(new, old)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def analyze(
     sweep_dirs: list[str | Path],
     out: str | Path | None = None,
@@ -208,7 +163,8 @@ def analyze(
     ``questions`` (target errors, a baseline, the curve family) adds the sample-complexity
     answers; ``formats``: the figure formats (PNG always; PDF/SVG beside it). The outputs are
     written into a fresh dir next to ``out`` that then replaces it whole: a failed analysis
-    leaves ``out`` as it was. An unwritable ``out`` fails before any work.
+    leaves ``out`` as it was. An ``out`` that is unwritable, holds the sweep's records or holds
+    anything but a previous analysis fails before any work (``caulk.analysis.output``).
     """
     formats = parse_formats(formats)
     if replicates < 0:
@@ -217,7 +173,8 @@ def analyze(
     questions = questions or Questions()
     sweep_dirs = check_sweep_dirs(sweep_dirs)
     out = Path(out) if out else sweep_dirs[0] / "analysis"
-    with _staged(out) as work:
+    extra = ("wandb",) if wandb_mode != "off" else ()
+    with staged(out, sweep_dirs, extra) as work:
         collection = collect_records(sweep_dirs)
         table = collection.table
         metric = metric or _default_metric(table)
@@ -226,7 +183,7 @@ def analyze(
         _check_baseline(ok, keys, questions.baseline)
         files = _write_tables(work, table)
         fits = _fits(ok, keys, metric, replicates, rng_seed, questions.family)
-        files["fits.csv"] = _write_atomic(work / "fits.csv", lambda p: fits.to_csv(p, index=False))
+        files["fits.csv"] = write_atomic(work / "fits.csv", lambda p: fits.to_csv(p, index=False))
         answers, ratio_table = _answers(
             work, ok, keys, metric, questions, replicates, rng_seed, files
         )
@@ -252,7 +209,7 @@ def analyze(
             answers=answers,
             ratios=ratio_table,
         )
-        files["summary.json"] = _write_atomic(
+        files["summary.json"] = write_atomic(
             work / "summary.json",
             lambda p: p.write_text(json.dumps(summary, indent=2, default=str)),
         )
@@ -312,14 +269,14 @@ def _answers(
     answers = sample_complexity(
         ok, keys, metric, list(questions.targets), questions.family, replicates, rng_seed
     )
-    files["sample_complexity.csv"] = _write_atomic(
+    files["sample_complexity.csv"] = write_atomic(
         work / "sample_complexity.csv",
         lambda p: answers.drop(columns="draws").to_csv(p, index=False),
     )
     if questions.baseline is None:
         return answers, None
     ratio_table = ratios(answers, keys, questions.baseline)
-    files["ratios.csv"] = _write_atomic(
+    files["ratios.csv"] = write_atomic(
         work / "ratios.csv", lambda p: ratio_table.to_csv(p, index=False)
     )
     return answers, ratio_table
@@ -403,8 +360,8 @@ def _group_keys(
 def _write_tables(work: Path, table: pd.DataFrame) -> dict[str, Path]:
     """table.csv and table.parquet (every readable record, ok or not)."""
     return {
-        "table.csv": _write_atomic(work / "table.csv", lambda p: table.to_csv(p, index=False)),
-        "table.parquet": _write_atomic(
+        "table.csv": write_atomic(work / "table.csv", lambda p: table.to_csv(p, index=False)),
+        "table.parquet": write_atomic(
             work / "table.parquet",
             lambda p: table.astype(
                 {c: str for c in table.columns if table[c].dtype == object}
@@ -450,14 +407,14 @@ def _transfer(
     if not rows:
         return None, None, "no from-scratch curve with a valid fit"
     transfer = pd.concat(rows, ignore_index=True)
-    files["transfer.csv"] = _write_atomic(
+    files["transfer.csv"] = write_atomic(
         work / "transfer.csv", lambda p: transfer.to_csv(p, index=False)
     )
     try:
         law = fit_transfer_law(transfer, low_data_max_n, questions.allow_extrapolation)
     except CaulkConfigError as e:
         return transfer, None, str(e)
-    files["transfer_fit.json"] = _write_atomic(
+    files["transfer_fit.json"] = write_atomic(
         work / "transfer_fit.json", lambda p: p.write_text(json.dumps(law, indent=2))
     )
     left_out = law["left_out_extrapolated"]
@@ -503,7 +460,7 @@ def _figures(
     by_source_m = source_m_table(ok, metric) if len(ok) else pd.DataFrame()
     if not by_source_m.empty:
         figures.append(plot_source_m(ok, metric, work / "error_vs_source_m.png", formats))
-        files["source_m.csv"] = _write_atomic(work / "source_m.csv", by_source_m.to_csv)
+        files["source_m.csv"] = write_atomic(work / "source_m.csv", by_source_m.to_csv)
     if transfer is not None:
         figures.append(plot_transfer(transfer, law, work / "transfer.png", formats))
     files.update(
@@ -554,7 +511,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sweep_dirs", nargs="+", help="sweep (or run) dirs holding record.json files")
-    p.add_argument("--out", help="output dir (default: <first sweep dir>/analysis)")
+    p.add_argument(
+        "--out",
+        help="output dir (default: <first sweep dir>/analysis): a new or empty dir, or a previous "
+        "analysis, which is replaced; a dir holding other files or the sweep is refused",
+    )
     p.add_argument(
         "--metric",
         default=None,

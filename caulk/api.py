@@ -67,9 +67,27 @@ def run_train(
     return train_curve(cfg)
 
 
-def load(*sweep_dirs: str | Path) -> pd.DataFrame:
+def load(*sweep_dirs: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     """The records under ``sweep_dirs`` (run dirs, sweep dirs, any dir holding ``record.json``
-    files) as one table: a row per record, ok and failed, scalar fields, plus ``record_path``."""
+    files) as one table: a row per record, ok and failed, scalar fields, plus ``record_path``.
+    Dirs may be given one by one or as lists: ``load(a, b)`` is ``load([a, b])``."""
+    sweep_dirs = tuple(_flat_paths(sweep_dirs))
     if not sweep_dirs:
         raise CaulkConfigError("load() needs at least one dir holding record.json files")
     return collect_records(list(sweep_dirs)).table
+
+
+def _flat_paths(items: Sequence[Any]) -> list[str | Path]:
+    """``items`` with lists and tuples of paths flattened; CaulkConfigError for anything else."""
+    paths: list[str | Path] = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            paths += _flat_paths(item)
+        elif isinstance(item, (str, Path)):
+            paths.append(item)
+        else:
+            raise CaulkConfigError(
+                f"load() takes dirs as str or Path (or lists of them), got {type(item).__name__}: "
+                f"{item!r}"
+            )
+    return paths

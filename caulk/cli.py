@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,11 @@ BUILTIN_OPTIONS = {"hydra/launcher": ("basic", "submitit_local", "submitit_slurm
 _SIMPLE_VALUES = re.compile(r"[\w.-]+(,[\w.-]+)*")
 #: flags that pick another config than the entry's own: the first-job check is skipped then
 _CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+#: the one line a Ctrl+C (SIGINT) prints; the exit code is 130
+INTERRUPTED = (
+    "caulk: interrupted (SIGINT): finished points keep their records; run the same command again "
+    "to resume"
+)
 #: jobs of this process's in-process sweep rejected for bad input (run_cli exits 2 at the end)
 _REJECTED: list[str] = []
 #: when each in-process sweep (by sweep dir) started its first job: the jobs' elapsed time and ETA
@@ -174,7 +180,7 @@ def take_rejected() -> list[str]:
 def run_cli(hydra_main: Callable[[], Any], config_name: str = "train") -> None:
     """Check the command line's group options and its first job's overrides against
     ``config_name`` (one-line error, exit 2), then run ``hydra_main``; exit 2 after a sweep whose
-    jobs were rejected for bad input. ``--verbose`` (anywhere on the line) keeps Lightning's tips
+    jobs were rejected for bad input; a Ctrl+C is one line and exit 130. ``--verbose`` (anywhere on the line) keeps Lightning's tips
     and banners (``caulk.console``)."""
     if "--verbose" in sys.argv[1:]:
         sys.argv = [a for a in sys.argv if a != "--verbose"]
@@ -186,7 +192,11 @@ def run_cli(hydra_main: Callable[[], Any], config_name: str = "train") -> None:
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
         sys.exit(2)
-    hydra_main()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        sys.exit(128 + signal.SIGINT)
     rejected = take_rejected()
     if rejected:
         print(

@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from caulk.analyze import Questions, analyze, format_analysis
 from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
-from caulk.errors import CaulkConfigError, one_line
+from caulk.errors import CaulkConfigError, check_writable, one_line
 from caulk.plan import validate_config
 from caulk.progress import progress_to
 from caulk.train import hydra_main
@@ -311,6 +311,18 @@ def parse_source_m(text: str) -> list[int]:
     return sizes
 
 
+def demo_root(out: str | None) -> Path:
+    """The demo's dir: ``out``, else ``$CAULK_ROOT/logs/demo/<time>``; CaulkConfigError (one line,
+    nothing created) unless a dir can be made there."""
+    if out:
+        root = Path(out)
+    else:
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        root = Path(os.environ.get("CAULK_ROOT", ".")) / "logs" / "demo" / stamp
+    check_writable(root, "--out")
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m caulk.demo [--models ...] [--source-m ...] [--out DIR] [overrides...]``."""
     p = _OneLineParser(
@@ -352,12 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         questions = Questions.parse(TARGET_ERRORS, f"model={models[0]}")
         check_demo_overrides(sweeps, args.overrides)
+        root = demo_root(args.out)
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
         return 2
-    root_dir = Path(os.environ.get("CAULK_ROOT", "."))
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    root = Path(args.out) if args.out else root_dir / "logs" / "demo" / stamp
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     group = demo_group(root, args.overrides)

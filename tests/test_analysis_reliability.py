@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from caulk.analysis.output import MARKER
 from caulk.analyze import analyze
+from caulk.errors import CaulkConfigError
 from caulk.run.record import write_json_atomic
 from tests.conftest import REPO, cli_env
 
@@ -178,7 +180,6 @@ def test_a_failed_analysis_leaves_the_previous_one_whole_and_nothing_half_writte
     out = sweep / "analysis"
     analyze([sweep], replicates=0)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    (out / "stale.txt").write_text("from an older analysis")
 
     def boom(*args, **kwargs):
         raise RuntimeError("plotting failed")
@@ -188,12 +189,16 @@ def test_a_failed_analysis_leaves_the_previous_one_whole_and_nothing_half_writte
     write_json_atomic(sweep / "extra" / "record.json", _point(160, 0))
     with pytest.raises(RuntimeError, match="plotting failed"):
         analyze([sweep], replicates=0)
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "stale.txt"} == before
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not _leftovers(sweep)
 
     monkeypatch.undo()
-    analyze([sweep], replicates=0)  # a good analysis replaces the old dir whole
-    assert not (out / "stale.txt").exists() and not _leftovers(sweep)
+    (out / "stale.txt").write_text("a user's file in the previous analysis")
+    with pytest.raises(CaulkConfigError, match="holds more than a previous caulk analysis"):
+        analyze([sweep], replicates=0)  # stale.txt is not caulk's: the dir is not replaced
+    (out / "stale.txt").unlink()
+    analyze([sweep], replicates=0)  # a good analysis replaces the previous one whole
+    assert not _leftovers(sweep)
     assert len(pd.read_csv(out / "table.csv")) == 9
 
 
@@ -234,3 +239,60 @@ def test_theory_records_pass_the_same_schema_check(tmp_path):
     assert summary["metric"] == "excess_risk" and summary["group_by"] == ["d", "covariance"]
     table = pd.read_csv(sweep / "analysis" / "table.csv")
     assert table["curve"].tolist() == ["d=50,covariance=isotropic"] * 3
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file below ``root``, by relative path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _one_line_refusal(proc: subprocess.CompletedProcess, out: Path, why: str) -> None:
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"caulk: error: cannot write the analysis into {out}: {why} (choose another with --out)"
+    ]
+
+
+def test_an_out_holding_a_users_files_is_refused_and_left_byte_for_byte(tmp_path):
+    sweep = _good_sweep(tmp_path / "sweep")
+    mydir = tmp_path / "mydir"
+    mydir.mkdir()
+    (mydir / "notes.txt").write_text("my notes\n")
+    before = _files(tmp_path)
+    proc = _analyze(str(sweep), "--out", str(mydir))
+    why = "it is a non-empty dir that holds more than a previous caulk analysis"
+    _one_line_refusal(proc, mydir, why)
+    assert _files(tmp_path) == before and not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("levels_up", [0, 1, 2], ids=["the-sweep", "its-parent", "two-up"])
+def test_an_out_that_holds_the_sweep_is_refused_and_nothing_is_touched(tmp_path, levels_up):
+    top = tmp_path / "top"
+    sweep = _good_sweep(top / "parent" / "sweep")
+    (sweep / "n10_s0" / "adapter.safetensors").write_bytes(b"\x00weights")
+    (top / "parent" / "user_notes.txt").write_text("keep me")
+    (top / "README").write_text("mine too")
+    out = [sweep, *sweep.parents][levels_up]
+    before = _files(tmp_path)
+    proc = _analyze(str(sweep), "--out", str(out))
+    _one_line_refusal(proc, out, f"it holds the records of sweep {sweep.resolve()}")
+    assert _files(tmp_path) == before
+    assert not any(_leftovers(d) for d in [sweep, *sweep.parents][:4])
+
+
+def test_an_empty_out_a_previous_analysis_and_a_pre_marker_one_are_replaced(tmp_path):
+    sweep = _good_sweep(tmp_path / "sweep")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _analyze(str(sweep), "--out", str(empty)).returncode == 0
+    marker = json.loads((empty / MARKER).read_text())
+    assert set(marker["entries"]) == {p.name for p in empty.iterdir()} - {MARKER}
+    assert {"report.html", "summary.json", "fits.csv"} <= set(marker["entries"])
+
+    write_json_atomic(sweep / "n160_s0" / "record.json", _point(160, 0))
+    assert _analyze(str(sweep), "--out", str(empty)).returncode == 0  # its own previous analysis
+    assert len(pd.read_csv(empty / "table.csv")) == 9
+
+    (empty / MARKER).unlink()  # an analysis written before the marker: only analysis files
+    assert _analyze(str(sweep), "--out", str(empty)).returncode == 0
+    assert (empty / MARKER).exists() and not _leftovers(tmp_path)

@@ -116,9 +116,21 @@ def test_load_reads_several_dirs_into_one_table(curve_run):
     assert sorted(zip(table["n"], table["seed"], strict=True)) == [(20, 0), (40, 1)]
 
 
+def test_load_takes_a_list_of_dirs_as_it_takes_them_one_by_one(curve_run):
+    sweep, _ = curve_run
+    dirs = [sweep / "0" / "n20_s0", str(sweep / "0" / "n40_s1")]
+    assert caulk.load(dirs).equals(caulk.load(*dirs))
+
+
 @pytest.mark.parametrize(
     ("dirs", "message"),
-    [((), "load() needs at least one dir"), (("/no/such/sweep",), "sweep dir not found")],
+    [
+        ((), "load() needs at least one dir"),
+        (("/no/such/sweep",), "sweep dir not found: /no/such/sweep"),
+        ((["/nonexistent"],), "sweep dir not found: /nonexistent"),
+        (([],), "load() needs at least one dir"),
+        ((3,), "load() takes dirs as str or Path (or lists of them), got int: 3"),
+    ],
 )
 def test_load_without_records_is_a_one_line_error(dirs, message):
     with pytest.raises(CaulkConfigError, match=re.escape(message)) as err:

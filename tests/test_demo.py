@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -54,6 +55,17 @@ def test_demo_bad_input_is_one_line_before_any_work(tmp_path, capsys, argv, mess
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_demo_out_that_cannot_be_a_dir_is_one_line_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    for out in ("/proc/caulk_demo", str(a_file), str(a_file / "demo")):
+        assert main(["--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"caulk: error: --out is not writable: {out} ")
+    assert a_file.read_text() == "mine" and sorted(tmp_path.iterdir()) == [a_file]
+    assert not Path("/proc/caulk_demo").exists()
 
 
 def test_small_n_comparison_averages_over_seeds_and_small_n():

@@ -15,6 +15,7 @@ import timm
 from safetensors.torch import save_file
 
 import caulk.backbones  # noqa: F401  (registers caulk's timm architectures)
+from caulk.cli import INTERRUPTED
 from caulk.errors import CaulkConfigError, check_writable
 from caulk.run.record import read_record, write_json_atomic
 from caulk.train import train, train_curve
@@ -122,6 +123,20 @@ def test_a_diverged_point_is_recorded_as_diverged_in_strict_json(fast_cfg, overr
     assert "test_error" not in record and "test_loss" not in record
 
 
+def test_a_finite_but_exploded_test_loss_is_recorded_as_diverged_not_ok(fast_cfg):
+    """peft.lr=1e30 keeps every loss finite (test loss ~1e31): above 100 x ln K it is divergence."""
+    cfg = fast_cfg("data.n=20", "peft.solver=sgd", "peft.lr=1e30")
+    with pytest.raises(RuntimeError, match=r"the test loss \S+ is above 230 \(100 x ln\(K=10\)"):
+        train(cfg)
+    record = _strict(Path(cfg.paths.output_dir) / "record.json")
+    assert record["status"] == "diverged" and "lower peft.lr" in record["message"]
+    assert "test_error" not in record
+    sane = train(
+        fast_cfg("data.n=20", "peft.solver=sgd", "peft.lr=0.1", out=cfg.paths.output_dir + "_sane")
+    )
+    assert sane["status"] == "ok" and sane["test_loss"] < 230
+
+
 def test_a_failure_of_the_batched_heads_still_gives_every_point_its_record(fast_cfg, tmp_path):
     cfg = fast_cfg("curve.n=[20,40]", "curve.seeds=[0,1]", "peft.lr=1e38")
     with pytest.raises(RuntimeError, match="4 of 4 curve points failed"):
@@ -166,6 +181,85 @@ def test_sigterm_exits_143_and_records_the_interrupted_point(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     statuses = {p.parent.name: _strict(p)["status"] for p in out.glob("n*_s*/record.json")}
     assert statuses == {"n10_s0": "ok", "n10_s1": "ok", "n20_s0": "interrupted"}
+
+
+def _interrupted_cleanly(proc: subprocess.Popen) -> None:
+    """Exit 130 after SIGINT, and one line on stderr for it (no traceback)."""
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == INTERRUPTED
+
+
+@pytest.mark.slow
+def test_sigint_while_a_point_trains_exits_130_in_one_line_and_the_relaunch_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        *FAST,
+        "curve.n=[10,20]",
+        "curve.seeds=[0,1]",
+        "cache.features=false",
+        "trainer.max_steps=30",
+        "+callbacks.wait._target_=tests.helpers.WaitForSigterm",
+        f"hydra.run.dir={out}",
+    ]
+    cmd = [sys.executable, "-m", "caulk.train", *args]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=cli_env(CAULK_TEST_SIGTERM_N="20"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    marker = out / "n20_s0" / "waiting_for_sigterm"
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None:  # the n=20 point is training now
+        assert time.monotonic() < deadline, "the n=20 point never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # what Ctrl+C sends
+    _interrupted_cleanly(proc)
+    statuses = {p.parent.name: _strict(p)["status"] for p in out.glob("n*_s*/record.json")}
+    assert statuses == {"n10_s0": "ok", "n10_s1": "ok", "n20_s0": "interrupted"}
+    finished = (out / "n10_s0" / "record.json").read_bytes()
+
+    again = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    statuses = {p.parent.name: _strict(p)["status"] for p in out.glob("n*_s*/record.json")}
+    assert set(statuses.values()) == {"ok"} and len(statuses) == 4
+    assert (out / "n10_s0" / "record.json").read_bytes() == finished  # kept, not retrained
+
+
+@pytest.mark.slow
+def test_sigint_between_points_of_a_light_loop_curve_exits_130_in_one_line(tmp_path):
+    """The cached light loop is no Lightning fit: Ctrl+C reaches caulk as a raw KeyboardInterrupt,
+    wherever it lands (a point, a record, the next point's setup)."""
+    out = tmp_path / "run"
+    args = [
+        *FAST,
+        "curve.n=[10,20,40,80,160]",
+        "curve.seeds=[0,1,2]",
+        "peft.solver=sgd",
+        "cache.batch_points=false",
+        "trainer.max_steps=200",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "caulk.train", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while len(list(out.glob("n*_s*/record.json"))) < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline, "three points never finished"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _interrupted_cleanly(proc)
+    statuses = [_strict(p)["status"] for p in out.glob("n*_s*/record.json")]
+    assert 3 <= len(statuses) < 15 and set(statuses) <= {"ok", "interrupted"}
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,3 +243,33 @@ def test_caulk_analyze_fits_theory_records_by_their_curve_keys(tmp_path):
     assert table.loc[20, "excess_risk"] == pytest.approx(
         1 - 20 / 50, abs=4 * table.loc[20, "excess_risk_se"]
     )
+
+
+def test_a_repeated_n_is_rejected_as_caulk_train_rejects_it(tmp_path):
+    bad = _theory_cli(tmp_path, "d=20", "n=[5,5]", "trials=10")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "caulk: error: n has repeated values [5]: each value is one point, give it once"
+    ]
+    assert not list((tmp_path / "logs").rglob("record.json"))
+
+
+def test_points_at_the_interpolation_threshold_say_their_mean_risk_means_nothing(tmp_path):
+    """Σ = I, noise: E[R] is infinite for |n − d| ≤ 1 and has infinite variance for |n − d| ≤ 3
+    (the closed form's noise term σ² n/(d − n − 1), σ² d/(n − d − 1)); elsewhere no note."""
+    proc = _theory_cli(tmp_path, "d=20", "n=[15,19,20,21,23,24]", "sigma=1", "trials=20")
+    assert proc.returncode == 0, proc.stderr
+    records = {
+        r["n"]: r
+        for r in map(json.loads, map(Path.read_text, (tmp_path / "logs").rglob("*.json")))
+        if "n" in r
+    }
+    notes = {n: r["interpolation_note"] for n, r in records.items()}
+    assert notes[15] is None and notes[24] is None
+    for n in (19, 20, 21):
+        assert "expected excess risk is infinite" in notes[n] and records[n]["theory"] is None
+    assert "infinite variance" in notes[23] and records[23]["theory"] == pytest.approx(20 / 2)
+    lines = [line for line in proc.stdout.splitlines() if "n=20 " in line]
+    assert len(lines) == 1 and "the interpolation threshold" in lines[0]
+    quiet = _theory_cli(tmp_path / "q", "d=20", "n=[19,20,21]", "sigma=0", "trials=5")
+    assert quiet.returncode == 0 and "interpolation" not in quiet.stdout

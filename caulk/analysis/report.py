@@ -20,6 +20,7 @@ from caulk.analysis.summaries import (
     ratio_sentences,
     transfer_sentence,
 )
+from caulk.atomic import write_atomic
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.4}
@@ -239,8 +240,5 @@ def write_report(
             parts.append(f"<h2>{title}</h2><p>Intervals: {intervals}</p>")
             parts.append(fits_table_html(table.drop(columns="draws", errors="ignore")))
     parts.append("</body></html>")
-    path = out / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text("\n".join(p for p in parts if p))
-    tmp.replace(path)
-    return path
+    html_text = "\n".join(p for p in parts if p)
+    return write_atomic(out / "report.html", lambda tmp: tmp.write_text(html_text))

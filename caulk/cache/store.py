@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
+from caulk.atomic import write_atomic
 from caulk.cache.extract import CachedFeatures, extract_features
 from caulk.cache.prefix import PrefixPlan, prefix_state
 
@@ -105,14 +104,8 @@ def write_entry(path: Path, key: str, features: CachedFeatures) -> None:
     pool, test = features.pool.contiguous(), features.test.contiguous()
     depth = "all" if features.plan.depth is None else str(features.plan.depth)
     meta = {"key": key, "sha256": _payload_digest(pool, test), "depth": depth, "format": FORMAT}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        save_file({"pool": pool, "test": test}, str(tmp), metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    tensors = {"pool": pool, "test": test}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), fsync=True)
 
 
 def load_or_extract(

@@ -13,12 +13,12 @@ Lightning.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
+from caulk.atomic import write_atomic
 from caulk.budget import early_stop_patience
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.callbacks import log_scaling_point
@@ -162,9 +162,7 @@ def save_checkpoint(
         "pytorch-lightning_version": pl.__version__,
         "caulk_train_loop": "fast",  # no optimizer state: a cached point is rerun, not resumed
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def finish_point(job: PointJob, metrics: dict[str, Any]) -> PointResult:

@@ -9,8 +9,6 @@ predictions as the trained model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from caulk import __version__
+from caulk.atomic import write_atomic
 from caulk.errors import CaulkConfigError
 from caulk.peft.base import apply_peft, arch_name
 
@@ -44,16 +43,8 @@ def export_adapter(module: TransferModule, path: str | Path) -> Path:
         "head_norm": isinstance(module.head[0], nn.BatchNorm1d),
         "caulk_version": __version__,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    metadata = {METADATA_KEY: json.dumps(meta)}
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import platform
 import time
 import traceback
@@ -22,7 +21,7 @@ from caulk.backbones import Backbone, count_params
 from caulk.cluster import is_global_zero
 from caulk.engines import batched, cached, lightning, solvers
 from caulk.engines.base import PointJob, PointResult
-from caulk.engines.guards import Diverged, TrainedNothing
+from caulk.engines.guards import Diverged, TrainedNothing, check_test_loss
 from caulk.engines.strategy import Strategy
 from caulk.loggers import (
     csv_logger,
@@ -150,12 +149,12 @@ def _train(ctx: CurveContext, job: PointJob, index: int) -> PointResult:
     return cached.run(job) if engine == "cached" else lightning.run(job)
 
 
-def _checked(result: PointResult) -> PointResult:
-    """``result`` if it is a trained point with finite metrics; else Diverged or TrainedNothing."""
+def _checked(result: PointResult, num_classes: int) -> PointResult:
+    """``result`` if it is a trained point whose test loss shows no divergence
+    (``check_test_loss``); else Diverged or TrainedNothing."""
     if result.global_steps < 1:
         raise TrainedNothing("no optimizer step was taken (trainer.max_steps=0?): nothing trained")
-    if not math.isfinite(result.test_loss):
-        raise Diverged(result.global_steps)
+    check_test_loss(result.test_loss, num_classes, result.global_steps)
     return result
 
 
@@ -183,7 +182,7 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
             plan.cfg, plan.resolved, point, module, plan.datamodule, plan.output_dir, loggers,
             run, ctx.strategy.features, record.compiled,
         )  # fmt: skip
-        result = _checked(_train(ctx, job, index))
+        result = _checked(_train(ctx, job, index), plan.datamodule.num_classes)
         record.adapter_file = str(export_adapter(module, plan.output_dir / ADAPTER_NAME))
         outcome = {**dataclasses.asdict(result), **plan.record_extra}  # tune: its own selection
         record.update(**outcome, status="ok", message="")
@@ -200,6 +199,8 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
         record.status, record.message = "interrupted", f"{type(e).__name__}: {e}"
         if isinstance(e, SIGTERMException):  # Lightning's, which would exit 0
             raise Terminated() from e
+        if isinstance(e, SystemExit) and isinstance(e.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Lightning's exit(1) on Ctrl+C: caulk exits 130
         raise
     finally:
         record.wall_time_s = round(time.perf_counter() - start, 3)

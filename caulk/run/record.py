@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caulk.atomic import write_json_atomic
 from caulk.config import is_int, is_number
 
 RECORD_NAME = "record.json"
@@ -193,35 +191,6 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(record.get("curve_keys"), list):  # theory records name the keys of their curve
         row["curve_keys"] = ",".join(record["curve_keys"])
     return row
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, infinity) replaced by None: strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as strict JSON (non-finite floats as null) to ``path`` so readers never
-    see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(finite(payload), f, indent=2, sort_keys=True, default=str, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_record(path: str | Path) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def as_float(cfg: DictConfig, key: str, low: float = 0.0, strict: bool = False) 
 
 
 def as_int_list(cfg: DictConfig, key: str, low: int) -> list[int]:
-    """``cfg[key]`` (an int or a list of ints, each ≥ low) as a sorted list without repeats."""
+    """``cfg[key]`` (an int or a list of ints, each ≥ low, none repeated) as a sorted list."""
     value = cfg.get(key)
     values = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
     if not values:
@@ -47,7 +47,12 @@ def as_int_list(cfg: DictConfig, key: str, low: int) -> list[int]:
     for v in values:
         if not is_int(v) or v < low:
             raise CaulkConfigError(f"{key} must be integers ≥ {low}, got {v!r}")
-    return sorted(set(values))
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise CaulkConfigError(
+            f"{key} has repeated values {repeated}: each value is one point, give it once"
+        )
+    return sorted(values)
 
 
 def as_choice(cfg: DictConfig, key: str, choices: Iterable[str]) -> str:
@@ -114,9 +119,10 @@ def hydra_job(run: Callable[[DictConfig], list[dict[str, Any]]], cfg: DictConfig
         return
     for r in records:
         theory = "" if r.get("theory") is None else f"  theory {r['theory']:.4g}"
+        note = f"  ({r['interpolation_note']})" if r.get("interpolation_note") else ""
         print(
             f"{r['curve']}  n={r['n']:<6d} excess_risk {r['excess_risk']:.4g} "
-            f"± {r['excess_risk_se']:.2g}{theory}",
+            f"± {r['excess_risk_se']:.2g}{theory}{note}",
             flush=True,
         )
     print(f"{len(records)} records in {cfg.paths.output_dir}", flush=True)

@@ -169,6 +169,7 @@ def simulate_point(
         if spec.sigma == 0 and n < spec.d and delta_sq > 0:
             law = teachers.isotropic_risk_law(n, spec.d)
             point["beta_law_ks_pvalue"] = float(stats.kstest(risks / delta_sq, law.cdf).pvalue)
+    point["interpolation_note"] = interpolation_note(n, spec.d, spec.sigma)
     if n < spec.d:
         point["similarity"] = teachers.similarity(delta, lam, n)
         if spec.depth == 1:
@@ -176,6 +177,24 @@ def simulate_point(
                 delta, lam, n, spec.sigma
             )
     return point
+
+
+def interpolation_note(n: int, d: int, sigma: float) -> str | None:
+    """Why a noisy point this close to the interpolation threshold n = d has no usable mean risk
+    (None when it has one). With label noise, the noise term of E[R], σ² n/(d − n − 1) below d and
+    σ² d/(n − d − 1) above it, is infinite for |n − d| ≤ 1; the risk's variance is infinite for
+    |n − d| ≤ 3 (inverse-Wishart moments), so there the mean over trials and its ± mislead."""
+    if sigma <= 0 or abs(n - d) > 3:
+        return None
+    if abs(n - d) <= 1:
+        return (
+            f"n={n} is within 1 of d={d} (the interpolation threshold): with noise the expected "
+            "excess risk is infinite, so the mean over trials estimates nothing"
+        )
+    return (
+        f"n={n} is within 3 of d={d} (the interpolation threshold): with noise the excess risk "
+        "has infinite variance, so the mean over trials and its ± are unreliable"
+    )
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
 from caulk import __version__
+from caulk.atomic import write_atomic
 from caulk.config import check_section
 from caulk.data.base import ToBackboneInput
 from caulk.errors import CaulkConfigError
@@ -226,13 +226,8 @@ def _pretrain(
 
 def _write_weights(entry: ZooEntry, state: dict[str, torch.Tensor]) -> None:
     """Write the entry's weights file atomically (temporary file, then rename)."""
-    entry.zoo_dir.mkdir(parents=True, exist_ok=True)
-    tmp = entry.weights_path.with_name(f".{entry.weights_path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state, str(tmp))  # no safetensors metadata: its key order is not stable
-        tmp.replace(entry.weights_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # no safetensors metadata: its key order is not stable
+    write_atomic(entry.weights_path, lambda tmp: save_file(state, str(tmp)))
 
 
 def build_zoo_entry(
