@@ -14,6 +14,10 @@ chosen candidate, never to choose it.
   (scikit-learn's ``KFold``, shuffled with the point's seed; or one ``ShuffleSplit`` holding out
   ``tune.fraction`` of them); its error is the pooled error over the folds. The chosen candidate
   is then retrained on all n, with no validation data at all.
+
+A ridge probe (``peft.solver=ridge``) under ``within_n`` chooses its λ by exact leave-one-out
+inside the n examples it trains on, whether or not a grid is tuned (``tune.policy: none`` included;
+``caulk.engines.solvers``); ``peft.solver=lbfgs`` has no such selection and is refused.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ FIXED_ROOTS = (
 )
 #: keys under ``peft`` that choose the method or its engine, not a hyper-parameter of it
 FIXED_PEFT_KEYS = ("peft.name", "peft.solver", "peft.lambdas")
+#: the linear probe's solvers that run under ``within_n``: sgd (no λ), ridge (λ by leave-one-out)
+WITHIN_N_SOLVERS = (LINEAR_SOLVERS[0], "ridge")
 #: each fold of ``within_n`` validates on at least this many examples
 MIN_FOLD_VAL = 2
 _ABSENT = object()
@@ -170,10 +176,10 @@ def check_tune(cfg: DictConfig, ns: list[int], validate_candidate) -> None:
 
 def _check_within_n(cfg: DictConfig, ns: list[int]) -> None:
     solver = str(cfg.peft.get("solver", "sgd")) if cfg.peft.name == "linear" else "sgd"
-    if solver != LINEAR_SOLVERS[0]:
+    if solver not in WITHIN_N_SOLVERS:
         raise CaulkConfigError(
             f"tune.validation=within_n with peft.solver={solver}: the solver chooses λ on "
-            f"validation rows outside n; use tune.validation=holdout (or peft.solver=sgd)"
+            f"validation rows outside n; use tune.validation=holdout (or peft.solver=sgd|ridge)"
         )
     if (cfg.get("budget") or {}).get("early_stop", {}).get("enabled"):
         raise CaulkConfigError(

@@ -166,7 +166,9 @@ def test_the_solver_selects_a_planted_best_lambda(digits):
     for solver in ("lbfgs", "ridge"):
         cfg.peft.solver = solver
         heads = solvers.solve_points(cfg, dms[-2:], features)
-        assert all(h["selected"] == {"lambda": 1e-2} for h in heads), solver
+        assert all(h["selected"]["lambda"] == 1e-2 for h in heads), solver
+        assert all(h["selected"]["selection"] == "holdout" for h in heads), solver
+        assert all(h["selected"]["lambda_at_edge"] == "low" for h in heads), solver
         assert all([c["lambda"] for c in h["candidates"]] == [1e-2, 1e5, 1e6] for h in heads)
 
 

@@ -27,6 +27,14 @@ With ``peft.head_norm=false`` the raw features are used.
 Selection reads only the point's training and validation rows: the λ with the lowest validation
 error; ties go to the larger λ (the simpler model). The test split is read once, afterwards, by
 the selected head loaded into the point's module.
+
+``tune.validation=within_n`` with ``ridge`` selects λ inside the n examples instead, by exact
+leave-one-out (``ridge_loo``, from the same eigendecomposition as the heads): the λ with the
+lowest LOO classification error, ties to the larger λ as above; no validation row enters the
+choice (the point's validation error, when it has validation rows, is only reported). Where a
+class has a single training example (n <= the number of classes), its LOO refit never sees that
+class: the λ is then fixed, the middle of the grid (``fixed_lambda_index``), and the record says
+why. A selected λ at either end of the grid is flagged (``selected.lambda_at_edge``).
 """
 
 from __future__ import annotations
@@ -55,22 +63,40 @@ MEMORY = 10
 #: Armijo sufficient-decrease constant and the most halvings of a step
 ARMIJO, MAX_HALVINGS = 1e-4, 40
 BN_EPS = nn.BatchNorm1d(1).eps
+#: how the λ of a point is selected: on validation rows, or by leave-one-out inside n
+HOLDOUT, LOO, FIXED = "holdout", "loo", "fixed"
+
+
+def selection_policy(cfg: Any) -> str:
+    """``loo`` for ``peft.solver=ridge`` under ``tune.validation=within_n``, else ``holdout``."""
+    within = str((cfg.get("tune") or {}).get("validation", "holdout")) == "within_n"
+    solver = str((cfg.get("peft") or {}).get("solver", "sgd"))
+    return LOO if within and solver == "ridge" else HOLDOUT
 
 
 def check_solver_inputs(cfg: Any, datamodules: list) -> None:
     """Raise a one-line CaulkConfigError when ``peft.solver`` cannot run on these points: no
-    cached features (``cache.features=false`` or augmentation) or a point without validation rows.
-    Nothing is computed; call it before any work."""
+    cached features (``cache.features=false`` or augmentation), a point without validation rows
+    (holdout selection), or ``tune.validation=within_n`` with a solver other than ridge. Nothing
+    is computed; call it before any work."""
     solver = str((cfg.get("peft") or {}).get("solver", "sgd"))
     if solver not in SOLVERS:
         return
+    if (
+        str((cfg.get("tune") or {}).get("validation", "holdout")) == "within_n"
+        and solver != "ridge"
+    ):
+        raise CaulkConfigError(
+            f"tune.validation=within_n with peft.solver={solver}: only ridge selects λ inside n "
+            f"(exact leave-one-out); use peft.solver=ridge or tune.validation=holdout"
+        )
     augmented = str(cfg.data.get("augment", "none")) != "none"
     if not (cfg.get("cache") or {}).get("features", True) or augmented:
         raise CaulkConfigError(
             f"peft.solver={solver} needs cached features (cache.features=true, data.augment=none)"
         )
     for dm in datamodules:
-        if len(dm.val_idx) == 0:
+        if selection_policy(cfg) == HOLDOUT and len(dm.val_idx) == 0:
             raise CaulkConfigError(
                 f"peft.solver={solver} selects λ on validation rows, but the point n={dm.n} "
                 f"seed={dm.seed} has none (data.val_size=0?)"
@@ -386,28 +412,126 @@ def lbfgs_parallel(rows: RowGroups, lambdas: np.ndarray, n_cls: int, tol: float,
     return theta.view(n_lam, size, *theta.shape[1:]), iters.view(n_lam, size).sum(0)
 
 
-def ridge_path(rows: Rows | RowGroups, lambdas: np.ndarray, n_cls: int) -> torch.Tensor:
-    """(L, P, K, D+1) ridge heads to ±1 one-vs-rest targets, every λ (``alpha = λ·n``) from one
-    eigendecomposition per point: ``W(α) = A·diag(1/(e + α))·R``, with ``e, Q = eigh(XᵀX)``,
-    ``A = Q``, ``R = QᵀXᵀY`` when n >= D, else ``e, Q = eigh(XXᵀ)``, ``A = XᵀQ``, ``R = QᵀY``
-    (X, Y centred: the bias is not penalised)."""
-    heads = rows.heads(n_cls)[None].repeat(len(lambdas), 1, 1, 1)
-    for p, x, labels in rows.problems():
-        lam = torch.as_tensor(lambdas.copy(), dtype=x.dtype, device=x.device)
-        n, y = len(labels), 2.0 * F.one_hot(labels, n_cls).to(x.dtype) - 1.0
+@dataclass
+class RidgeEig:
+    """One problem's ridge, every λ from one eigendecomposition (X, Y centred: the bias is not
+    penalised): ``e, Q = eigh(XᵀX)``, ``A = Q``, ``R = QᵀXᵀY`` when n >= D (``primal``), else
+    ``e, Q = eigh(XXᵀ)``, ``A = XᵀQ``, ``R = QᵀY``; then ``W(α) = A·diag(1/(e + α))·R``.
+    Eigenvalues below the rank tolerance (numpy's ``matrix_rank``'s) are set to 0."""
+
+    x_mean: torch.Tensor  # (D,)
+    y_mean: torch.Tensor  # (K,)
+    y: torch.Tensor  # (n, K) centred ±1 targets
+    e: torch.Tensor  # (rank,)
+    q: torch.Tensor
+    a: torch.Tensor  # (D, rank)
+    r: torch.Tensor  # (rank, K)
+    primal: bool
+
+    @classmethod
+    def of(cls, x: torch.Tensor, labels: torch.Tensor, n_cls: int) -> RidgeEig:
+        """The decomposition of rows ``x`` (n, D) with ``labels`` (n,)."""
+        y = 2.0 * F.one_hot(labels, n_cls).to(x.dtype) - 1.0
         x_mean, y_mean = x.mean(0), y.mean(0)
         x, y = x - x_mean, y - y_mean
-        if n >= x.shape[1]:
-            e, q = torch.linalg.eigh(x.T @ x)
-            a, r = q, q.T @ (x.T @ y)
+        primal = len(x) >= x.shape[1]
+        e, q = torch.linalg.eigh(x.T @ x if primal else x @ x.T)
+        tol = e.abs().max() * max(x.shape) * torch.finfo(x.dtype).eps
+        e = torch.where(e > tol, e, torch.zeros_like(e))
+        a, r = (q, q.T @ (x.T @ y)) if primal else (x.T @ q, q.T @ y)
+        return cls(x_mean, y_mean, y, e, q, a, r, primal)
+
+    def heads(self, alpha: torch.Tensor) -> torch.Tensor:
+        """(L, K, D+1) heads (weights, then the bias) for the penalties ``alpha`` (L,)."""
+        inv = 1.0 / (self.e[None, :] + alpha[:, None])  # (L, rank)
+        w = torch.einsum("dj,lj,jk->lkd", self.a, inv, self.r)  # (L, K, D)
+        b = self.y_mean[None, :] - w @ self.x_mean  # (L, K)
+        return torch.cat([w, b[:, :, None]], 2)
+
+    def loo_predictions(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """(L, n, K) leave-one-out predictions ``y - (y - ŷ)/(1 - h_ii)`` on the rows ``x`` the
+        decomposition was made of, with ``h_ii = 1/n + x̃_iᵀ(X̃ᵀX̃ + αI)⁻¹x̃_i`` (the intercept's
+        1/n: it is refitted too). In the dual both ``1 - h_ii`` and the residual are sums of
+        ``α/(e + α)`` terms (no cancellation at small α)."""
+        n = len(self.y)
+        if self.primal:
+            u = (x - self.x_mean) @ self.q  # (n, D): X̃Q
+            inv = 1.0 / (self.e[None, :] + alpha[:, None])  # (L, D)
+            one_minus_h = 1.0 - 1.0 / n - torch.einsum("ij,lj->li", u * u, inv)
+            residual = self.y[None] - torch.einsum("ij,lj,jk->lik", u, inv, self.r)
         else:
-            e, q = torch.linalg.eigh(x @ x.T)
-            a, r = x.T @ q, q.T @ y
-        inv = 1.0 / (e.clamp(min=0)[None, :] + (lam * n)[:, None])  # (L, rank)
-        w = torch.einsum("dj,lj,jk->lkd", a, inv, r)  # (L, K, D)
-        b = y_mean[None, :] - w @ x_mean  # (L, K)
-        heads[:, p] = torch.cat([w, b[:, :, None]], 2)
-    return heads
+            shrink = alpha[:, None] / (self.e[None, :] + alpha[:, None])  # (L, n): α/(e + α)
+            one_minus_h = torch.einsum("ij,lj->li", self.q * self.q, shrink) - 1.0 / n
+            residual = torch.einsum("ij,lj,jk->lik", self.q, shrink, self.r)
+        y = self.y + self.y_mean
+        return y[None] - residual / one_minus_h.clamp(min=torch.finfo(x.dtype).tiny)[:, :, None]
+
+
+def _alphas(lambdas: np.ndarray, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``α = λ·n`` (the module's λ: a penalty on the mean loss) in ``like``'s dtype and device."""
+    return torch.as_tensor(lambdas.copy(), dtype=like.dtype, device=like.device) * n
+
+
+def ridge_path(rows: Rows | RowGroups, lambdas: np.ndarray, n_cls: int) -> torch.Tensor:
+    """(L, P, K, D+1) ridge heads to ±1 one-vs-rest targets, every λ (``alpha = λ·n``) from one
+    eigendecomposition per point (``RidgeEig``)."""
+    return ridge_path_loo(rows, lambdas, n_cls, loo=False)[0]
+
+
+def ridge_path_loo(
+    rows: Rows | RowGroups, lambdas: np.ndarray, n_cls: int, loo: bool = True
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """``ridge_path``'s heads and, with ``loo``, the (L, P) exact leave-one-out classification
+    error of every λ of every point (``ridge_loo_errors``), from the same decompositions."""
+    heads = rows.heads(n_cls)[None].repeat(len(lambdas), 1, 1, 1)
+    errors = np.full((len(lambdas), len(rows)), np.nan) if loo else None
+    for p, x, labels in rows.problems():
+        eig, alpha = RidgeEig.of(x, labels, n_cls), _alphas(lambdas, len(labels), x)
+        heads[:, p] = eig.heads(alpha)
+        if loo:
+            wrong = eig.loo_predictions(x, alpha).argmax(2) != labels[None]
+            errors[:, p] = wrong.to(x.dtype).mean(1).cpu().numpy()
+    return heads, errors
+
+
+def ridge_loo_predictions(
+    x: torch.Tensor, labels: torch.Tensor, lambdas: np.ndarray, n_cls: int
+) -> torch.Tensor:
+    """(L, n, K) exact leave-one-out predictions of ridge with an unpenalised intercept on the
+    rows ``x`` (n, D) with ``labels`` (n,), for every λ of ``lambdas`` (``alpha = λ·n``): row i's
+    prediction by the ridge fitted to the other n - 1 rows with the same ``alpha``. The features
+    are taken as given: a point's rows standardised with all n rows' statistics (``head_norm``)
+    are the usual approximation to re-standardising without row i; the mean part of it is exact
+    (the refitted intercept absorbs any shift), only the per-feature scale is all n rows'."""
+    eig = RidgeEig.of(x, labels, n_cls)
+    return eig.loo_predictions(x, _alphas(lambdas, len(labels), x))
+
+
+def loo_fallback_reason(labels: np.ndarray | torch.Tensor) -> str | None:
+    """Why leave-one-out cannot choose λ on these labels (a class with a single example: its
+    refit never sees the class, so n <= the number of classes always lands here); None if it can."""
+    counts = np.bincount(np.asarray(torch.as_tensor(labels).cpu()))
+    if counts[counts > 0].min() < 2:
+        return "a class has a single training example: leaving it out removes its class"
+    return None
+
+
+def fixed_lambda_index(lambdas) -> int:
+    """The index of the grid's middle λ (in λ order; the larger of two middles), the λ used where
+    leave-one-out cannot choose."""
+    lambdas = np.asarray(lambdas, float)
+    return int(np.argsort(lambdas, kind="stable")[len(lambdas) // 2])
+
+
+def lambda_at_edge(lambdas, index: int) -> str | None:
+    """``low`` or ``high`` when ``lambdas[index]`` is the grid's smallest or largest λ (a choice
+    the grid may have cut short), else None (and None for a grid of one λ)."""
+    lambdas = np.asarray(lambdas, float)
+    if len(np.unique(lambdas)) < 2:
+        return None
+    if lambdas[index] == lambdas.min():
+        return "low"
+    return "high" if lambdas[index] == lambdas.max() else None
 
 
 def parallel_lambdas(peft_cfg: Any, device: torch.device) -> bool:
@@ -437,13 +561,59 @@ def _head_state(theta: torch.Tensor, stats) -> dict[str, torch.Tensor]:
     return state
 
 
+def _val_errors(pool, y_pool, val: list, stats: list, path: torch.Tensor) -> np.ndarray:
+    """(L, P) error of every λ's head on each point's validation rows (NaN where it has none)."""
+    out = np.full(tuple(path.shape[:2]), np.nan)
+    has = [p for p, v in enumerate(val) if len(v)]
+    if has:
+        rows = grouped_rows(pool, y_pool, [val[p] for p in has], [stats[p] for p in has])
+        out[:, has] = torch.stack([rows.errors(heads[has]) for heads in path]).cpu().numpy()
+    return out
+
+
+def choose_lambda(lambdas, errors, policy: str, labels=None) -> tuple[int, dict[str, Any]]:
+    """The index of the selected λ of one point and its ``selected`` record field: ``lambda``,
+    ``selection`` (``holdout`` on validation ``errors``, ``loo`` on leave-one-out ``errors``, or
+    ``fixed`` where leave-one-out cannot choose on ``labels``, with its ``reason``) and
+    ``lambda_at_edge``."""
+    reason = loo_fallback_reason(labels) if policy == LOO else None
+    if reason is not None:
+        j = fixed_lambda_index(lambdas)
+        selected = {"lambda": float(lambdas[j]), "selection": FIXED, "reason": reason}
+        return j, {**selected, "lambda_at_edge": None}
+    j = select_lambda(lambdas, errors)
+    edge = lambda_at_edge(lambdas, j)
+    return j, {"lambda": float(lambdas[j]), "selection": policy, "lambda_at_edge": edge}
+
+
+def _candidates(lambdas, errors, key: str, chosen_by: str) -> list[dict[str, Any]]:
+    """Each λ (ascending) with its error under ``key`` (None when a fixed λ was used)."""
+    return [
+        {"lambda": float(lam), key: None if chosen_by == FIXED else float(e)}
+        for lam, e in sorted(zip(lambdas, errors, strict=True))
+    ]
+
+
+def _point_head(j: int, p: int, path, stats, selected, candidates, val_err, iters, n) -> dict:
+    val = val_err[j, p]
+    return {
+        "head_state": _head_state(path[j, p], stats[p]),
+        "selected": selected,
+        "candidates": candidates,
+        "val_error": None if np.isnan(val) else float(val),
+        "iterations": int(iters[p]),
+        "n": n,
+    }
+
+
 def fit_points(cfg: Any, datamodules: list, pool: torch.Tensor, y_pool: torch.Tensor):
     """Fit every λ of ``peft.lambdas`` for every point with ``peft.solver`` and select one per
-    point on its validation rows. ``pool`` (features) and ``y_pool`` (labels) are the whole pool;
-    only each point's ``train_idx`` and ``val_idx`` rows are read. Returns one dict per point:
-    ``head_state``, ``selected``, ``candidates`` (λ ascending), ``val_error``, ``iterations``, ``n``."""
+    point (``selection_policy``: on its validation rows, or by leave-one-out inside its training
+    rows). ``pool`` (features) and ``y_pool`` (labels) are the whole pool; only each point's
+    ``train_idx`` and ``val_idx`` rows are read. Returns one dict per point: ``head_state``,
+    ``selected``, ``candidates`` (λ ascending), ``val_error``, ``iterations``, ``n``."""
     check_solver_inputs(cfg, datamodules)
-    solver, lambdas = str(cfg.peft.solver), lambda_grid(cfg.peft)
+    solver, lambdas, policy = str(cfg.peft.solver), lambda_grid(cfg.peft), selection_policy(cfg)
     device = fast_loop_device(cfg.trainer)
     pool, y_pool = pool.to(device, DTYPE), y_pool.to(device)
     train = [torch.as_tensor(dm.train_idx, device=device) for dm in datamodules]
@@ -451,30 +621,21 @@ def fit_points(cfg: Any, datamodules: list, pool: torch.Tensor, y_pool: torch.Te
     stats = [standardizer(pool[t], bool(cfg.peft.get("head_norm", True))) for t in train]
     rows = grouped_rows(pool, y_pool, train, stats)
     n_cls = int(datamodules[0].num_classes)
+    loo_err = None
     if solver == "lbfgs":
         tol, max_iter = float(cfg.peft.get("tol", 1e-5)), int(cfg.peft.get("max_iter", 1000))
         solve = lbfgs_parallel if parallel_lambdas(cfg.peft, device) else lbfgs_path
         path, iters = solve(rows, lambdas, n_cls, tol, max_iter)
     else:
-        path, iters = ridge_path(rows, lambdas, n_cls), torch.ones(len(train), dtype=torch.long)
-    val_rows = grouped_rows(pool, y_pool, val, stats)
-    val_err = torch.stack([val_rows.errors(heads) for heads in path]).cpu().numpy()  # (L, P)
+        path, loo_err = ridge_path_loo(rows, lambdas, n_cls, loo=policy == LOO)
+        iters = torch.ones(len(train), dtype=torch.long)
+    val_err = _val_errors(pool, y_pool, val, stats, path)
+    chosen_on, key = (loo_err, "loo_error") if policy == LOO else (val_err, "val_error")
     out = []
-    for p, dm in enumerate(datamodules):
-        j = select_lambda(lambdas, val_err[:, p])
-        out.append(
-            {
-                "head_state": _head_state(path[j, p], stats[p]),
-                "selected": {"lambda": float(lambdas[j])},
-                "candidates": [
-                    {"lambda": float(lam), "val_error": float(e)}
-                    for lam, e in sorted(zip(lambdas, val_err[:, p], strict=True))
-                ],
-                "val_error": float(val_err[j, p]),
-                "iterations": int(iters[p]),
-                "n": len(dm.train_idx),
-            }
-        )
+    for p in range(len(datamodules)):
+        j, selected = choose_lambda(lambdas, chosen_on[:, p], policy, y_pool[train[p]])
+        cands = _candidates(lambdas, chosen_on[:, p], key, selected["selection"])
+        out.append(_point_head(j, p, path, stats, selected, cands, val_err, iters, len(train[p])))
     return out
 
 
@@ -495,6 +656,15 @@ def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> 
     return {"error": error, "loss": float(F.cross_entropy(logits, y))}
 
 
+def _candidate_log(candidate: dict[str, Any]) -> dict[str, float]:
+    """A λ candidate as logged metrics: ``lambda`` and ``val/error`` or ``loo/error``."""
+    logged = {"lambda": candidate["lambda"]}
+    for key, name in (("val_error", "val/error"), ("loo_error", "loo/error")):
+        if candidate.get(key) is not None:
+            logged[name] = candidate[key]
+    return logged
+
+
 def run(job: PointJob, head: dict[str, Any]) -> PointResult:
     """Load the point's selected head into its module, then test it (the first read of the test
     split) and report it with its λ candidates."""
@@ -507,17 +677,14 @@ def run(job: PointJob, head: dict[str, Any]) -> PointResult:
     device = fast_loop_device(job.cfg.trainer)
     test = evaluate_head(module.head, job.features.test.float(), y_test, device)
     metrics = {
-        "val/error": head["val_error"],
+        **({} if head["val_error"] is None else {"val/error": head["val_error"]}),
         "test/error": test["error"],
         "test/loss": test["loss"],
         "test/n_test": float(len(y_test)),
         "global_steps": head["iterations"],  # full-batch iterations over the λ path
         "epochs": head["iterations"],
     }
-    history = [
-        (i, {"val/error": c["val_error"], "lambda": c["lambda"]})
-        for i, c in enumerate(head["candidates"])
-    ]
+    history = [(i, _candidate_log(c)) for i, c in enumerate(head["candidates"])]
     tests = {k: v for k, v in metrics.items() if k.startswith("test/")}
     replay_logs(job.loggers, [*history, (len(history), tests)])
     result = finish_point(job, metrics)

@@ -106,9 +106,11 @@ class Record:
     step_budget: int | None = None  # budget.mode=epochs: this point's trainer.max_steps
     best_step: int | None = None  # budget.early_stop: the step of the restored, tested state
     adapter_file: str | None = None
-    # solver: {"lambda": the λ chosen on validation}; tune: the chosen values (and the solver's λ)
+    # solver: {"lambda", "selection": holdout|loo|fixed (+ "reason"), "lambda_at_edge": low|high|
+    # None}; tune: the chosen values (and the solver's)
     selected: dict[str, Any] | None = None
-    # solver: [{"lambda", "val_error"}], λ ascending; tune: [{"values", "val_error", "status"}]
+    # solver: [{"lambda", "val_error" (holdout) or "loo_error" (loo, fixed: None)}], λ ascending;
+    # tune: [{"values", "val_error", "status"}]
     candidates: list[dict[str, Any]] | None = None
     # tune (caulk.tune): the policy on a tuned point; on a candidate's own record, which one it is
     tune: dict[str, Any] | None = None
