@@ -176,3 +176,13 @@ def test_a_within_n_ridge_curve_records_its_loo_choice(fast_cfg, val_size):
     assert (
         row["selected.selection"] == "loo" and row["selected.lambda"] == loo["selected"]["lambda"]
     )
+
+
+def test_a_tuned_within_n_ridge_point_keeps_the_grids_and_the_loo_choice(fast_cfg):
+    grid = ["tune=grid", "tune.grid={peft.head_norm:[true,false]}", "tune.folds=2"]
+    (rec,) = train_curve(fast_cfg(*LOO, *grid, "curve.n=[40]", "curve.seeds=[0]"))
+    assert rec["status"] == "ok" and rec["tune"]["validation"] == "within_n"
+    assert rec["selected"]["peft.head_norm"] in (True, False)
+    assert rec["selected"]["selection"] == "loo" and rec["selected"]["lambda"] > 0
+    assert [c["values"]["peft.head_norm"] for c in rec["candidates"]] == [True, False]
+    assert all(0 <= c["val_error"] <= 1 for c in rec["candidates"])  # the folds inside n

@@ -185,6 +185,8 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
         result = _checked(_train(ctx, job, index), plan.datamodule.num_classes)
         record.adapter_file = str(export_adapter(module, plan.output_dir / ADAPTER_NAME))
         outcome = {**dataclasses.asdict(result), **plan.record_extra}  # tune: its own selection
+        if result.selected and "selected" in plan.record_extra:  # and the solver's λ, as holdout
+            outcome["selected"] = {**plan.record_extra["selected"], **result.selected}
         record.update(**outcome, status="ok", message="")
     except Diverged as e:
         record.update(status="diverged", message=str(e), diverged_at_step=e.step)
