@@ -29,7 +29,9 @@ unusable ones are counted by reason):
   floor >= 0 reaches it) is skipped and counted.
 - methods: ``sample_complexity(family=...)`` with caulk's default ``auto`` and the fixed pow4 and
   mmf4 (LCDB's best) and pow3. One call per curve and method (both targets in it): the targets
-  differ per curve, and a batched call would invert every curve at every curve's targets.
+  differ per curve, and one batched call would invert every curve at every curve's targets
+  (measured on 12 curves, 20 replicates: auto 9.2 s per curve vs 12.8 s batched; pow4 14.4 s
+  vs 16.7 s, the gap growing with the curves).
 
 Reports per setting and method: cases, median |log2(n*/true n)| over finite answers, the share
 within 2x, the coverage of the 95% interval (true n in [lo, hi]; hi = inf covers anything >= lo)
