@@ -41,9 +41,9 @@ column is used when caulk gives one, else it is inferred (n* = inf: unreachable;
 determinable). Goals (PASS/FAIL, never a non-zero exit): coverage >= 90% at 4x and >= 85% at 8x,
 auto's median |log2| below every fixed family's, unreachable <= 2%, not determinable <= 25%.
 Prints a markdown table and the JSON result line; ``--out r.json`` also writes it there and every
-case's answer to ``r.cases.csv``. The default of 50 curves takes about 10 minutes on 2 busy
-cores (100 curves: 21 min wall, load ~6); ``--jobs`` runs curves in parallel. ``--smoke``: 6 curves, 20 replicates (seconds;
-the numbers mean nothing; the first run also builds the parquet cache, a few seconds).
+case's answer to ``r.cases.csv``. The default of 50 curves took 465 s on 2 busy cores (100
+curves: 1,266 s); ``--jobs`` runs curves in parallel. ``--smoke``: 6 curves, 20 replicates
+(seconds; the numbers mean nothing; the first run also builds the parquet cache, a few seconds).
 """
 
 from __future__ import annotations
