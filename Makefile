@@ -11,7 +11,7 @@ FIGURES_ARGS ?=
 
 .PHONY: venv runtime-venv demo test test-slow test-all notebooks lint format docs figures clean
 
-# The runtime deps only (what `make demo` needs); the full set adds the dev and hf extras.
+# The runtime deps only (what `make demo` needs); the full set adds the dev, hf and bench extras.
 $(RUNTIME_STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -19,7 +19,7 @@ $(RUNTIME_STAMP): setup.cfg pyproject.toml
 	@touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,hf]'
+	$(BIN)/python -m pip install -q -e '.[dev,hf,bench]'
 	@touch $(STAMP)
 
 # The deps are keyed on setup.cfg; the editable install of caulk itself is re-pointed whenever the

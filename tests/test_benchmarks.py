@@ -3,10 +3,12 @@ comparison, and ends with its JSON result line: no benchmark breaks unnoticed.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,14 +17,14 @@ from tests.conftest import REPO, cli_env
 TIMEOUT_S = 600  # a hung benchmark fails instead of stalling the suite
 
 
-def run_smoke(name: str, tmp_path) -> dict:
-    """Run ``python benchmarks/<name>.py --smoke`` from the repo root; its last line, parsed.
+def run_smoke(name: str, tmp_path, *args: str) -> dict:
+    """Run ``python benchmarks/<name>.py --smoke [args]`` from the repo root; its last line, parsed.
 
     Fails the test, with the output's tail, if it exits non-zero or does not end with a JSON
     object.
     """
     proc = subprocess.run(
-        [sys.executable, f"benchmarks/{name}.py", "--smoke"],
+        [sys.executable, f"benchmarks/{name}.py", "--smoke", *args],
         cwd=REPO,
         env=cli_env(PYTHONPATH=str(REPO), CAULK_CACHE=str(tmp_path / "cache")),
         capture_output=True,
@@ -117,3 +119,40 @@ def test_protocol_table_smoke(tmp_path):
     assert set(r["arms"]) == {"fixed", "sgd_tuned", "ridge", "sklearn"}
     for arm in r["arms"].values():
         assert len(arm["mean_error"]) == 2 and all(0 <= e <= 1 for e in arm["mean_error"])
+
+
+def _lcdb_csv_installed() -> bool:
+    """LCDB's CSV is there (found, not imported: ``import lcdb`` needs undeclared packages)."""
+    spec = importlib.util.find_spec("lcdb")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return bool(locations) and (Path(locations[0]) / "database-accuracy.csv").is_file()
+
+
+@pytest.mark.skipif(
+    not _lcdb_csv_installed(),
+    reason="needs LCDB 1.0's CSV: pip install -e '.[bench]' (the lcdb package; make venv does)",
+)
+def test_extrapolation_smoke(tmp_path):
+    # a fresh CAULK_CACHE: the parquet cache is built from the 150 MB CSV (seconds) and used
+    r = run_smoke("extrapolation", tmp_path, "--out", str(tmp_path / "r.json"))
+    assert json.loads((tmp_path / "r.json").read_text()) == r
+    assert r["name"] == "extrapolation_lcdb" and r["curves"] == 6 and r["replicates"] == 20
+    assert r["skipped_curves"]["walked"] >= r["curves"]
+    assert r["methods"] == ["auto", "pow4", "mmf4", "pow3"]
+    assert set(r["metrics"]) == {"4x", "8x"}
+    for setting in r["metrics"].values():
+        assert set(setting) == set(r["methods"])
+        for m in setting.values():
+            assert 0 < m["cases"] <= r["curves"]
+            assert 0 <= m["answered_finite"] <= m["cases"] and 0 <= m["with_interval"] <= m["cases"]
+            for share in ("within_2x", "coverage", "unreachable", "not_determinable"):
+                assert math.isnan(m[share]) or 0 <= m[share] <= 1, (share, m)
+            assert math.isnan(m["median_abs_log2"]) or m["median_abs_log2"] >= 0
+    assert set(r["goals"]) == {
+        "coverage_4x", "coverage_8x", "auto_median_below_every_fixed_family", "unreachable",
+        "not_determinable",
+    }  # fmt: skip
+    assert r["timing"]["source"] == "csv (cache built)"
+    assert (tmp_path / "cache" / "lcdb").is_dir()
+    assert_positive(r["timing"], "total_s")
+    assert_positive(r["machine"], "cores")
