@@ -18,37 +18,44 @@ import pandas as pd
 
 from caulk.analysis.answers import (
     INTERVALS,
+    MAX_EXTRAPOLATION,
     answer_lines,
     parse_targets,
     ratios,
     sample_complexity,
 )
 from caulk.analysis.collect import Collection, check_sweep_dirs, collect_records
-from caulk.analysis.families import FAMILIES, family_table
+from caulk.analysis.families import FAMILIES
 from caulk.analysis.fits import CurveFit, fit_groups, seed_means
+from caulk.analysis.models import curve_models, model_table
 from caulk.analysis.output import staged
 from caulk.analysis.report import count_line, write_report
 from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 from caulk.atomic import write_atomic
 from caulk.errors import CaulkConfigError
 
+#: seed-bootstrap refits of pow3's a, b, c (fits.csv's secondary view; the answers use the model)
+POW3_REPLICATES = 20
 DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
 #: the figure formats --format accepts; PNG is always written (the report embeds it)
 FIGURE_FORMATS = ("png", "pdf", "svg")
 #: ``--help``: plain text (no reST), kept as written
 HELP_DESCRIPTION = """\
 Analyse the records of one or more sweeps: read every record.json under the dirs
-given (no live process, no W&B API), fit a curve e(n) = a + b * n^(-c) per group
-(bootstrap intervals over seeds), estimate the data transferred against the
-from-scratch curve, draw the figures and write one HTML report.
+given (no live process, no W&B API), fit one model per curve (the learning-curve
+families averaged by their backtest; its line, rate, floor and n* everywhere, with
+intervals that carry the seed noise and the family uncertainty), estimate the
+data transferred against the from-scratch curve, draw the figures and write one
+HTML report.
 
 Failed and missing jobs, unreadable records and records without the metric are
 reported in the summary, never fatal."""
 HELP_EPILOG = """\
 writes into --out (default <first sweep dir>/analysis):
   table.csv, table.parquet   one row per record, ok or not
-  fits.csv                   the fit of each curve (a, b, c and their intervals,
-                             the family chosen by backtest, every family's backtest)
+  fits.csv                   each curve's model (family: its name and weights, rate
+                             at the largest n, floor, with intervals, every family's
+                             backtest) and pow3's a, b, c as a secondary view
   sample_complexity.csv, ratios.csv
                              with --target-error (and --baseline): n* per curve and
                              target, and n*(baseline)/n*(curve)
@@ -87,6 +94,7 @@ class Questions:
     baseline: dict[str, str] | None = None
     family: str = "auto"
     allow_extrapolation: bool = False
+    max_extrapolation: float = MAX_EXTRAPOLATION
 
     @classmethod
     def parse(
@@ -95,8 +103,13 @@ class Questions:
         baseline: str | None = None,
         family: str = "auto",
         allow_extrapolation: bool = False,
+        max_extrapolation: float = MAX_EXTRAPOLATION,
     ) -> Questions:
         """Check the flags (one-line CaulkConfigError each) before any work."""
+        if not max_extrapolation >= 1:  # also NaN
+            raise CaulkConfigError(
+                f"--max-extrapolation must be a factor >= 1, got {max_extrapolation}"
+            )
         if family not in ("auto", *FAMILIES):
             raise CaulkConfigError(
                 f"--family {family!r} is unknown; choose auto or one of {', '.join(FAMILIES)}"
@@ -110,7 +123,7 @@ class Questions:
             raise CaulkConfigError(f"--baseline must look like key=value[,...], got {baseline!r}")
         if selector is not None and not targets:
             raise CaulkConfigError("--baseline compares n*(E): give --target-error too")
-        return cls(tuple(targets), selector, family, allow_extrapolation)
+        return cls(tuple(targets), selector, family, allow_extrapolation, max_extrapolation)
 
 
 def _parse_selector(text: str, flag: str = "--scratch") -> dict[str, str]:
@@ -182,16 +195,15 @@ def analyze(
         keys, ok = _group_keys(table, ok, metric, group_by)
         _check_baseline(ok, keys, questions.baseline)
         files = _write_tables(work, table)
-        fits = _fits(ok, keys, metric, replicates, rng_seed, questions.family)
+        models = curve_models(ok, keys, metric, questions.family, replicates, rng_seed)
+        fits = _fits(ok, keys, metric, replicates, rng_seed, models)
         files["fits.csv"] = write_atomic(work / "fits.csv", lambda p: fits.to_csv(p, index=False))
-        answers, ratio_table = _answers(
-            work, ok, keys, metric, questions, replicates, rng_seed, files
-        )
+        answers, ratio_table = _answers(work, ok, keys, metric, questions, models, files)
         transfer, law, transfer_note = _transfer(
             work, ok, fits, keys, metric, selector, scratch, low_data_max_n, questions, files
         )
         figures, by_source_m = _figures(
-            work, ok, fits, keys, metric, transfer, law, files, formats=formats, answers=answers
+            work, ok, fits, keys, metric, transfer, law, files, formats, answers, models
         )
         summary = _summary(sweep_dirs, collection, ok, skipped, metric, keys, fits)
         summary.update(transfer_law=law, transfer_note=transfer_note)
@@ -243,14 +255,15 @@ def _selector_text(selector: dict[str, str]) -> str:
 
 
 def _fits(
-    ok: pd.DataFrame, keys: list[str], metric: str, replicates: int, rng_seed: int, family: str
+    ok: pd.DataFrame, keys: list[str], metric: str, replicates: int, rng_seed: int, models: dict
 ) -> pd.DataFrame:
-    """fits.csv: the pow3 fit of each curve (a, b, c with bootstrap CIs, the pure power law),
-    then the family used, its parameters, parameters at a bound and every family's backtest."""
+    """fits.csv: the pow3 fit of each curve (a, b, c with bootstrap CIs, the pure power law: a
+    secondary view), then the curve's model (``caulk.analysis.models``): its name (``family``),
+    weights, local rate and floor with intervals, parameters and every family's backtest."""
     if not len(ok):
         return pd.DataFrame(columns=keys)
-    fits = fit_groups(ok, keys, metric, replicates, rng_seed)
-    return fits.merge(family_table(ok, keys, metric, family), on=keys, how="left")
+    fits = fit_groups(ok, keys, metric, min(replicates, POW3_REPLICATES), rng_seed)
+    return fits.merge(model_table(ok, keys, metric, models=models), on=keys, how="left")
 
 
 def _answers(
@@ -259,15 +272,20 @@ def _answers(
     keys: list[str],
     metric: str,
     questions: Questions,
-    replicates: int,
-    rng_seed: int,
+    models: dict,
     files: dict[str, Path],
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """sample_complexity.csv (n* per curve and target) and ratios.csv (against --baseline)."""
     if not questions.targets or not len(ok):
         return None, None
     answers = sample_complexity(
-        ok, keys, metric, list(questions.targets), questions.family, replicates, rng_seed
+        ok,
+        keys,
+        metric,
+        list(questions.targets),
+        questions.family,
+        max_extrapolation=questions.max_extrapolation,
+        models=models,
     )
     files["sample_complexity.csv"] = write_atomic(
         work / "sample_complexity.csv",
@@ -294,6 +312,7 @@ def _answers_summary(
 
     return {
         "family": questions.family,
+        "max_extrapolation": questions.max_extrapolation,
         "intervals": INTERVALS,
         "targets": list(questions.targets),
         "baseline": _selector_text(questions.baseline) if questions.baseline else None,
@@ -324,11 +343,25 @@ def _summary(
         "missing_jobs": collection.missing,
         "unreadable_records": collection.unreadable,
         "skipped_records": skipped,
+        "lambda_at_edge_records": lambda_at_edge(ok),
         "metric": metric,
         "group_by": keys,
         "groups": int(len(fits)),
         "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
     }
+
+
+def lambda_at_edge(points: pd.DataFrame) -> list[dict[str, str]]:
+    """The points whose solver chose a λ at the edge of its grid (``selected.lambda_at_edge``
+    in the record): the best λ may lie beyond the grid, so their error may be too high."""
+    column = "selected.lambda_at_edge"
+    if column not in points or "record_path" not in points:
+        return []
+    edge = points[points[column].isin(["low", "high"])]
+    return [
+        {"path": str(r["record_path"]), "message": f"λ at the {r[column]} end of peft.lambdas"}
+        for _, r in edge.iterrows()
+    ]
 
 
 def _default_metric(table: pd.DataFrame) -> str:
@@ -438,6 +471,7 @@ def _figures(
     files: dict[str, Path],
     formats: tuple[str, ...] = ("png",),
     answers: pd.DataFrame | None = None,
+    models: dict | None = None,
 ) -> tuple[list[Path], pd.DataFrame]:
     """The figures (and the source-m table) of the analysis, written into ``work`` as PNG (the
     list returned, for the report) and in each other of ``formats`` beside it (in ``files``)."""
@@ -453,7 +487,7 @@ def _figures(
     figures = []
     if len(ok):
         figures.append(
-            plot_curves(ok, fits, keys, metric, work / "error_vs_n.png", answers, formats)
+            plot_curves(ok, fits, keys, metric, work / "error_vs_n.png", answers, formats, models)
         )
         if "backbone_params" in fits and np.isfinite(fits["c"]).any():
             figures.append(plot_exponents(fits, work / "exponents.png", keys, formats))
@@ -481,14 +515,10 @@ def format_analysis(result: Analysis) -> str:
         lines.append(f"  unreadable: {f['path']}: {f['message'][:160]}")
     for f in s["skipped_records"]:
         lines.append(f"  skipped: {f['path']}: {f['message'][:160]}")
+    for f in s["lambda_at_edge_records"]:
+        lines.append(f"  λ at a grid edge: {f['path']}: {f['message']}")
     for _, f in result.fits.iterrows():
-        name = " ".join(str(f[k]) for k in s["group_by"])
-        if np.isfinite(f.get("c", np.nan)):
-            lines.append(
-                f"  {name}: c = {f['c']:.3f} [{f['c_lo']:.3f}, {f['c_hi']:.3f}], a = {f['a']:.4f} ({int(f['n_points'])} n, {int(f['n_seeds'])} seeds)"
-            )
-        else:
-            lines.append(f"  {name}: not fitted ({f['message']})")
+        lines.append(f"  {model_line(f, s['group_by'])}")
     if s["transfer_law"]:
         t = s["transfer_law"]
         lines.append(
@@ -501,6 +531,23 @@ def format_analysis(result: Analysis) -> str:
         lines += [f"  {line}" for line in answer_lines(result.answers, ratio_table, s["group_by"])]
     lines.append(f"  outputs in {result.out} (report.html)")
     return "\n".join(lines)
+
+
+def model_line(f: pd.Series, keys: list[str]) -> str:
+    """A curve's model in one console line: its name, local rate and floor with intervals."""
+    name = " ".join(str(f[k]) for k in keys)
+    if not np.isfinite(f.get("rate", np.nan)):
+        return f"{name}: not fitted ({f.get('model_message') or f.get('message', '')})"
+    return (
+        f"{name}: {f['family']}: rate {f['rate']:.3f}{_ci(f, 'rate')} at "
+        f"n={f['rate_at_n']:,.0f}, levels off at {f['asymptote']:.4f}{_ci(f, 'asymptote')} "
+        f"({int(f['n_points'])} n, {int(f['n_seeds'])} seeds)"
+    )
+
+
+def _ci(f: pd.Series, key: str) -> str:
+    lo, hi = f.get(f"{key}_lo", np.nan), f.get(f"{key}_hi", np.nan)
+    return f" [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else ""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -567,6 +614,13 @@ def _parser() -> argparse.ArgumentParser:
         + ", ".join(FAMILIES),
     )
     p.add_argument(
+        "--max-extrapolation",
+        type=float,
+        default=MAX_EXTRAPOLATION,
+        help="flag an n* more than this many times the largest measured n (default "
+        f"{MAX_EXTRAPOLATION:g}); it is still answered, with the family spread in its interval",
+    )
+    p.add_argument(
         "--allow-extrapolation",
         action="store_true",
         help="keep points whose D_E lies beyond the from-scratch curve's measured n in the D_T law",
@@ -581,7 +635,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         questions = Questions.parse(
-            args.target_error, args.baseline, args.family, args.allow_extrapolation
+            args.target_error,
+            args.baseline,
+            args.family,
+            args.allow_extrapolation,
+            args.max_extrapolation,
         )
         result = analyze(
             args.sweep_dirs,

@@ -122,8 +122,9 @@ def small_n_error(table: pd.DataFrame, small_n: int = SMALL_N) -> pd.DataFrame:
 
 
 def fitted_rates(fits: pd.DataFrame) -> pd.DataFrame:
-    """Each curve's family and rate c with its 95% bootstrap interval, from ``fits.csv``."""
-    cols = ["model", "peft", "source_m", "family", "c", "c_lo", "c_hi"]
+    """Each curve's model, local rate at its largest n with its 95% interval and floor, from
+    ``fits.csv`` (the model the answers use)."""
+    cols = ["model", "peft", "source_m", "family", "rate", "rate_lo", "rate_hi", "asymptote"]
     return fits[[c for c in cols if c in fits.columns]].set_index(["model", "peft", "source_m"])
 
 
@@ -163,7 +164,7 @@ def tables_markdown(table: pd.DataFrame, fits: pd.DataFrame, prov: str) -> str:
         "",
         markdown_table(small_n_error(table)),
         "",
-        "Fitted rate c per curve (95% bootstrap interval over seeds):",
+        "Each curve's model (family: the families and their weights), its local rate at the largest n with its 95% interval, and its floor:",
         "",
         markdown_table(fitted_rates(fits)),
     ]

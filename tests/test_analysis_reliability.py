@@ -296,3 +296,21 @@ def test_an_empty_out_a_previous_analysis_and_a_pre_marker_one_are_replaced(tmp_
     (empty / MARKER).unlink()  # an analysis written before the marker: only analysis files
     assert _analyze(str(sweep), "--out", str(empty)).returncode == 0
     assert (empty / MARKER).exists() and not _leftovers(tmp_path)
+
+
+def test_a_lambda_at_the_edge_of_its_grid_is_flagged_in_the_console_report_and_summary(tmp_path):
+    sweep = _good_sweep(tmp_path / "sweep")
+    edge = sweep / "edge" / "record.json"
+    selected = {"lambda": 1e-6, "selection": "holdout", "lambda_at_edge": "low"}
+    write_json_atomic(edge, _point(160, 0, selected=selected))
+    write_json_atomic(sweep / "inner" / "record.json", _point(160, 1, selected={"lambda": 0.01}))
+    proc = _analyze(str(sweep))
+    assert proc.returncode == 0, proc.stderr
+    flagged = [line for line in proc.stdout.splitlines() if "λ at a grid edge" in line]
+    assert flagged == [f"  λ at a grid edge: {edge}: λ at the low end of peft.lambdas"]
+    summary = json.loads((sweep / "analysis" / "summary.json").read_text())
+    assert [r["path"] for r in summary["lambda_at_edge_records"]] == [str(edge)]
+    assert (
+        f"{edge}: λ at the low end of peft.lambdas"
+        in (sweep / "analysis" / "report.html").read_text()
+    )

@@ -174,7 +174,7 @@ def test_the_cli_writes_sample_complexity_and_ratios(tmp_path, capsys):
         assert r["ratio"] == pytest.approx(pico / nano, rel=0.15)
     fits = pd.read_csv(out / "fits.csv")
     assert {"family", "at_bound", "backtest_n", "backtest_mmf4", "backtest_pow3"} <= set(fits)
-    assert (fits["backtest_n"] == 512).all()
+    assert (fits["backtest_n"] == 256).all()  # six n: the backtest holds out the last two
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["answers"]) == 4 and len(summary["ratios"]) == 2
     assert "bootstrap percentile" in summary["intervals"] and summary["family"] == "pow3"

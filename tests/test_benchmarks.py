@@ -156,3 +156,21 @@ def test_extrapolation_smoke(tmp_path):
     assert (tmp_path / "cache" / "lcdb").is_dir()
     assert_positive(r["timing"], "total_s")
     assert_positive(r["machine"], "cores")
+
+
+def test_coverage_smoke(tmp_path):
+    r = run_smoke("coverage", tmp_path, "--out", str(tmp_path / "r.json"))
+    assert r["benchmark"] == "coverage" and r["trials"] == 2 and r["replicates"] == 30
+    rows = r["table"]
+    assert {(row["target"], row["truth"]) for row in rows} == {
+        (t, truth) for t in ("in range", "4x beyond") for truth in ("pow3", "mmf4", "pooled")
+    }
+    for row in rows:
+        assert 0 <= row["coverage"] <= 1 and row["cases"] == (4 if row["truth"] == "pooled" else 2)
+    assert isinstance(r["goal_met"], bool) and r["cpu"]
+
+
+def test_analysis_speed_smoke(tmp_path):
+    r = run_smoke("analysis_speed", tmp_path)
+    assert r["records"] == 2 * 7 * 3 and r["answers"] == 2 * 2
+    assert r["seconds"] > 0 and r["ms_per_record"] > 0 and isinstance(r["goal_met"], bool)

@@ -164,8 +164,8 @@ def test_write_docs_copies_figures_and_says_where_it_was_measured(tmp_path, monk
     table = _demo_table().assign(zoo_entry="caulk_vit_a-m4000-s0-abc")
     table.to_csv(analysis / "table.csv", index=False)
     fits = pd.DataFrame(
-        dict(model=["vit_a"], peft=["linear"], source_m=[0], family=["pow3"], c=[0.3])
-        | dict(c_lo=[0.2], c_hi=[0.4])
+        dict(model=["vit_a"], peft=["linear"], source_m=[0], family=["pow3"], c=[0.9])
+        | dict(rate=[0.3], rate_lo=[0.2], rate_hi=[0.4], asymptote=[0.05])
     )
     fits.to_csv(analysis / "fits.csv", index=False)
     (analysis / "error_vs_n.png").write_bytes(b"png bytes")
@@ -183,7 +183,9 @@ def test_write_docs_copies_figures_and_says_where_it_was_measured(tmp_path, monk
     assert make_figures.cpu_model() in text and f"{os.cpu_count()} cores" in text
     assert "caulk_vit_a-m4000-s0-abc: 3" in text  # the zoo entry's own thread count
     assert "`python -m caulk.demo`" in text and "commit `abc123`" in text
-    assert "| vit_a | linear | 0 | pow3 | 0.300 |" in text
+    assert (
+        "| vit_a | linear | 0 | pow3 | 0.300 | 0.200 | 0.400 | 0.050 |" in text
+    )  # the model's rate
     assert (docs / "demo_output.txt").read_text() == "demo output\n"
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 from scipy import stats
 
 from caulk.analysis.answers import sample_complexity
-from caulk.analysis.families import family_table
 from caulk.analysis.fits import fit_groups
+from caulk.analysis.models import model_table
 from caulk.analysis.plots import curves_figure, exponents_figure
 from caulk.analysis.report import write_report
 from caulk.analysis.summaries import answer_sentences, comparisons, ratio_sentences
@@ -44,10 +44,14 @@ def _points(ns=(20, 30, 40, 60, 80), seeds=3) -> pd.DataFrame:
 
 
 def _fits(points: pd.DataFrame) -> pd.DataFrame:
-    """Hand-made fits: c = 0.1 + index/100, so every label's c is known here."""
+    """Hand-made fits: pow3 models with rate = c = 0.1 + index/100, so every label's rate is
+    known here."""
     curves = points.drop_duplicates(KEYS)[[*KEYS, "backbone_params"]].reset_index(drop=True)
     c = 0.1 + np.arange(len(curves)) / 100
-    return curves.assign(a=0.05, b=2.0, c=c, c_lo=c - 0.05, c_hi=c + 0.05, message="")
+    return curves.assign(
+        a=0.05, b=2.0, c=c, c_lo=c - 0.05, c_hi=c + 0.05, message="", family="pow3", rate=c,
+        rate_lo=c - 0.05, rate_hi=c + 0.05,
+    )  # fmt: skip
 
 
 def _legend_entries(fig) -> list[tuple[str, Line2D]]:
@@ -79,14 +83,15 @@ def test_legend_labels_are_readable_and_carry_each_curves_fitted_rate():
     fits = _fits(points)
     texts = [t for t, _ in _legend_entries(curves_figure(points, fits, KEYS, "test_error"))]
     for _, f in fits.iterrows():
-        label = f"{f['model']} · {f['peft']} · m={f['source_m']} · c={f['c']:.2f}"
+        label = f"{f['model']} · {f['peft']} · m={f['source_m']} · rate {f['rate']:.2f} · pow3"
         assert label in texts
     assert not any("digits" in t or "zoo" in t for t in texts)  # constant keys left out
 
 
-def test_the_line_is_the_chosen_familys_and_each_n_star_marker_sits_on_it():
-    """A curve that saturates exponentially: the backtest chooses a family other than pow3, the
-    line drawn is that family's fit, and the n* the answers give lies on the line."""
+def test_the_line_is_the_curves_model_and_each_n_star_marker_sits_on_it():
+    """A curve that saturates exponentially: its model leans on a family other than pow3, the
+    line drawn is the model's, the n* the answers give lies on it, and the legend's rate is the
+    model's local rate (fits.csv's ``rate``), not pow3's c."""
     ns = np.array([10, 20, 40, 80, 160, 320, 640])
     rows = [
         dict(data="digits", model="vit_pico", weights="zoo", source_m=0, peft="linear", n=n,
@@ -95,10 +100,11 @@ def test_the_line_is_the_chosen_familys_and_each_n_star_marker_sits_on_it():
     ]  # fmt: skip
     points = pd.DataFrame(rows)
     fits = fit_groups(points, KEYS, replicates=20).merge(
-        family_table(points, KEYS, "test_error"), on=KEYS
+        model_table(points, KEYS, "test_error", replicates=20), on=KEYS
     )
-    family = fits["family"].iloc[0]
-    assert family != "pow3"
+    weights = dict(w.split(":") for w in fits["model_weights"].iloc[0].split(";"))
+    lead = max(weights, key=lambda f: float(weights[f]))
+    assert lead != "pow3"
     answers = sample_complexity(points, KEYS, "test_error", [0.3], replicates=20)
     n_star = float(answers["n_star"].iloc[0])
     assert ns.min() < n_star < ns.max()
@@ -109,8 +115,12 @@ def test_the_line_is_the_chosen_familys_and_each_n_star_marker_sits_on_it():
     pow3 = fits.iloc[0]
     pow3_at_star = pow3["a"] + pow3["b"] * n_star ** -pow3["c"]
     assert abs(pow3_at_star - 0.3) > 5e-3  # the pow3 line would have missed it
+    slope = -np.diff(np.log(y[-2:])) / np.diff(np.log(x[-2:]))  # the line's own slope at n_max
+    assert fits["rate"].iloc[0] == pytest.approx(float(slope[0]), abs=1e-3)
+    assert abs(fits["rate"].iloc[0] - pow3["c"]) > 0.05  # pow3's c is another number
+    short = "+".join(sorted(weights, key=lambda f: -float(weights[f])))
     texts = [t for t, _ in _legend_entries(ax.figure)]
-    assert texts == [f"vit_pico · c={pow3['c']:.2f} · {family} line"]  # constant keys left out
+    assert texts == [f"vit_pico · rate {fits['rate'].iloc[0]:.2f} · {short}"]  # constant keys out
 
 
 def test_the_legend_lies_outside_the_axes():
@@ -173,7 +183,7 @@ def test_exponents_join_only_points_of_the_same_peft_and_m():
     points = _points()
     fits = _fits(points)
     series = {  # (peft, m) -> the c values of that series (hand-made, all distinct)
-        key: set(rows["c"].round(6)) for key, rows in fits.groupby(["peft", "source_m"])
+        key: set(rows["rate"].round(6)) for key, rows in fits.groupby(["peft", "source_m"])
     }
     fig = exponents_figure(fits, KEYS)
     (ax,) = fig.axes
@@ -240,16 +250,20 @@ def test_answers_and_ratios_read_as_plain_sentences():
     answers = pd.DataFrame(
         [
             dict(model="vit_pico", peft="linear", source_m=4000, target=0.2, n_star=312.4,
-                 n_star_lo=241.0, n_star_hi=418.0, extrapolated=True, extrapolation=2.1, note=""),
+                 n_star_lo=241.0, n_star_hi=418.0, extrapolated=True, extrapolation=2.1,
+                 family="avg(pow3 0.70, mmf4 0.30)",
+                 note="extrapolated: n* is 2.1x the largest n measured"),
             dict(model="vit_nano", peft="linear", source_m=4000, target=0.2, n_star=np.nan,
                  n_star_lo=np.nan, n_star_hi=np.nan, extrapolated=False, extrapolation=np.nan,
                  note="the fitted asymptote a=0.25 is above the target"),
         ]
     )  # fmt: skip
     shown = ["model", "peft", "source_m"]
-    assert answer_sentences(answers, shown) == [
+    sentences = answer_sentences(answers, shown)
+    assert sentences[0].count("extrapolated") == 1  # said once, with its model
+    assert sentences == [
         "vit_pico · linear · m=4000 needs 312 [241, 418] examples for error 0.2 "
-        "(extrapolated 2.1× beyond the largest n measured)",
+        "(avg(pow3 0.70, mmf4 0.30); extrapolated: n* is 2.1x the largest n measured)",
         "vit_nano · linear · m=4000: no n* for error 0.2 "
         "(the fitted asymptote a=0.25 is above the target)",
     ]

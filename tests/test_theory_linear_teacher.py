@@ -257,7 +257,9 @@ def test_a_repeated_n_is_rejected_as_caulk_train_rejects_it(tmp_path):
 def test_points_at_the_interpolation_threshold_say_their_mean_risk_means_nothing(tmp_path):
     """Σ = I, noise: E[R] is infinite for |n − d| ≤ 1 and has infinite variance for |n − d| ≤ 3
     (the closed form's noise term σ² n/(d − n − 1), σ² d/(n − d − 1)); elsewhere no note."""
-    proc = _theory_cli(tmp_path, "d=20", "n=[15,19,20,21,23,24]", "sigma=1", "trials=20")
+    proc = _theory_cli(
+        tmp_path, "d=20", "n=[15,19,20,21,23,24]", "sigma=1", "trials=20", "solver=closed_form"
+    )
     assert proc.returncode == 0, proc.stderr
     records = {
         r["n"]: r
@@ -271,5 +273,7 @@ def test_points_at_the_interpolation_threshold_say_their_mean_risk_means_nothing
     assert "infinite variance" in notes[23] and records[23]["theory"] == pytest.approx(20 / 2)
     lines = [line for line in proc.stdout.splitlines() if "n=20 " in line]
     assert len(lines) == 1 and "the interpolation threshold" in lines[0]
-    quiet = _theory_cli(tmp_path / "q", "d=20", "n=[19,20,21]", "sigma=0", "trials=5")
+    quiet = _theory_cli(
+        tmp_path / "q", "d=20", "n=[19,20,21]", "sigma=0", "trials=5", "solver=closed_form"
+    )
     assert quiet.returncode == 0 and "interpolation" not in quiet.stdout

@@ -1,41 +1,48 @@
 """Sample-complexity answers: n*(E), the examples a curve needs to reach error E, and the ratio
-n*(baseline) / n*(curve) between two curves, each with a bootstrap interval over seeds.
+n*(baseline) / n*(curve) between two curves, each with a 95% interval.
 
-Intervals: 95% expanded bootstrap percentile over seeds. A replicate draws seed labels with
-replacement (as many as there are seeds in the sweep), takes each n's mean over the drawn seeds,
-refits the curve's family and inverts it; the same draws serve every curve, so a ratio's
-replicates are paired. A plain percentile interval over k seeds is too narrow (it acts as if
-the spread were known and divides by k, not k - 1), so the percentiles are expanded as in
-Hesterberg (2015, "What teachers should know about the bootstrap", Am. Stat. 69(4), sec. 6):
-the tail probability a' solves Phi^-1(1 - a') = sqrt(k / (k - 1)) t_{k-1, 1 - a/2} (with k = 3
-seeds that is the min and max of the draws; with 8, the 0.6% and 99.4% points). Percentiles use
-the inverted CDF (no interpolation), so a replicate whose target is out of reach (n* = inf)
-gives an infinite bound rather than NaN.
+Every answer comes from the curve's averaged model (:mod:`caulk.analysis.averaging`): n* is
+where the model's line reaches E, and the interval is the 2.5% and 97.5% quantiles of the
+model's draws, which carry the seed noise, the lack of fit and the uncertainty about the curve
+family. A ratio's draws pair independent draws of the two curves. An answer is one of:
+
+- ``ok``: n* is finite (its interval may still reach infinity: "at least lo");
+- ``unreachable``: the line levels off above E and so does 97.5% of the draws' floors;
+- ``not_determinable``: the line levels off above E but the floor's interval reaches below E:
+  these points cannot tell, and no n* is given.
+
+An n* more than ``max_extrapolation`` times the largest measured n (default 4) is answered,
+flagged (``beyond_limit``) and said in every surface: its interval holds the family spread, the
+largest source of error there (the curve families of LCDB disagree most where they extrapolate).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from caulk.analysis.families import fit_family, held_out_noise, resolve_family
+from caulk.analysis.averaging import CurveModel, n_star_batch
+from caulk.analysis.models import curve_models
 from caulk.errors import CaulkConfigError
 
 INTERVALS = (
-    "95% expanded bootstrap percentile over seeds (Hesterberg 2015: tail level from "
-    "sqrt(k/(k-1)) t_(k-1) for k seeds; seed labels resampled with replacement, the same draws "
-    "for every curve, each replicate refits the curve's family); per-n bands: Student-t over "
-    "seeds; pow3 a, b, c in fits.csv: plain bootstrap percentile"
+    "95%: quantiles of the averaged model's draws (each curve family weighted by its backtest, "
+    "a parametric bootstrap of the seed noise scaled by the lack of fit, refitted per family); "
+    "per-n bands: Student-t over seeds; pow3 a, b, c in fits.csv: plain bootstrap percentile"
 )
+#: an n* beyond this many times the largest measured n is flagged (``--max-extrapolation``)
+MAX_EXTRAPOLATION = 4.0
 ANSWER_COLUMNS = [
     "target",
     "n_star",
     "n_star_lo",
     "n_star_hi",
+    "status",
     "extrapolated",
     "extrapolation",
+    "beyond_limit",
     "family",
+    "family_n_star",
     "n_min_measured",
     "n_max_measured",
     "seeds",
@@ -64,40 +71,16 @@ def parse_targets(text: str | None) -> list[float]:
     return targets
 
 
-def expanded_tail(level: float, seeds: int) -> float:
-    """The tail probability a' of Hesterberg's expanded percentile interval over ``seeds``
-    seeds: Phi^-1(1 - a') = sqrt(k / (k - 1)) t_{k-1, (1 + level) / 2}."""
-    z = np.sqrt(seeds / (seeds - 1)) * stats.t.ppf((1 + level) / 2, seeds - 1)
-    return float(stats.norm.sf(z))
-
-
-def _quantiles(values: np.ndarray, level: float, seeds: int) -> tuple[float, float]:
-    values = values[~np.isnan(values)]
-    if len(values) < 2 or seeds < 2:
+def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of ``draws`` (NaN dropped; inf kept: the inverted CDF, so
+    an infinite share above the upper tail gives an infinite bound rather than NaN)."""
+    draws = np.asarray(draws, float)
+    draws = draws[~np.isnan(draws)]
+    if len(draws) < 2:
         return float("nan"), float("nan")
-    tail = expanded_tail(level, seeds)
-    q = np.quantile(values, [tail, 1 - tail], method="inverted_cdf")
-    return float(q[0]), float(q[1])
-
-
-def seed_draws(seeds, replicates: int, rng_seed: int = 0) -> list[np.ndarray]:
-    """``replicates`` resamples (with replacement) of the seed labels, shared by every curve."""
-    seeds = np.unique(np.asarray(seeds))
-    rng = np.random.default_rng(rng_seed)
-    return [rng.choice(seeds, size=len(seeds), replace=True) for _ in range(replicates)]
-
-
-def _replicate_n_star(pivot, draws, family: str, targets: list[float]) -> np.ndarray:
-    """(replicates, targets) n* refitted on each draw's seed means (NaN where a fit fails)."""
-    out = np.full((len(draws), len(targets)), np.nan)
-    for r, draw in enumerate(draws):
-        means = pivot.reindex(draw).mean(axis=0, skipna=True).dropna()
-        try:
-            fit = fit_family(family, means.index.to_numpy(float), means.to_numpy(float))
-        except CaulkConfigError:
-            continue
-        out[r] = [fit.n_star(t) for t in targets]
-    return out
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(draws, [tail, 1 - tail], method="inverted_cdf")
+    return float(lo), float(hi)
 
 
 def _how_far(n_star: float, n_min: float, n_max: float) -> float:
@@ -109,56 +92,84 @@ def _how_far(n_star: float, n_min: float, n_max: float) -> float:
     return 1.0
 
 
-def _note(n_star: float, extrapolation: float, asymptote: float, n_max: float) -> str:
-    if np.isinf(n_star):
-        return f"unreachable: the fitted curve levels off at {asymptote:.4g}, not below the target"
-    if extrapolation > 1:
-        where = "the largest" if n_star > n_max else "below the smallest"
-        return f"extrapolated: n* is {extrapolation:.3g}x {where} n measured"
-    return ""
+def _family_spread(model: CurveModel, target: float) -> str:
+    """Each family's own n*, e.g. ``pow3 520, mmf4 inf``: how much the answer rests on it."""
+    parts = []
+    for f in sorted(model.weights, key=lambda k: -model.weights[k]):
+        value = float(n_star_batch(model.central[f], target)[0])
+        parts.append(f"{f} {'inf' if not np.isfinite(value) else f'{value:,.0f}'}")
+    return ", ".join(parts)
 
 
-def _curve_answers(pts, metric, targets, family, draws, level) -> list[dict]:
-    """The answer rows of one curve (one per target); replicate n* in ``draws``."""
+def _status(model: CurveModel, n_star: float, target: float) -> tuple[str, str]:
+    """``ok``, ``unreachable`` or ``not_determinable``, and the note that says why."""
+    if np.isfinite(n_star):
+        return "ok", ""
+    lo, hi = interval(model.asymptote_draws())
+    floor = f"the curve levels off at {model.asymptote:.3g} (95% interval [{lo:.3g}, {hi:.3g}])"
+    if lo > target:
+        return "unreachable", f"unreachable: {floor}, above the target"
+    return "not_determinable", (
+        f"not determinable from these points: {floor}, which does not rule the target out; "
+        "measure larger n"
+    )
+
+
+def _answer(model: CurveModel, base: dict, target: float, limit: float) -> dict:
+    """One (curve, target) answer row (see the module doc)."""
+    n_star = model.n_star(target)
+    status, note = _status(model, n_star, target)
+    draws = model.n_star_draws(target)
+    lo, hi = interval(draws)
+    if status == "ok" and np.isfinite(lo):
+        lo, hi = min(lo, n_star), max(hi, n_star)
+    far = _how_far(n_star, base["n_min_measured"], base["n_max_measured"])
+    beyond = bool(np.isfinite(n_star) and far > limit)
+    if status == "ok" and far > 1:
+        where = "the largest" if n_star > base["n_max_measured"] else "below the smallest"
+        note = f"extrapolated: n* is {far:.3g}x {where} n measured"
+        note += f" (over the {limit:g}x limit)" if beyond else ""
+    if not model.noise.measured:  # one seed: the noise of a point is unknown
+        note = "; ".join(x for x in (note, "one seed: no interval") if x)
+        lo = hi = np.nan
+    if status != "ok":
+        n_star, lo, hi = (
+            (float("inf"), np.nan, np.nan) if status == "unreachable" else (np.nan,) * 3
+        )
+    return dict(
+        base,
+        target=target,
+        n_star=n_star,
+        n_star_lo=lo,
+        n_star_hi=hi,
+        status=status,
+        extrapolated=bool(target < base["err_min_measured"] or target > base["err_max_measured"]),
+        extrapolation=far,
+        beyond_limit=beyond,
+        family=model.name,
+        family_n_star=_family_spread(model, target),
+        replicates=model.draws.count if model.draws else 0,
+        note=note,
+        draws=draws,
+    )
+
+
+def _curve_answers(pts, metric, targets, model: CurveModel | str, limit) -> list[dict]:
+    """The answer rows of one curve (one per target); ``model``: its model, or why it has none."""
     means = pts.groupby("n")[metric].mean()
-    n, e = means.index.to_numpy(float), means.to_numpy(float)
     base = {
         "seeds": int(pts["seed"].nunique()),
-        "n_min_measured": float(n.min()),
-        "n_max_measured": float(n.max()),
-        "err_min_measured": float(e.min()),
-        "err_max_measured": float(e.max()),
+        "n_min_measured": float(means.index.min()),
+        "n_max_measured": float(means.index.max()),
+        "err_min_measured": float(means.min()),
+        "err_max_measured": float(means.max()),
     }
-    try:
-        name, _ = resolve_family(family, n, e, held_out_noise(pts, metric))
-        fit = fit_family(name, n, e)
-    except CaulkConfigError as err:
-        return [dict(base, target=t, n_star=np.nan, family="", note=str(err)) for t in targets]
-    pivot = pts.pivot_table(index="seed", columns="n", values=metric, aggfunc="mean")
-    reps = _replicate_n_star(pivot, draws, name, targets) if pivot.shape[0] > 1 else None
-    rows = []
-    for j, target in enumerate(targets):
-        n_star = fit.n_star(target)
-        draws_j = reps[:, j] if reps is not None else np.full(0, np.nan)
-        lo, hi = _quantiles(draws_j, level, pivot.shape[0])
-        far = _how_far(n_star, base["n_min_measured"], base["n_max_measured"])
-        note = _note(n_star, far, fit.asymptote, base["n_max_measured"])
-        rows.append(
-            dict(
-                base,
-                target=target,
-                n_star=n_star,
-                n_star_lo=lo,
-                n_star_hi=hi,
-                extrapolated=bool(target < e.min() or target > e.max()),
-                extrapolation=far,
-                family=name,
-                replicates=int(np.sum(~np.isnan(draws_j))),
-                note=note if reps is not None else (note + "; one seed: no interval").lstrip("; "),
-                draws=draws_j,
-            )
-        )
-    return rows
+    if isinstance(model, str):
+        return [
+            dict(base, target=t, n_star=np.nan, status="not_determinable", family="", note=model)
+            for t in targets
+        ]
+    return [_answer(model, base, t, limit) for t in targets]
 
 
 def sample_complexity(
@@ -169,20 +180,23 @@ def sample_complexity(
     family: str = "auto",
     replicates: int = 200,
     rng_seed: int = 0,
-    level: float = 0.95,
+    max_extrapolation: float = MAX_EXTRAPOLATION,
+    models: dict[tuple, CurveModel | str] | None = None,
 ) -> pd.DataFrame:
-    """Per curve and target error E: n*(E) on the curve's family fitted to the seed means,
-    its bootstrap interval (see the module doc), whether E lies outside the measured errors
-    (``extrapolated``) and how many times beyond the measured n range n* is (``extrapolation``);
-    n* = inf when E is at or below the fitted asymptote (said in ``note``). The ``draws``
-    column holds each row's replicate n* (paired across curves by index) for :func:`ratios`."""
-    draws = seed_draws(points["seed"], replicates, rng_seed)
+    """Per curve and target error E: n*(E) of the curve's averaged model (``family="auto"``)
+    or of one family, its 95% interval, its ``status`` (see the module doc), whether E lies
+    outside the measured errors (``extrapolated``), how many times beyond the measured n range
+    n* is (``extrapolation``) and whether that is over ``max_extrapolation`` (``beyond_limit``),
+    the model's name (``family``) and each family's own n* (``family_n_star``). The ``draws``
+    column holds each row's draws of n* for :func:`ratios`. ``models``: the curves' models
+    (:func:`caulk.analysis.models.curve_models`), else they are built here."""
+    if models is None:
+        models = curve_models(points, keys, metric, family, replicates, rng_seed)
     rows = []
     for group, pts in points.groupby(keys, dropna=False, sort=True):
-        group_row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
-        rows += [
-            {**group_row, **r} for r in _curve_answers(pts, metric, targets, family, draws, level)
-        ]
+        group = group if isinstance(group, tuple) else (group,)
+        answers = _curve_answers(pts, metric, targets, models[group], max_extrapolation)
+        rows += [{**dict(zip(keys, group, strict=True)), **r} for r in answers]
     return pd.DataFrame(rows).reindex(columns=[*keys, *ANSWER_COLUMNS, "draws"])
 
 
@@ -201,7 +215,8 @@ def _baseline_of(curve: pd.Series, base: pd.DataFrame, free: list[str]) -> pd.Da
 def ratios(
     answers: pd.DataFrame, keys: list[str], baseline: dict[str, str], level: float = 0.95
 ) -> pd.DataFrame:
-    """Per curve and target: n*(baseline) / n*(curve) with a paired bootstrap interval (> 1:
+    """Per curve and target: n*(baseline) / n*(curve) with an interval from the two curves'
+    draws taken in pairs (> 1:
     the curve needs that many times fewer examples). A curve's baseline is the curve the
     selector matches that agrees with it on every other key (so ``model=vit_pico`` compares
     each peft with vit_pico's same peft); curves without exactly one such baseline are left out."""
@@ -224,8 +239,7 @@ def ratios(
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = ref["n_star"] / row["n_star"]
             paired = np.asarray(ref["draws"], float) / np.asarray(row["draws"], float)
-        seeds = min(int(row["seeds"]), int(ref["seeds"]))
-        lo, hi = _quantiles(paired, level, seeds) if len(paired) else (np.nan, np.nan)
+        lo, hi = interval(paired, level) if len(paired) else (np.nan, np.nan)
         rows.append(
             {
                 **{k: row[k] for k in keys},
@@ -246,6 +260,8 @@ def _selector_text(selector: dict[str, str]) -> str:
 
 
 def _count(n: float) -> str:
+    if pd.isna(n):
+        return "-"
     return "inf" if not np.isfinite(n) else f"{n:,.0f}"
 
 
@@ -255,7 +271,7 @@ def answer_lines(answers: pd.DataFrame, ratio_table: pd.DataFrame, keys: list[st
     lines = []
     for _, r in answers.iterrows():
         ci = f" [{_count(r['n_star_lo'])}, {_count(r['n_star_hi'])}]"
-        ci = ci if np.isfinite(r["n_star_lo"]) else ""
+        ci = ci if pd.notna(r["n_star_lo"]) and np.isfinite(r["n_star_lo"]) else ""
         note = f" ({r['note']})" if isinstance(r["note"], str) and r["note"] else ""
         lines.append(
             f"{_curve_name(r, keys)}: n*({r['target']:.2f}) = {_count(r['n_star'])}{ci}"

@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from caulk.analysis.families import FamilyFit, fit_family  # noqa: E402
+from caulk.analysis.averaging import CurveModel  # noqa: E402
+from caulk.analysis.families import FAMILIES  # noqa: E402
 from caulk.analysis.fits import offset_law, seed_means  # noqa: E402
 from caulk.analysis.labels import (  # noqa: E402
     curve_label,
@@ -31,6 +32,7 @@ from caulk.analysis.labels import (  # noqa: E402
     sort_key,
     varying_keys,
 )
+from caulk.analysis.models import curve_model  # noqa: E402
 from caulk.errors import CaulkConfigError  # noqa: E402
 
 DPI = 150
@@ -101,7 +103,7 @@ class Curve:
     marker: str
     linestyle: str
     label: str
-    law: FamilyFit | None = None
+    law: CurveModel | None = None
 
 
 def _ordered_combos(table: pd.DataFrame, keys: list[str]) -> list[tuple]:
@@ -134,25 +136,29 @@ def _colour_order(table: pd.DataFrame, by: str) -> list[str]:
 
 def _fit_of(fits: pd.DataFrame, curve: dict, keys: list[str]) -> pd.Series | None:
     rows = matching_rows(fits, curve, keys)
-    if rows.empty or not np.isfinite(rows["c"].iloc[0]):
+    if rows.empty or not np.isfinite(rows.get("rate", pd.Series([np.nan])).iloc[0]):
         return None
     return rows.iloc[0]
 
 
-def _family_law(fit: pd.Series | None, means: pd.DataFrame) -> FamilyFit | None:
-    """The family the fits chose for this curve, fitted to its seed means as the answers fit it;
-    None when the fits name no family or it cannot be fitted."""
-    family = fit.get("family") if fit is not None else None
-    if not isinstance(family, str) or not family:
+def _curve_law(fit: pd.Series | None, pts: pd.DataFrame, metric: str) -> CurveModel | None:
+    """The curve's model as the answers fit it (its line only: no draws); None when the fits
+    have no model for it or it cannot be fitted."""
+    name = fit.get("family") if fit is not None else None
+    if not isinstance(name, str) or not name:
         return None
     try:
-        return fit_family(family, means["n"].to_numpy(float), means["mean"].to_numpy(float))
+        return curve_model(pts, metric, name if name in FAMILIES else "auto", replicates=0)
     except CaulkConfigError:
         return None
 
 
 def error_curves(
-    table: pd.DataFrame, fits: pd.DataFrame, keys: list[str], metric: str
+    table: pd.DataFrame,
+    fits: pd.DataFrame,
+    keys: list[str],
+    metric: str,
+    laws: dict | None = None,
 ) -> list[Curve]:
     """The curves of ``table`` (one per combination of ``keys``) with their look: a colour per
     model by parameter count, a marker and line style per combination of the other varying keys;
@@ -171,11 +177,11 @@ def error_curves(
         fit = _fit_of(fits, values, keys)
         style = tuple(key_text(values[k]) for k in style_keys)
         means = seed_means(pts, metric)
-        law = _family_law(fit, means)
+        given = (laws or {}).get(group if isinstance(group, tuple) else (group,))
+        law = given if isinstance(given, CurveModel) else _curve_law(fit, pts, metric)
+        law = law if fit is not None else None
         label = curve_label(values, shown)
-        label += f" · c={fit['c']:.2f}" if fit is not None else " · not fitted"
-        if law is not None and law.family != "pow3":
-            label += f" · {law.family} line"
+        label += f" · rate {fit['rate']:.2f} · {law.short_name}" if law else " · not fitted"
         curves.append(
             Curve(values, means, fit, colour[key_text(values[by])], *styles[style], label, law)
         )
@@ -256,11 +262,13 @@ def curves_figure(
     keys: list[str],
     metric: str,
     answers: pd.DataFrame | None = None,
+    models: dict | None = None,
 ) -> Figure:
     """Log-log ``metric`` vs n on one axes: a colour per model size, a marker and line style per
-    source m / method, 95% Student-t bands, the fitted laws, one legend entry per curve (with its c)
-    outside the axes; with ``answers``, the target errors with n* marked on each curve."""
-    curves = error_curves(table, fits, keys, metric)
+    source m / method, 95% Student-t bands, each curve's model line, one legend entry per curve
+    (with its rate) outside the axes; with ``answers``, the target errors with n* marked on each
+    curve. ``models``: the curves' models by key tuple (else refitted from the points)."""
+    curves = error_curves(table, fits, keys, metric, laws=models)
     fig = plt.figure(figsize=(8.0, 4.8), layout="constrained")
     ax = fig.add_subplot()
     handles = [_draw_curve(ax, c) for c in curves]
@@ -283,9 +291,11 @@ def plot_curves(
     path: Path,
     answers: pd.DataFrame | None = None,
     formats: Iterable[str] = ("png",),
+    models: dict | None = None,
 ) -> Path:
     """Save :func:`curves_figure` as ``path`` (PNG) and in ``formats`` beside it."""
-    return save_figure(curves_figure(table, fits, keys, metric, answers), path, formats)
+    figure = curves_figure(table, fits, keys, metric, answers, models)
+    return save_figure(figure, path, formats)
 
 
 def _dodge(x: np.ndarray, index: int, count: int) -> np.ndarray:
@@ -294,10 +304,11 @@ def _dodge(x: np.ndarray, index: int, count: int) -> np.ndarray:
 
 
 def exponents_figure(fits: pd.DataFrame, keys: list[str] | None = None) -> Figure:
-    """Fitted rate c (bootstrap CI) against backbone size N: a series per (peft, source m, ...),
+    """Each curve's local rate at its largest n (its model's; 95% interval) against backbone
+    size N: a series per (peft, source m, ...),
     its points labelled by model, lines only between points of the same series."""
     keys = keys or list(fits.columns[: list(fits.columns).index("backbone_params")])
-    good = fits[np.isfinite(pd.to_numeric(fits["c"], errors="coerce"))]
+    good = fits[np.isfinite(pd.to_numeric(fits["rate"], errors="coerce"))]
     series_keys = [k for k in varying_keys(fits, keys) if k != "model"]
     groups = list(good.groupby(series_keys, sort=False)) if series_keys else [((), good)]
     groups.sort(key=lambda g: tuple(sort_key(v) for v in np.atleast_1d(g[0])))
@@ -309,11 +320,11 @@ def exponents_figure(fits: pd.DataFrame, keys: list[str] | None = None) -> Figur
         rows = rows.sort_values("backbone_params")
         values = dict(zip(series_keys, np.atleast_1d(name), strict=True))
         x = _dodge(rows["backbone_params"].to_numpy(float), i, len(groups))
-        lo = (rows["c"] - rows["c_lo"]).clip(lower=0).fillna(0)
-        hi = (rows["c_hi"] - rows["c"]).clip(lower=0).fillna(0)
+        lo = (rows["rate"] - rows["rate_lo"]).clip(lower=0).fillna(0)
+        hi = (rows["rate_hi"] - rows["rate"]).clip(lower=0).fillna(0)
         ax.errorbar(
             x,
-            rows["c"],
+            rows["rate"],
             yerr=[lo, hi],
             marker=marker,
             capsize=3,
@@ -324,7 +335,7 @@ def exponents_figure(fits: pd.DataFrame, keys: list[str] | None = None) -> Figur
         for xi, (_, row) in zip(x, rows.iterrows(), strict=True):
             ax.annotate(
                 key_text(row.get("model", "")),
-                (xi, row["c"]),
+                (xi, row["rate"]),
                 xytext=(4, 3),
                 textcoords="offset points",
                 fontsize=7,
@@ -332,7 +343,7 @@ def exponents_figure(fits: pd.DataFrame, keys: list[str] | None = None) -> Figur
             )
     _log_axes(ax, y=False)
     ax.set_xlabel("backbone parameters N")
-    ax.set_ylabel("fitted rate c in e(n) = a + b·n$^{-c}$")
+    ax.set_ylabel("local rate $-$d log e / d log n at the largest n")
     ax.grid(True, which="major", alpha=0.35)
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     return fig

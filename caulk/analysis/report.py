@@ -157,16 +157,18 @@ def fits_table_html(fits: pd.DataFrame) -> str:
 def _problems(summary: dict[str, Any], failed: list[dict[str, str]], missing: list[str]) -> str:
     unreadable = summary.get("unreadable_records", [])
     skipped = summary.get("skipped_records", [])
-    if not (failed or missing or unreadable or skipped):
+    edge = summary.get("lambda_at_edge_records", [])
+    if not (failed or missing or unreadable or skipped or edge):
         return ""
     items = [
         *_warn_items("failed", failed),
         *(f"<li class='warn'>missing (no record): {html.escape(m)}</li>" for m in missing),
         *_warn_items("unreadable", unreadable),
         *_warn_items("skipped", skipped),
+        *_warn_items("λ at the edge of its grid", edge),
     ]
     return (
-        "<h2 class='warn'>Failed, missing, unreadable and skipped records</h2><ul>"
+        "<h2 class='warn'>Failed, missing, unreadable and skipped records; λ at a grid edge</h2><ul>"
         + "".join(items)
         + "</ul>"
     )

@@ -35,18 +35,10 @@ def _curve(row: pd.Series, shown: list[str]) -> str:
     return curve_label(row.to_dict(), shown)
 
 
-def _extrapolation_text(row: pd.Series) -> str:
-    if not bool(row.get("extrapolated", False)):
-        return ""
-    factor = row.get("extrapolation", np.nan)
-    if pd.notna(factor) and np.isfinite(factor):
-        return f" (extrapolated {factor:.2g}× beyond the largest n measured)"
-    return " (extrapolated beyond the largest n measured)"
-
-
 def answer_sentences(answers: pd.DataFrame, shown: list[str]) -> list[str]:
     """One sentence per (curve, target): ``vit_pico · linear · m=4000 needs 310 [240, 420]
-    examples for error 0.2 (extrapolated 2.1× beyond the largest n measured)``."""
+    examples for error 0.2 (avg(pow3 0.70, mmf4 0.30); extrapolated: n* is 2.1x the largest n
+    measured)``; an unreachable or undeterminable target says so, with the reason."""
     lines = []
     for _, row in answers.iterrows():
         name, target = _curve(row, shown), f"{row['target']:g}"
@@ -56,10 +48,15 @@ def answer_sentences(answers: pd.DataFrame, shown: list[str]) -> list[str]:
             lines.append(f"{name}: no n* for error {target}" + (f" ({note})" if note else ""))
             continue
         lo, hi = row.get("n_star_lo", np.nan), row.get("n_star_hi", np.nan)
-        interval = f" [{count_text(lo)}, {count_text(hi)}]" if np.isfinite([lo, hi]).all() else ""
+        interval = ""
+        if pd.notna(lo) and pd.notna(hi):
+            upper = count_text(hi) if np.isfinite(hi) else "∞"
+            interval = f" [{count_text(lo)}, {upper}]"
+        model = row.get("family") if isinstance(row.get("family"), str) else ""
+        details = "; ".join(x for x in (model, note) if x)
         lines.append(
             f"{name} needs {count_text(n_star)}{interval} examples for error {target}"
-            f"{_extrapolation_text(row)}" + (f"; {note}" if note else "")
+            + (f" ({details})" if details else "")
         )
     return lines
 
@@ -98,19 +95,25 @@ def transfer_sentence(law: dict) -> str:
 
 
 def rate_sentences(fits: pd.DataFrame, shown: list[str]) -> list[str]:
-    """One sentence per fitted curve: its rate c and asymptote a, with their intervals."""
+    """One sentence per curve, from its model (the one the answers use): the local rate at the
+    largest n and the error it levels off at, with their intervals."""
     lines = []
     for _, f in fits.iterrows():
-        if not np.isfinite(f.get("c", np.nan)):
-            lines.append(f"{_curve(f, shown)}: not fitted ({f.get('message', '')})")
+        if not np.isfinite(f.get("rate", np.nan)):
+            why = f.get("model_message") or f.get("message", "")
+            lines.append(f"{_curve(f, shown)}: not fitted ({why})")
             continue
-        ci = (
-            f" [{f['c_lo']:.2f}, {f['c_hi']:.2f}]"
-            if np.isfinite([f.get("c_lo", np.nan), f.get("c_hi", np.nan)]).all()
-            else ""
+        lines.append(
+            f"{_curve(f, shown)}: error falls as n^-{f['rate']:.2f}{_ci(f, 'rate', '.2f')} at "
+            f"n={count_text(f['rate_at_n'])}, levelling off at {f['asymptote']:.3g}"
+            f"{_ci(f, 'asymptote', '.3g')} ({f['family']})"
         )
-        lines.append(f"{_curve(f, shown)}: error falls as n^-{f['c']:.2f}{ci} towards {f['a']:.3g}")
     return lines
+
+
+def _ci(f: pd.Series, key: str, fmt: str) -> str:
+    lo, hi = f.get(f"{key}_lo", np.nan), f.get(f"{key}_hi", np.nan)
+    return f" [{lo:{fmt}}, {hi:{fmt}}]" if np.isfinite([lo, hi]).all() else ""
 
 
 @dataclass

@@ -74,7 +74,9 @@ def log_aggregate(
         )
         for _, f in fits.iterrows():
             name = "/".join(str(f[k]) for k in keys)
-            run.summary[f"rate_c/{name}"] = f["c"]
+            run.summary[f"rate/{name}"] = f.get("rate")
+            run.summary[f"asymptote/{name}"] = f.get("asymptote")
+            run.summary[f"model/{name}"] = f.get("family")
         return run.dir
     finally:
         offline_dir = offline_run_dir(run)
