@@ -151,52 +151,12 @@ def test_records_are_strict_json_whatever_the_payload(tmp_path):
     assert _strict(path) == {"a": None, "b": [None, 1.0]}
 
 
-@pytest.mark.slow
-def test_sigterm_exits_143_and_records_the_interrupted_point(tmp_path):
-    out = tmp_path / "run"
+def _train_until_the_n20_point_trains(out: Path, ns: str) -> tuple[subprocess.Popen, list]:
+    """Start ``caulk.train`` on a curve (n in ``ns``, seeds 0 and 1) and return once its n=20
+    point is training (``WaitForSigterm`` holds it there); the process and its command."""
     args = [
         *FAST,
-        "curve.n=[10,20,40,80]",
-        "curve.seeds=[0,1]",
-        "cache.features=false",
-        "trainer.max_steps=30",
-        "+callbacks.wait._target_=tests.helpers.WaitForSigterm",
-        f"hydra.run.dir={out}",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "caulk.train", *args],
-        cwd=REPO,
-        env=cli_env(CAULK_TEST_SIGTERM_N="20"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    marker = out / "n20_s0" / "waiting_for_sigterm"
-    deadline = time.monotonic() + 240
-    while not marker.exists() and proc.poll() is None:  # the n=20 point is training now
-        assert time.monotonic() < deadline, "the n=20 point never started"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-    statuses = {p.parent.name: _strict(p)["status"] for p in out.glob("n*_s*/record.json")}
-    assert statuses == {"n10_s0": "ok", "n10_s1": "ok", "n20_s0": "interrupted"}
-
-
-def _interrupted_cleanly(proc: subprocess.Popen) -> None:
-    """Exit 130 after SIGINT, and one line on stderr for it (no traceback)."""
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    assert "Traceback" not in err, err[-3000:]
-    assert err.strip().splitlines()[-1] == INTERRUPTED
-
-
-@pytest.mark.slow
-def test_sigint_while_a_point_trains_exits_130_in_one_line_and_the_relaunch_resumes(tmp_path):
-    out = tmp_path / "run"
-    args = [
-        *FAST,
-        "curve.n=[10,20]",
+        f"curve.n={ns}",
         "curve.seeds=[0,1]",
         "cache.features=false",
         "trainer.max_steps=30",
@@ -217,6 +177,32 @@ def test_sigint_while_a_point_trains_exits_130_in_one_line_and_the_relaunch_resu
     while not marker.exists() and proc.poll() is None:  # the n=20 point is training now
         assert time.monotonic() < deadline, "the n=20 point never started"
         time.sleep(0.2)
+    return proc, cmd
+
+
+@pytest.mark.slow
+def test_sigterm_exits_143_and_records_the_interrupted_point(tmp_path):
+    out = tmp_path / "run"
+    proc, _ = _train_until_the_n20_point_trains(out, "[10,20,40,80]")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    statuses = {p.parent.name: _strict(p)["status"] for p in out.glob("n*_s*/record.json")}
+    assert statuses == {"n10_s0": "ok", "n10_s1": "ok", "n20_s0": "interrupted"}
+
+
+def _interrupted_cleanly(proc: subprocess.Popen) -> None:
+    """Exit 130 after SIGINT, and one line on stderr for it (no traceback)."""
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == INTERRUPTED
+
+
+@pytest.mark.slow
+def test_sigint_while_a_point_trains_exits_130_in_one_line_and_the_relaunch_resumes(tmp_path):
+    out = tmp_path / "run"
+    proc, cmd = _train_until_the_n20_point_trains(out, "[10,20]")
     proc.send_signal(signal.SIGINT)  # what Ctrl+C sends
     _interrupted_cleanly(proc)
     statuses = {p.parent.name: _strict(p)["status"] for p in out.glob("n*_s*/record.json")}
