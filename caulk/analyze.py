@@ -208,6 +208,7 @@ def analyze(
         summary = _summary(sweep_dirs, collection, ok, skipped, metric, keys, fits)
         summary.update(transfer_law=law, transfer_note=transfer_note)
         summary.update(_answers_summary(questions, answers, ratio_table))
+        summary["backbone_runs_note"] = backbone_runs_note(ok, keys)
         files["report.html"] = write_report(
             work,
             summary,
@@ -349,6 +350,24 @@ def _summary(
         "groups": int(len(fits)),
         "fitted_groups": int(np.isfinite(fits["c"]).sum()) if "c" in fits else 0,
     }
+
+
+def backbone_runs_note(points: pd.DataFrame, keys: list[str]) -> str:
+    """What ratios between backbones leave out when every curve rests on one backbone run: one
+    zoo pre-training run (``zoo_entry``) or one random init (``init_seed``) per curve; "" when
+    some curve has several, or the records say neither."""
+    runs = [c for c in ("zoo_entry", "init_seed") if c in points and points[c].notna().any()]
+    if not runs or "model" not in keys:
+        return ""
+    per_curve = points.groupby(keys, dropna=False)[runs].nunique(dropna=True).max(axis=1)
+    if (per_curve > 1).any():
+        return ""
+    return (
+        "Each curve rests on a single backbone run (one zoo pre-training run or random init per "
+        "model): the intervals carry the training subsets' seeds and the curve family, not the "
+        "backbone's own randomness. Sweep model.init_seed (random init) or the zoo's "
+        "pre-training seed to put it in."
+    )
 
 
 def lambda_at_edge(points: pd.DataFrame) -> list[dict[str, str]]:
@@ -529,6 +548,8 @@ def format_analysis(result: Analysis) -> str:
     if result.answers is not None:
         ratio_table = result.ratios if result.ratios is not None else pd.DataFrame()
         lines += [f"  {line}" for line in answer_lines(result.answers, ratio_table, s["group_by"])]
+        if len(ratio_table) and s.get("backbone_runs_note"):
+            lines.append(f"  note: {s['backbone_runs_note']}")
     lines.append(f"  outputs in {result.out} (report.html)")
     return "\n".join(lines)
 

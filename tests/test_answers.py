@@ -221,3 +221,33 @@ def test_a_curve_that_never_reaches_the_target_gets_no_ratio_but_a_plain_sentenc
     lines = answer_lines(answers, table, KEYS)
     assert "flat linear vs base linear for error 0.20: no ratio" in lines[-1]
     assert "flat linear: n*(0.20) = inf" in "\n".join(lines)
+
+
+def test_ratios_say_when_each_backbone_rests_on_one_pretraining_run(tmp_path, capsys):
+    """One zoo entry per model: the console and the report say the ratio's interval leaves out
+    the backbone's own randomness; two pre-training runs of a model (as seeds) drop the note."""
+    sweep = tmp_path / "sweep"
+    _write_sweep(sweep, np.random.default_rng(4))
+    for path in sweep.rglob("record.json"):
+        record = json.loads(path.read_text())
+        write_json_atomic(path, {**record, "zoo_entry": f"caulk_{record['model']}-m4000-s0"})
+    argv = [
+        str(sweep),
+        "--target-error",
+        "0.2",
+        "--baseline",
+        "model=vit_pico",
+        "--bootstrap",
+        "20",
+    ]
+    assert main(argv) == 0
+    note = "Each curve rests on a single backbone run"
+    assert f"  note: {note}" in capsys.readouterr().out
+    assert note in (sweep / "analysis" / "report.html").read_text()
+
+    for path in sweep.rglob("record.json"):  # odd seeds: a second pre-training run
+        record = json.loads(path.read_text())
+        entry = f"caulk_{record['model']}-m4000-s{record['seed'] % 2}"
+        write_json_atomic(path, {**record, "zoo_entry": entry})
+    assert main(argv) == 0
+    assert note not in capsys.readouterr().out

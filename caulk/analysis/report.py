@@ -66,6 +66,13 @@ def _items(title: str, lines: list[str]) -> str:
     return f"<h3>{html.escape(title)}</h3><ul class='answers'>{body}</ul>"
 
 
+def _ratio_lines(summary: dict[str, Any], ratios: pd.DataFrame | None, shown: list[str]):
+    """The ratio sentences, then what their intervals leave out (``backbone_runs_note``)."""
+    lines = ratio_sentences(ratios, shown) if ratios is not None else []
+    note = summary.get("backbone_runs_note")
+    return [*lines, note] if lines and note else lines
+
+
 def _answers_section(
     summary: dict[str, Any],
     fits: pd.DataFrame,
@@ -81,13 +88,14 @@ def _answers_section(
     )
     parts = [
         _items("Examples needed", answer_sentences(answers, shown) if answers is not None else []),
-        _items(
-            "Compared with a baseline", ratio_sentences(ratios, shown) if ratios is not None else []
-        ),
+        _items("Compared with a baseline", _ratio_lines(summary, ratios, shown)),
         _items(
             "Effective data transferred", [transfer_sentence(transfer_law)] if transfer_law else []
         ),
-        _items("Rates: e(n) = a + b n^-c", rate_sentences(fits, shown) if "c" in fits else []),
+        _items(
+            "Rates (each curve's model, at its largest n)",
+            rate_sentences(fits, shown) if "rate" in fits else [],
+        ),
     ]
     if not any(parts):
         return ""
