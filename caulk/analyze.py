@@ -27,6 +27,7 @@ from caulk.analysis.answers import (
 from caulk.analysis.collect import Collection, check_sweep_dirs, collect_records
 from caulk.analysis.families import FAMILIES
 from caulk.analysis.fits import CurveFit, fit_groups, seed_means
+from caulk.analysis.labels import curve_label, varying_keys
 from caulk.analysis.models import curve_models, model_table
 from caulk.analysis.output import staged
 from caulk.analysis.report import count_line, write_report
@@ -536,8 +537,9 @@ def format_analysis(result: Analysis) -> str:
         lines.append(f"  skipped: {f['path']}: {f['message'][:160]}")
     for f in s["lambda_at_edge_records"]:
         lines.append(f"  λ at a grid edge: {f['path']}: {f['message']}")
+    shown = varying_keys(result.fits, s["group_by"]) if len(result.fits) else []
     for _, f in result.fits.iterrows():
-        lines.append(f"  {model_line(f, s['group_by'])}")
+        lines.append(f"  {model_line(f, shown)}")
     if s["transfer_law"]:
         t = s["transfer_law"]
         lines.append(
@@ -554,9 +556,10 @@ def format_analysis(result: Analysis) -> str:
     return "\n".join(lines)
 
 
-def model_line(f: pd.Series, keys: list[str]) -> str:
-    """A curve's model in one console line: its name, local rate and floor with intervals."""
-    name = " ".join(str(f[k]) for k in keys)
+def model_line(f: pd.Series, shown: list[str]) -> str:
+    """A curve's model in one console line: its name (``shown`` keys, as the report names it),
+    the model, its local rate and floor with intervals."""
+    name = curve_label(f.to_dict(), shown)
     if not np.isfinite(f.get("rate", np.nan)):
         return f"{name}: not fitted ({f.get('model_message') or f.get('message', '')})"
     return (

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from caulk.analysis.averaging import CurveModel, n_star_batch
+from caulk.analysis.labels import curve_label, varying_keys
 from caulk.analysis.models import curve_models
 from caulk.errors import CaulkConfigError
 
@@ -196,12 +197,17 @@ def sample_complexity(
     for group, pts in points.groupby(keys, dropna=False, sort=True):
         group = group if isinstance(group, tuple) else (group,)
         answers = _curve_answers(pts, metric, targets, models[group], max_extrapolation)
-        rows += [{**dict(zip(keys, group, strict=True)), **r} for r in answers]
-    return pd.DataFrame(rows).reindex(columns=[*keys, *ANSWER_COLUMNS, "draws"])
+        names = dict(zip(keys, group, strict=True))
+        if "peft_knob" in pts and "peft_knob" not in names:  # "rank=8", as the legend says
+            names["peft_knob"] = pts["peft_knob"].iloc[0]
+        rows += [{**names, **r} for r in answers]
+    knob = ["peft_knob"] if any("peft_knob" in r for r in rows) and "peft_knob" not in keys else []
+    return pd.DataFrame(rows).reindex(columns=[*keys, *knob, *ANSWER_COLUMNS, "draws"])
 
 
-def _curve_name(row: pd.Series, keys: list[str]) -> str:
-    return " ".join(str(row[k]) for k in keys)
+def _curve_name(row: pd.Series, shown: list[str]) -> str:
+    """The curve's name as the report and the figures write it: ``vit_pico · lora · rank=8``."""
+    return curve_label(row.to_dict(), shown)
 
 
 def _baseline_of(curve: pd.Series, base: pd.DataFrame, free: list[str]) -> pd.DataFrame:
@@ -229,6 +235,8 @@ def ratios(
     if not is_base.any():
         raise CaulkConfigError(f"--baseline {_selector_text(baseline)} matches no curve")
     free = [k for k in keys if k not in baseline]
+    shown = varying_keys(answers, keys)
+    knob = ["peft_knob"] if "peft_knob" in answers and "peft_knob" not in keys else []
     rows = []
     for _, row in answers[~is_base].iterrows():
         ref = _baseline_of(row, answers[is_base], free)
@@ -242,8 +250,8 @@ def ratios(
         lo, hi = interval(paired, level) if len(paired) else (np.nan, np.nan)
         rows.append(
             {
-                **{k: row[k] for k in keys},
-                "baseline": _curve_name(ref, keys),
+                **{k: row[k] for k in [*keys, *knob]},
+                "baseline": _curve_name(ref, shown),
                 "target": row["target"],
                 "ratio": float(ratio),
                 "ratio_lo": lo,
@@ -251,7 +259,7 @@ def ratios(
                 "extrapolated": bool(row["extrapolated"] or ref["extrapolated"]),
             }
         )
-    cols = [*keys, "baseline", "target", "ratio", "ratio_lo", "ratio_hi", "extrapolated"]
+    cols = [*keys, *knob, "baseline", "target", "ratio", "ratio_lo", "ratio_hi", "extrapolated"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -268,19 +276,20 @@ def _count(n: float) -> str:
 def answer_lines(answers: pd.DataFrame, ratio_table: pd.DataFrame, keys: list[str]) -> list[str]:
     """The answers in plain words, e.g. ``vit_pico linear: n*(0.20) = 310 [240, 420]`` and
     ``vit_nano linear needs 2.3x [1.8, 2.9] fewer examples than vit_pico linear for error 0.20``."""
+    shown = varying_keys(answers, keys)
     lines = []
     for _, r in answers.iterrows():
         ci = f" [{_count(r['n_star_lo'])}, {_count(r['n_star_hi'])}]"
         ci = ci if pd.notna(r["n_star_lo"]) and np.isfinite(r["n_star_lo"]) else ""
         note = f" ({r['note']})" if isinstance(r["note"], str) and r["note"] else ""
         lines.append(
-            f"{_curve_name(r, keys)}: n*({r['target']:.2f}) = {_count(r['n_star'])}{ci}"
+            f"{_curve_name(r, shown)}: n*({r['target']:.2f}) = {_count(r['n_star'])}{ci}"
             f" [{r['family']}]{note}"
         )
     for _, r in ratio_table.iterrows():
         if not 0 < r["ratio"] < np.inf:
             lines.append(
-                f"{_curve_name(r, keys)} vs {r['baseline']} for error {r['target']:.2f}: "
+                f"{_curve_name(r, shown)} vs {r['baseline']} for error {r['target']:.2f}: "
                 "no ratio (an n* is unreachable or zero)"
             )
             continue
@@ -290,7 +299,7 @@ def answer_lines(answers: pd.DataFrame, ratio_table: pd.DataFrame, keys: list[st
             lo, hi = sorted((inv(r["ratio_lo"]), inv(r["ratio_hi"])))
         ci = f" [{lo:.2g}, {hi:.2g}]" if np.isfinite(lo) and np.isfinite(hi) else ""
         lines.append(
-            f"{_curve_name(r, keys)} needs {inv(r['ratio']):.2g}x{ci} "
+            f"{_curve_name(r, shown)} needs {inv(r['ratio']):.2g}x{ci} "
             f"{'more' if more else 'fewer'} examples than {r['baseline']} for error "
             f"{r['target']:.2f}" + (" (extrapolated)" if r["extrapolated"] else "")
         )
