@@ -103,10 +103,16 @@ def rate_sentences(fits: pd.DataFrame, shown: list[str]) -> list[str]:
             why = f.get("model_message") or f.get("message", "")
             lines.append(f"{_curve(f, shown)}: not fitted ({why})")
             continue
+        at = f.get("rate_at_n", np.nan)
+        where = f" at n={count_text(at)}" if pd.notna(at) else ""
+        floor = f.get("asymptote", np.nan)
+        towards = (
+            f", levelling off at {floor:.3g}{_ci(f, 'asymptote', '.3g')}" if pd.notna(floor) else ""
+        )
+        model = f" ({f['family']})" if isinstance(f.get("family"), str) and f["family"] else ""
         lines.append(
-            f"{_curve(f, shown)}: error falls as n^-{f['rate']:.2f}{_ci(f, 'rate', '.2f')} at "
-            f"n={count_text(f['rate_at_n'])}, levelling off at {f['asymptote']:.3g}"
-            f"{_ci(f, 'asymptote', '.3g')} ({f['family']})"
+            f"{_curve(f, shown)}: error falls as n^-{f['rate']:.2f}{_ci(f, 'rate', '.2f')}"
+            f"{where}{towards}{model}"
         )
     return lines
 
