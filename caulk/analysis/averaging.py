@@ -373,7 +373,7 @@ def _fit_one(family: Family, n, e, w) -> BatchFit:
     return fit_batch(family, n, np.asarray(e, float)[None], w)
 
 
-def _held_out(m: int) -> int:
+def held_out(m: int) -> int:
     """How many of the largest n a backtest holds out: 1 below 6 distinct n, else 2."""
     return 1 if m < 6 else 2
 
@@ -388,7 +388,7 @@ def family_weights(
     a curve the seed noise does not explain spreads the weight); weights under MIN_WEIGHT are
     dropped. Families with too many parameters for the kept n sit the backtest out (only the fit
     to all n scores them). Also returns the first row's mean |held-out error| per family."""
-    keep = np.arange(len(n)) < len(n) - _held_out(len(n))
+    keep = np.arange(len(n)) < len(n) - held_out(len(n))
     names, loglik, scores = list(full), [], {}
     for name in names:
         fit = full[name]
@@ -480,10 +480,3 @@ def _bootstrap(model: CurveModel, families, replicates: int, rng_seed: int) -> D
     full = {f: fit_batch(fam, model.n, data, 1 / se**2) for f, fam in usable.items()}
     weights, names, _ = family_weights(model.n, data, se, usable, full, 1.0)
     return Draws({f: full[f] for f in names}, weights)
-
-
-def rates(fit: BatchFit, at: float) -> np.ndarray:
-    """(R,) local rates -d log(e) / d log(n) of a batch of fits at ``at``."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo, hi = np.log(fit.predict([at / 1.01, at * 1.01])).T
-        return -(hi - lo) / (2 * np.log(1.01))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from caulk.analysis.averaging import CurveModel, fit_curve_model
+from caulk.analysis.averaging import CurveModel, fit_curve_model, held_out
 from caulk.analysis.families import FAMILIES
 from caulk.errors import CaulkConfigError
 
@@ -53,16 +53,12 @@ def model_row(model: CurveModel) -> dict:
         "noise_scale": model.scale,
         "at_bound": ",".join(_at_bound(model, lead)),
         "family_params": "; ".join(f"{f}: {_params_text(model, f)}" for f in model.weights),
-        "backtest_n": float(model.n[-_held_out_count(model)]),
+        "backtest_n": float(model.n[-held_out(len(model.n))]),
     }
     row["rate_lo"], row["rate_hi"] = _interval(rate_draws)
     row["asymptote_lo"], row["asymptote_hi"] = _interval(floor_draws)
     row.update({f"backtest_{f}": model.backtest.get(f, np.nan) for f in FAMILIES})
     return row
-
-
-def _held_out_count(model: CurveModel) -> int:
-    return 1 if len(model.n) < 6 else 2
 
 
 def _params_text(model: CurveModel, family: str) -> str:
