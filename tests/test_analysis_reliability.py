@@ -314,3 +314,14 @@ def test_a_lambda_at_the_edge_of_its_grid_is_flagged_in_the_console_report_and_s
         f"{edge}: λ at the low end of peft.lambdas"
         in (sweep / "analysis" / "report.html").read_text()
     )
+
+
+@pytest.mark.parametrize("value", ["0.5", "nan", "-1"])
+def test_a_max_extrapolation_below_1_is_one_line_before_any_work(tmp_path, value):
+    sweep = _good_sweep(tmp_path / "sweep")
+    proc = _analyze(str(sweep), "--target-error", "0.2", f"--max-extrapolation={value}")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"caulk: error: --max-extrapolation must be a factor >= 1, got {float(value)}"
+    ]
+    assert not (sweep / "analysis").exists() and not _leftovers(sweep)
