@@ -366,8 +366,8 @@ def backbone_runs_note(points: pd.DataFrame, keys: list[str]) -> str:
     return (
         "Each curve rests on a single backbone run (one zoo pre-training run or random init per "
         "model): the intervals carry the training subsets' seeds and the curve family, not the "
-        "backbone's own randomness. Sweep model.init_seed (random init) or the zoo's "
-        "pre-training seed to put it in."
+        "backbone's own randomness. To put it in, give each seed its own backbone: "
+        "model.init_seed='${seed}' (random init) or model.source_seed='${seed}' (zoo)."
     )
 
 

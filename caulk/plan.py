@@ -7,6 +7,8 @@ finds the points a relaunched sweep already finished (``caulk.cluster.finished_r
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +205,26 @@ def make_plan(cfg: DictConfig) -> CurvePlan:
             PointPlan(dm.n, seed, point_cfgs[i], resolved[i], dm, point_dir, done, budgets[i])
         )
     return CurvePlan(cfg, curve, plans)
+
+
+def backbone_plans(plan: CurvePlan) -> list[CurvePlan]:
+    """``plan`` split by the backbone its points resolve to (their ``model`` config), in order of
+    first appearance: a curve whose ``model.init_seed`` or ``model.source_seed`` follows the run
+    seed (``'${seed}'``) builds the backbone each of its points names. ``[plan]`` when all share
+    one backbone."""
+    keys = [json.dumps(p.resolved["model"], sort_keys=True) for p in plan.points]
+    if len(set(keys)) < 2:
+        return [plan]
+    groups: dict[str, list[PointPlan]] = {}
+    for key, point in zip(keys, plan.points, strict=True):
+        groups.setdefault(key, []).append(point)
+    plans = []
+    for points in groups.values():
+        cfg = plan.cfg.copy()
+        with open_dict(cfg):
+            cfg.model = OmegaConf.create(points[0].resolved["model"])
+        plans.append(dataclasses.replace(plan, cfg=cfg, points=points))
+    return plans
 
 
 def budgeted_cfgs(

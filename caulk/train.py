@@ -19,8 +19,8 @@ from caulk.cli import CONFIG_DIR, announce_job, reject_job, run_cli
 from caulk.cluster import is_global_zero
 from caulk.console import quiet_console
 from caulk.errors import CaulkConfigError
-from caulk.plan import is_curve, make_plan
-from caulk.run.curve import run_curve
+from caulk.plan import backbone_plans, is_curve, make_plan
+from caulk.run.curve import CurvePointsFailed, run_curve
 from caulk.run.record import format_curve_summary, format_summary
 from caulk.run.tuned import run_tuned
 from caulk.tune import is_tuned
@@ -43,14 +43,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     """Run every (n, seed) point of ``caulk.plan.curve_points(cfg)`` in this process.
 
-    The backbone is built (and its weights loaded) once; each point adapts a fresh copy. Single
+    The backbone is built (and its weights loaded) once, or once per backbone when the points
+    name several (``model.init_seed='${seed}'``); each point adapts a fresh copy. Single
     runs write ``<output_dir>/record.json``; curve runs write ``<output_dir>/n<n>_s<seed>/record.json``
     and log all points to one W&B run with n as x-axis. Every point is validated before any
     training. A failed point leaves a failed record, the others still run, and the job then raises.
     """
     start = time.perf_counter()
+    run = run_tuned if is_tuned(cfg) else run_curve
+    records, failures = {}, []
     plan = make_plan(cfg)
-    return (run_tuned if is_tuned(cfg) else run_curve)(plan, start)
+    for part in backbone_plans(plan):  # one per backbone when model.init_seed follows the seed
+        try:
+            records.update(zip(map(id, part.points), run(part, start), strict=True))
+        except CurvePointsFailed as e:  # the other backbones' points still run
+            failures.append(e)
+        start = time.perf_counter()
+    if failures:
+        raise failures[0]
+    return [records[id(p)] for p in plan.points]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -22,6 +22,30 @@ def test_curve_writes_one_record_per_point_matching_single_runs(fast_cfg, tmp_pa
     assert (out / "n40_s1" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.parametrize("engine", ["cache.loop=fast", "cache.features=false"])
+def test_init_seed_following_the_seed_gives_each_point_its_own_backbone(fast_cfg, tmp_path, engine):
+    """``model.init_seed='${seed}'`` is the backbone seed axis: every point is the single run
+    with that init, not the first point's backbone reused (records must not claim an init they
+    did not train on)."""
+    out = tmp_path / "curve"
+    cfg = fast_cfg("curve.n=[20]", "curve.seeds=[0,1]", "model.init_seed=${seed}", engine, out=out)
+    records = {r["seed"]: r for r in train_curve(cfg)}
+    assert [records[s]["init_seed"] for s in (0, 1)] == [0, 1]
+    for seed in (0, 1):
+        single = train(
+            fast_cfg(
+                "data.n=20",
+                f"seed={seed}",
+                f"model.init_seed={seed}",
+                engine,
+                out=tmp_path / f"single{seed}",
+            )
+        )
+        assert records[seed]["test_error"] == single["test_error"]
+    fixed = train(fast_cfg("data.n=20", "seed=1", "model.init_seed=0", engine, out=tmp_path / "f"))
+    assert fixed["test_error"] != records[1]["test_error"]  # the init does change the point
+
+
 def test_a_bad_n_anywhere_in_the_grid_fails_before_any_work(fast_cfg, tmp_path):
     out = tmp_path / "curve"
     with pytest.raises(CaulkConfigError, match="larger than the training pool"):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from caulk.backbones import create_backbone
 from caulk.errors import CaulkConfigError
 from caulk.pretrain import pretrain
-from caulk.train import train
+from caulk.train import train, train_curve
 from caulk.zoo.sources import GlyphDataset, GlyphTask
 from caulk.zoo.store import entry_for, verify
 from tests.conftest import CONF, REPO, cli_env
@@ -259,6 +259,23 @@ def test_weights_zoo_builds_a_missing_entry_once_then_reuses_it(fast_cfg, tmp_pa
         assert record["status"] == "ok" and record["weights"] == "zoo"
         assert record["source_m"] == 40 and record["zoo_entry"] == meta["name"]
         assert record["source_accuracy"] == meta["source_accuracy"]
+
+
+def test_source_seed_following_the_seed_pretrains_a_backbone_per_seed(fast_cfg, tmp_path):
+    """``model.source_seed='${seed}'``: a curve's seeds each adapt their own pre-training run,
+    the one a single run with that source seed uses."""
+    zoo = tmp_path / "zoo"
+    common = ["model=vit_femto", "model.weights=zoo", "model.source_m=40", *TINY_SOURCE]
+    common.append(f"paths.zoo_dir={zoo}")
+    curve = fast_cfg(*common, "curve.n=[20]", "curve.seeds=[0,1]", "model.source_seed=${seed}")
+    records = {r["seed"]: r for r in train_curve(curve)}
+    assert len(list(zoo.glob("*.json"))) == 2
+    assert records[0]["zoo_entry"] != records[1]["zoo_entry"]
+    single = train(
+        fast_cfg(*common, "data.n=20", "seed=1", "model.source_seed=1", out=tmp_path / "s")
+    )
+    assert single["zoo_entry"] == records[1]["zoo_entry"]
+    assert single["test_error"] == records[1]["test_error"]
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,10 @@ def _grid_heads(
     }
 
 
+class CurvePointsFailed(RuntimeError):
+    """Some points of a curve failed (each has its failed record); the others ran."""
+
+
 def _all_done(plan: CurvePlan) -> list[dict[str, Any]]:
     log.info("all %d point(s) already have an ok record: skipped", len(plan.points))
     return [p.done for p in plan.points]
@@ -182,7 +186,7 @@ def run_curve(
         records = _run_points(plan, ctx, start)
     failed = [r for r in records if r["status"] != "ok"]
     if plan.curve and failed and strict:
-        raise RuntimeError(
+        raise CurvePointsFailed(
             f"{len(failed)} of {len(records)} curve points failed; first: {failed[0]['message']}"
         )
     return records
