@@ -153,6 +153,7 @@ def check_tune(cfg: DictConfig, ns: list[int], validate_candidate) -> None:
     """Check ``cfg``'s tune section before any work; ``ns`` are the points' sizes and
     ``validate_candidate(cfg)`` checks a candidate's whole config. One-line CaulkConfigError."""
     if not is_tuned(cfg):
+        _check_untuned_validation(cfg)
         return
     grid = grid_of(cfg)
     if not grid:
@@ -172,6 +173,20 @@ def check_tune(cfg: DictConfig, ns: list[int], validate_candidate) -> None:
             raise CaulkConfigError(f"tune.grid candidate {cand.values}: {e}") from None
     if validation_policy(cfg) == "within_n":
         _check_within_n(cfg, ns)
+
+
+def _check_untuned_validation(cfg: DictConfig) -> None:
+    """Without a grid, ``within_n`` only applies to a ridge probe's λ: refuse it elsewhere rather
+    than let the setting silently do nothing."""
+    if validation_policy(cfg) != "within_n":
+        return
+    solver = str(cfg.peft.get("solver", "sgd")) if cfg.peft.name == "linear" else None
+    if solver in (None, "sgd"):  # lbfgs: caulk.engines.solvers refuses it in its own words
+        method = f"peft.solver={solver}" if solver else f"peft={cfg.peft.name}"
+        raise CaulkConfigError(
+            f"tune.validation=within_n with tune=none and {method} selects nothing: only a ridge "
+            f"probe chooses λ without a grid; add tune=grid or use peft.solver=ridge"
+        )
 
 
 def _check_within_n(cfg: DictConfig, ns: list[int]) -> None:

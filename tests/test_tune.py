@@ -182,6 +182,18 @@ def test_bad_tune_input_is_one_line_before_any_work(fast_cfg, tmp_path, override
     assert not out.exists()
 
 
+@pytest.mark.parametrize("method", [["peft.solver=sgd"], ["peft=lora"]])
+def test_within_n_without_a_grid_is_refused_unless_a_ridge_probe_uses_it(
+    fast_cfg, tmp_path, method
+):
+    out = tmp_path / "never"
+    cfg = fast_cfg("tune=none", "tune.validation=within_n", *method, out=out)
+    with pytest.raises(CaulkConfigError, match="within_n with tune=none .* selects nothing") as e:
+        train_curve(cfg)
+    assert "\n" not in str(e.value)
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_tuned_points_reach_the_curves_wandb_run(fast_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
