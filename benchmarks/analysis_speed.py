@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import parse_args, print_result  # noqa: E402
 
-from caulk.analyze import Questions, analyze  # noqa: E402
+from caulk.analysis.options import Questions  # noqa: E402
+from caulk.analysis.pipeline import analyze  # noqa: E402
 from caulk.run.record import write_json_atomic  # noqa: E402
 
 NS = (10, 20, 40, 80, 160, 320, 640)

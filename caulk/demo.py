@@ -28,7 +28,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from caulk.analyze import Questions, analyze, format_analysis
+from caulk.analysis.console import format_analysis
+from caulk.analysis.options import Questions
+from caulk.analysis.pipeline import analyze
 from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
 from caulk.errors import CaulkConfigError, check_writable, one_line
 from caulk.plan import validate_config

@@ -12,7 +12,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from caulk.analyze import analyze, format_analysis
+from caulk.analysis.console import format_analysis
+from caulk.analysis.pipeline import analyze
 
 log = logging.getLogger("caulk.analyze")
 
