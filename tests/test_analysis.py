@@ -33,13 +33,41 @@ def _noisy_curve(a, b, c, seeds, noise, rng):
     ("a", "b", "c"), [(0.05, 1.0, 0.2), (0.1, 2.0, 0.5), (0.02, 3.0, 0.8), (0.0, 1.5, 1.0)]
 )
 def test_fitter_recovers_planted_exponents(a, b, c):
+    """Within 4 standard deviations of least squares' own precision (the inverse Fisher
+    information at the truth): e.g. c = 0.2 +- 0.011, not +- 0.1."""
     rng = np.random.default_rng(0)
     pts = _noisy_curve(a, b, c, seeds=5, noise=0.002, rng=rng)
     means = pts.groupby("n")["test_error"].mean()
     fit = fit_offset_power_law(means.index, means.to_numpy())
-    assert fit.c == pytest.approx(c, abs=0.1)
-    assert fit.a == pytest.approx(a, abs=0.02)
-    assert fit.rmse < 0.005
+    se = 0.002 / np.sqrt(5)
+    sd_a, _, sd_c = fisher_sd(NS.astype(float), a, b, c, se)
+    assert abs(fit.c - c) <= 4 * sd_c
+    assert abs(fit.a - a) <= 4 * sd_a
+    assert fit.rmse < 2 * se
+
+
+def fisher_sd(n: np.ndarray, a: float, b: float, c: float, se: float) -> np.ndarray:
+    """The asymptotic sd of the least-squares (a, b, c) of a + b n^-c with noise ``se`` at
+    each n: the square roots of the inverse Fisher information's diagonal."""
+    jac = np.stack([np.ones_like(n), n**-c, -b * np.log(n) * n**-c], axis=1)
+    return np.sqrt(np.diag(np.linalg.inv(jac.T @ jac))) * se
+
+
+@pytest.mark.parametrize(("a", "b", "c"), [(0.15, 1.0, 0.3), (0.1, 2.0, 0.5), (0.02, 3.0, 0.8)])
+def test_the_fitted_exponent_is_as_precise_as_least_squares_can_be(a, b, c):
+    """Realistic noise (7 n from 10 to 640, 3 seeds of sd 0.02): over 100 noisy curves, the
+    spread of the fitted c matches the inverse Fisher information within 25% and its bias is
+    under a third of that sd (a fitter stuck on a grid would not). Truths whose floor is far
+    from the bound a >= 0: near it (a = 0.05, c = 0.2 here) the bound itself narrows the spread
+    to 0.6 of Fisher's, which is no defect."""
+    rng = np.random.default_rng(1)
+    n = np.array([10, 20, 40, 80, 160, 320, 640], float)
+    se = 0.02 / np.sqrt(3)
+    cs = [fit_offset_power_law(n, a + b * n**-c + rng.normal(0, se, len(n))).c for _ in range(100)]
+    sd_c = fisher_sd(n, a, b, c, se)[2]
+    z = (np.array(cs) - c) / sd_c
+    assert 0.75 < z.std() < 1.25, z.std()
+    assert abs(z.mean()) < 1 / 3, z.mean()
 
 
 @pytest.mark.slow
@@ -203,8 +231,9 @@ def test_analyze_writes_table_fits_figures_report_and_reports_failures(tmp_path)
     assert pd.read_parquet(out / "table.parquet").shape[0] == len(table)
     fits = pd.read_csv(out / "fits.csv")
     lin = fits[fits["peft"] == "linear"].set_index("model")
-    for model, (_, _, c, _) in truth.items():
-        assert lin.loc[model, "c"] == pytest.approx(c, abs=0.15)
+    for model, (a, _, c, _) in truth.items():
+        sd_c = fisher_sd(np.array([16, 32, 64, 128, 256.0]), a, 1.5, c, 0.003 / np.sqrt(3))[2]
+        assert abs(lin.loc[model, "c"] - c) <= 4 * sd_c
         assert lin.loc[model, "c_lo"] <= lin.loc[model, "c"] <= lin.loc[model, "c_hi"]
         assert lin.loc[model, "n_points"] == 5 and lin.loc[model, "n_seeds"] == 3
     summary = json.loads((out / "summary.json").read_text())
@@ -278,8 +307,8 @@ def test_real_multirun_then_analyze_with_a_failed_job_and_wandb_aggregate(tmp_pa
     for model in ("vit_pico", "vit_nano"):
         mean_80 = np.mean([r["test_error"] for r in ok if r["model"] == model and r["n"] == 80])
         f = fits.loc[model]
-        if np.isfinite(f["c"]):
-            assert f["a"] + f["b"] * 80 ** -f["c"] == pytest.approx(mean_80, abs=0.1)
+        assert np.isfinite(f["c"]), f.get("message")  # a failed fit fails the test
+        assert f["a"] + f["b"] * 80 ** -f["c"] == pytest.approx(mean_80, abs=0.02)
     assert all((out / f).is_file() for f in ("error_vs_n.png", "report.html"))
 
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))

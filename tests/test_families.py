@@ -1,11 +1,12 @@
 """Learning-curve families: planted curves (written here in LCDB's own forms) are recovered, a
 fit is never worse than the planted parameters, n*(E) matches closed forms, parameters at a
-bound are flagged, and the backtest picks the planted family in most noisy trials."""
+bound are flagged, and the averaged model follows each planted family under realistic noise."""
 
 import numpy as np
 import pytest
 
-from caulk.analysis.families import FAMILIES, backtest, choose_family, fit_family
+from caulk.analysis.averaging import fit_curve_model
+from caulk.analysis.families import FAMILIES, fit_family
 from caulk.errors import CaulkConfigError
 
 NS = np.array([8, 16, 32, 64, 128, 256, 512, 1024, 2048], float)
@@ -77,30 +78,39 @@ def test_parameters_at_a_bound_are_flagged():
     assert "c" in fit_family("mmf4", NS, PLANTED["logpower3"](NS)).at_bound
 
 
-@pytest.mark.parametrize("name", ["pow3", "exp3", "logpower3", "vap3"])
-def test_the_backtest_picks_the_planted_family_in_most_trials(name):
-    noise = 0.002
-    rng = np.random.default_rng(11)
-    picks = [
-        choose_family(backtest(NS, PLANTED[name](NS) + rng.normal(0, noise, len(NS))), noise)
-        for _ in range(20)
-    ]
-    assert picks.count(name) >= 14, picks
+#: a realistic design: 7 n, 3 seeds, a seed sd of 0.02 at n=10 falling as n^-0.3
+REAL_NS = np.array([16, 32, 64, 128, 256, 512, 1024], float)
+REAL_SE = 0.02 * (REAL_NS / 10) ** -0.3 / np.sqrt(3)
 
 
-def test_the_backtest_scores_a_fit_on_the_smaller_n_at_the_largest_n():
-    """Exact pow3 data with the largest n's error raised by 0.05: pow3 fitted on the other n
-    predicts the unraised value there, so its backtest error is exactly 0.05."""
-    e = PLANTED["pow3"](NS)
-    e[-1] += 0.05
-    assert backtest(NS, e)["pow3"] == pytest.approx(0.05, abs=1e-5)
-    assert backtest(NS, PLANTED["pow3"](NS))["pow3"] == pytest.approx(0.0, abs=1e-5)
+def _averaged_trials(name: str, trials: int = 8) -> tuple[list[float], list[tuple[float, float]]]:
+    """Per noisy trial of a planted family: the RMS of (model - truth) / se over the measured n,
+    and the 95% band of the model's error at 4x the largest n."""
+    rng = np.random.default_rng(5)
+    truth, far = PLANTED[name](REAL_NS), np.full(100, 4 * REAL_NS[-1])
+    rms, bands = [], []
+    for trial in range(trials):
+        runs = truth + REAL_SE * np.sqrt(3) * rng.standard_normal((3, len(REAL_NS)))
+        e, sd = runs.mean(0), runs.std(0, ddof=1)
+        model = fit_curve_model(REAL_NS, e, sd, np.full(7, 3.0), replicates=100, rng_seed=trial)
+        rms.append(float(np.sqrt(np.mean(((model.predict(REAL_NS) - truth) / REAL_SE) ** 2))))
+        bands.append(tuple(np.quantile(model.draws.predict(far), [0.025, 0.975])))
+    return rms, bands
 
 
-def test_a_family_with_more_parameters_than_points_is_not_backtested():
-    scores = backtest(NS[:4], PLANTED["pow3"](NS[:4]))
-    assert np.isnan(scores["pow4"]) and np.isnan(scores["mmf4"])
-    assert np.isfinite(scores["pow3"])
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_the_averaged_model_follows_every_planted_family(name):
+    """Each LCDB family planted under realistic seed noise (pow4 and mmf4 included): the
+    averaged model's line is about as close to the truth as a least-squares fit of the right
+    family (RMS of (model - truth) / se about sqrt(3/7) = 0.65; a line off by 2 se gives 2),
+    and, but for exp3, its 95% band at 4x the largest n holds the truth in at least 7 of 8
+    trials. exp3 is the known miss (docs/analysis.md#coverage): at 4x it sits on its floor,
+    and the band, from families that keep falling, ends just below it in about half the trials."""
+    rms, bands = _averaged_trials(name)
+    assert np.mean(rms) < 1.0 and max(rms) < 2.1, rms
+    if name != "exp3":
+        far = PLANTED[name](np.array([4 * REAL_NS[-1]]))[0]
+        assert sum(lo <= far <= hi for lo, hi in bands) >= 7, (far, bands)
 
 
 def test_bad_input_is_a_one_line_error():

@@ -2,7 +2,7 @@
 
 from caulk.analysis.answers import ratios, sample_complexity
 from caulk.analysis.collect import collect_records
-from caulk.analysis.families import FAMILIES, backtest, choose_family, fit_family
+from caulk.analysis.families import FAMILIES, fit_family
 from caulk.analysis.fits import (
     CurveFit,
     bootstrap_over_seeds,
@@ -15,8 +15,6 @@ from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 __all__ = [
     "FAMILIES",
     "CurveFit",
-    "backtest",
-    "choose_family",
     "fit_family",
     "ratios",
     "sample_complexity",
