@@ -109,17 +109,21 @@ def coverage_rows(
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Coverage, median |log2|, unreachable and not-determinable shares per (target, seeds,
-    truth), and pooled over the truths."""
-    pooled = rows.assign(truth="pooled")
-    table = pd.concat([rows, pooled]).groupby(["target", "seeds", "truth"], sort=False)
-    return table.agg(
+    """Coverage (an abstention counts as not covering), median |log2|, unreachable and
+    not-determinable shares per (target, seeds, truth), pooled over the truths too, and the
+    coverage over the answered cases only (``coverage_answered``, NaN when none was)."""
+    both = pd.concat([rows, rows.assign(truth="pooled")])
+    keys = ["target", "seeds", "truth"]
+    table = both.groupby(keys, sort=False).agg(
         cases=("covered", "size"),
         coverage=("covered", "mean"),
         median_log2=("log2_error", "median"),
         unreachable=("status", lambda s: float(np.mean(s == "unreachable"))),
         not_determinable=("status", lambda s: float(np.mean(s == "not_determinable"))),
-    ).reset_index()
+    )
+    answered = both[both["status"] != "not_determinable"]
+    by_answered = answered.groupby(keys, sort=False)["covered"].mean()
+    return table.assign(coverage_answered=by_answered).reset_index()
 
 
 def _machine() -> dict:

@@ -174,3 +174,16 @@ def test_analysis_speed_smoke(tmp_path):
     r = run_smoke("analysis_speed", tmp_path)
     assert r["records"] == 2 * 7 * 3 and r["answers"] == 2 * 2
     assert r["seconds"] > 0 and r["ms_per_record"] > 0 and isinstance(r["goal_met"], bool)
+
+
+def test_probe_seeds_smoke(tmp_path):
+    r = run_smoke("probe_seeds", tmp_path)
+    assert r["benchmark"] == "probe_seeds" and r["points"] == 4 * 4  # 4 n x 4 seeds, all ok
+    assert sorted(r["truth"], key=int) == ["10", "20", "40", "80"]
+    rows = r["table"]
+    assert {(row["target"], row["seeds"]) for row in rows} == {
+        (t, 3) for t in ("in range", "2x beyond", "4x beyond")
+    }
+    for row in rows:
+        assert row["cases"] == 1 and 0 <= row["coverage"] <= 1
+    assert_positive(r, "train_seconds", "seconds")
