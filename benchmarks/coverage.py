@@ -11,7 +11,8 @@ errors at n = 10, 20, ..., 640 are the true curve plus Gaussian seed noise whose
 misspecified for every other truth) answers n* for the true error at n = 200 (inside the
 measured range) and at 2560 (4x beyond the largest n). Coverage: the share of answers whose 95%
 interval holds the true n* (an infinite upper bound holds anything above the lower one; an
-answer without an interval, "not determinable", counts as not covering). Also: median
+answer without an interval, "not determinable", or with a lower bound alone, "at least",
+counts as not covering). Also: median
 |log2(n*/truth)| over finite answers, and the shares unreachable / not determinable.
 
 Prints a table per (target, seeds) with each truth and the pooled coverage, the goal (pooled
@@ -99,7 +100,7 @@ def coverage_rows(
                         "target": where,
                         "trial": trial,
                         "status": a["status"],
-                        "covered": bool(pd.notna(lo) and lo <= truth_n <= hi),
+                        "covered": bool(a["status"] == "ok" and lo <= truth_n <= hi),
                         "log2_error": abs(np.log2(n_star / truth_n))
                         if np.isfinite(n_star)
                         else np.nan,
@@ -109,9 +110,10 @@ def coverage_rows(
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Coverage (an abstention counts as not covering), median |log2|, unreachable and
-    not-determinable shares per (target, seeds, truth), pooled over the truths too, and the
-    coverage over the answered cases only (``coverage_answered``, NaN when none was)."""
+    """Coverage (an abstention, or a lower bound alone, counts as not covering), median |log2|,
+    the unreachable, not-determinable and at-least shares per (target, seeds, truth), pooled over
+    the truths too, and the coverage over the answered cases only (``coverage_answered``: status
+    ok or unreachable; NaN when none was)."""
     both = pd.concat([rows, rows.assign(truth="pooled")])
     keys = ["target", "seeds", "truth"]
     table = both.groupby(keys, sort=False).agg(
@@ -120,8 +122,9 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         median_log2=("log2_error", "median"),
         unreachable=("status", lambda s: float(np.mean(s == "unreachable"))),
         not_determinable=("status", lambda s: float(np.mean(s == "not_determinable"))),
+        at_least=("status", lambda s: float(np.mean(s == "at_least"))),
     )
-    answered = both[both["status"] != "not_determinable"]
+    answered = both[~both["status"].isin(["not_determinable", "at_least"])]
     by_answered = answered.groupby(keys, sort=False)["covered"].mean()
     return table.assign(coverage_answered=by_answered).reset_index()
 

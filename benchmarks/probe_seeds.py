@@ -82,7 +82,7 @@ def coverage_rows(
                         "target": where,
                         "trial": trial,
                         "status": a["status"],
-                        "covered": bool(pd.notna(lo) and lo <= true_n <= hi),
+                        "covered": bool(a["status"] == "ok" and lo <= true_n <= hi),
                         "log2_error": abs(np.log2(n_star / true_n))
                         if np.isfinite(n_star)
                         else np.nan,

@@ -105,6 +105,27 @@ def test_extrapolation_is_flagged_and_says_by_how_far():
     assert unreachable["n_star"] == np.inf and "unreachable" in unreachable["note"]
 
 
+def test_a_target_near_an_uncertain_floor_gets_a_lower_bound_and_no_estimate():
+    """pow3 with floor 0.2 under realistic noise, targets just above, at and below the floor:
+    the line levels off above them, but the floor's interval and some draws reach them. The
+    answer is "at least lo" (lo the draws' 2.5% quantile, beyond the measured n), no n*, and
+    the console says ">= lo"; lower targets need more examples."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {"curve": "c", "n": n, "seed": s, "test_error": 0.2 + 1.5 * n**-0.5 + rng.normal(0, sd)}
+        for n in (10, 20, 40, 80, 160, 320, 640)
+        for s in range(3)
+        for sd in [0.03 * (n / 10) ** -0.3]
+    ]
+    answers = sample_complexity(pd.DataFrame(rows), ["curve"], "test_error", [0.21, 0.205, 0.2])
+    assert (answers["status"] == "at_least").all()
+    assert answers["n_star"].isna().all() and np.isinf(answers["n_star_hi"]).all()
+    lows = answers["n_star_lo"].to_numpy()
+    assert (lows > 640).all() and (np.diff(lows) > 0).all()
+    for line, lo in zip(answer_lines(answers, pd.DataFrame(), ["curve"]), lows, strict=True):
+        assert f">= {lo:,.0f}" in line and "at least" in line and "measure larger n" in line
+
+
 def test_one_seed_gives_an_answer_without_an_interval():
     pts = _points({"m": _pow3(0.1, 1.5, 0.5)}, 1, 0.0, np.random.default_rng(0))
     row = sample_complexity(pts, KEYS, "test_error", [0.2], "pow3", 20, 0).iloc[0]

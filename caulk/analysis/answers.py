@@ -8,8 +8,11 @@ family. A ratio's draws pair independent draws of the two curves. An answer is o
 
 - ``ok``: n* is finite (its interval may still reach infinity: "at least lo");
 - ``unreachable``: the line levels off above E and so does 97.5% of the draws' floors;
-- ``not_determinable``: the line levels off above E but the floor's interval reaches below E:
-  these points cannot tell, and no n* is given.
+- ``at_least``: the line levels off above E, but the floor's interval reaches below E and more
+  than 2.5% of the draws reach E: no estimate, only the lower bound ``n_star_lo`` (the draws'
+  2.5% quantile; ``n_star_hi`` is inf): "at least lo examples";
+- ``not_determinable``: as ``at_least``, but almost no draw reaches E: these points cannot
+  tell, and no n* is given.
 
 An n* more than ``max_extrapolation`` times the largest measured n (default 4) is answered,
 flagged (``beyond_limit``) and said in every surface: its interval holds the family spread, the
@@ -102,14 +105,20 @@ def _family_spread(model: CurveModel, target: float) -> str:
     return ", ".join(parts)
 
 
-def _status(model: CurveModel, n_star: float, target: float) -> tuple[str, str]:
-    """``ok``, ``unreachable`` or ``not_determinable``, and the note that says why."""
+def _status(model: CurveModel, n_star: float, target: float, draws_lo: float) -> tuple[str, str]:
+    """``ok``, ``unreachable``, ``at_least`` or ``not_determinable``, and the note that says
+    why; ``draws_lo``: the 2.5% quantile of the draws' n* (inf where they do not reach E)."""
     if np.isfinite(n_star):
         return "ok", ""
     lo, hi = interval(model.asymptote_draws())
     floor = f"the curve levels off at {model.asymptote:.3g} (95% interval [{lo:.3g}, {hi:.3g}])"
     if lo > target:
         return "unreachable", f"unreachable: {floor}, above the target"
+    if np.isfinite(draws_lo):
+        return "at_least", (
+            f"at least {draws_lo:,.0f}, no estimate: {floor}, which does not rule the target "
+            "out; measure larger n"
+        )
     return "not_determinable", (
         f"not determinable from these points: {floor}, which does not rule the target out; "
         "measure larger n"
@@ -119,9 +128,9 @@ def _status(model: CurveModel, n_star: float, target: float) -> tuple[str, str]:
 def _answer(model: CurveModel, base: dict, target: float, limit: float) -> dict:
     """One (curve, target) answer row (see the module doc)."""
     n_star = model.n_star(target)
-    status, note = _status(model, n_star, target)
     draws = model.n_star_draws(target)
     lo, hi = interval(draws)
+    status, note = _status(model, n_star, target, lo)
     if status == "ok" and np.isfinite(lo):
         lo, hi = min(lo, n_star), max(hi, n_star)
     far = _how_far(n_star, base["n_min_measured"], base["n_max_measured"])
@@ -134,9 +143,10 @@ def _answer(model: CurveModel, base: dict, target: float, limit: float) -> dict:
         note = "; ".join(x for x in (note, "one seed: no interval") if x)
         lo = hi = np.nan
     if status != "ok":
-        n_star, lo, hi = (
-            (float("inf"), np.nan, np.nan) if status == "unreachable" else (np.nan,) * 3
-        )
+        n_star, lo, hi = {
+            "unreachable": (float("inf"), np.nan, np.nan),
+            "at_least": (np.nan, lo, float("inf")),
+        }.get(status, (np.nan,) * 3)
     return dict(
         base,
         target=target,
@@ -282,9 +292,11 @@ def answer_lines(answers: pd.DataFrame, ratio_table: pd.DataFrame, keys: list[st
         ci = f" [{_count(r['n_star_lo'])}, {_count(r['n_star_hi'])}]"
         ci = ci if pd.notna(r["n_star_lo"]) and np.isfinite(r["n_star_lo"]) else ""
         note = f" ({r['note']})" if isinstance(r["note"], str) and r["note"] else ""
+        value = f"= {_count(r['n_star'])}{ci}"
+        if r.get("status") == "at_least":
+            value, ci = f">= {_count(r['n_star_lo'])}", ""
         lines.append(
-            f"{_curve_name(r, shown)}: n*({r['target']:.2f}) = {_count(r['n_star'])}{ci}"
-            f" [{r['family']}]{note}"
+            f"{_curve_name(r, shown)}: n*({r['target']:.2f}) {value} [{r['family']}]{note}"
         )
     for _, r in ratio_table.iterrows():
         if not 0 < r["ratio"] < np.inf:
