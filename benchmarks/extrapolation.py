@@ -292,7 +292,7 @@ def table(metrics: dict) -> str:
     """The metrics as a markdown table (coverage: over the answers with an interval, counted)."""
     head = (
         "| setting | method | cases | median abs log2(n*/n) | within 2x | 95% coverage "
-        "| unreachable | not determinable |\n|---|---|---:|---:|---:|---:|---:|---:|"
+        "| unreachable | not determinable | at least |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for setting, by_method in metrics.items():
@@ -300,7 +300,8 @@ def table(metrics: dict) -> str:
             lines.append(
                 f"| {setting} | {method} | {m['cases']} | {m['median_abs_log2']:.2f} "
                 f"| {_pct(m['within_2x'])} | {_pct(m['coverage'])} ({m['with_interval']}) "
-                f"| {_pct(m['unreachable'])} | {_pct(m['not_determinable'])} |"
+                f"| {_pct(m['unreachable'])} | {_pct(m['not_determinable'])} "
+                f"| {_pct(m['at_least'])} |"
             )
     return "\n".join(lines)
 
