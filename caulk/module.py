@@ -77,6 +77,8 @@ class TransferModule(pl.LightningModule):
             setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes, average="micro"))
             setattr(self, f"{split}_loss", MeanMetric())
         self.test_count = SumMetric()
+        self.test_rows: list[torch.Tensor] = []  # per test batch: which rows it got right
+        self.test_labels: list[torch.Tensor] = []
         self.train_seen: set[int] = set()
         self.train_drawn = 0
         self.n_train_seen = 0  # distinct examples in the fullest epoch
@@ -121,7 +123,18 @@ class TransferModule(pl.LightningModule):
                 loader.batches_done += 1
         if split == "test":
             self.test_count.update(torch.tensor(float(len(y)), device=self.device))
+            self.test_rows.append((logits.argmax(1) == y).cpu())
+            self.test_labels.append(y.cpu())
         return loss
+
+    def take_test_outcomes(self):
+        """(correct, labels) of the test rows seen since the last call, in order (None, None
+        when none were, or under DDP, where a rank sees only its shard); then forgets them."""
+        rows, labels = self.test_rows, self.test_labels
+        self.test_rows, self.test_labels = [], []
+        if not rows or _world_size() > 1:
+            return None, None
+        return torch.cat(rows).numpy(), torch.cat(labels).numpy()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self.shared_step(batch, "train")

@@ -256,6 +256,7 @@ class CurveModel:
     central: dict[str, BatchFit]
     draws: Draws | None = None
     backtest: dict[str, float] = field(default_factory=dict)
+    test_rows: bool = False  # the draws resample the test rows too (caulk.analysis.test_rows)
 
     @property
     def name(self) -> str:
@@ -417,12 +418,22 @@ def _lack_of_fit(fit: BatchFit, n, e, se) -> float:
 
 
 def fit_curve_model(
-    n, e, sd, seeds, family: str = "auto", replicates: int = 200, rng_seed: int = 0
+    n,
+    e,
+    sd,
+    seeds,
+    family: str = "auto",
+    replicates: int = 200,
+    rng_seed: int = 0,
+    shift: np.ndarray | None = None,
 ) -> CurveModel:
     """The averaged model of one curve (seed means ``e`` at distinct ``n``, seed sd ``sd`` and
     seed counts ``seeds`` per n): see the module doc. ``family``: ``auto`` averages every family,
-    a family name uses that one alone. ``replicates``: bootstrap fits per family (0: none)."""
+    a family name uses that one alone. ``replicates``: bootstrap fits per family (0: none).
+    ``shift``: (>= replicates, len(n)) moves of each replicate's data on top of its seed noise,
+    in the order of ``n`` as given (the test-row resamples, :mod:`caulk.analysis.test_rows`)."""
     order = np.argsort(n)
+    shift = None if shift is None else np.asarray(shift, float)[:, order]
     n, e = np.asarray(n, float)[order], np.asarray(e, float)[order]
     sd, seeds = np.asarray(sd, float)[order], np.asarray(seeds, float)[order]
     families = dict(FAMILIES) if family == "auto" else {family: _known(family)}
@@ -441,7 +452,8 @@ def fit_curve_model(
     chosen = {f: float(w) for f, w in zip(names, weights[0], strict=True) if w > 0}
     model = CurveModel(n, e, noise, scale, chosen, {f: full[f] for f in chosen}, backtest=scores)
     if replicates > 0 and noise.measured:
-        model.draws = _bootstrap(model, families, replicates, rng_seed)
+        model.draws = _bootstrap(model, families, replicates, rng_seed, shift)
+        model.test_rows = shift is not None
     return model
 
 
@@ -465,7 +477,9 @@ def _known(family: str) -> Family:
     return FAMILIES[family]
 
 
-def _bootstrap(model: CurveModel, families, replicates: int, rng_seed: int) -> Draws:
+def _bootstrap(
+    model: CurveModel, families, replicates: int, rng_seed: int, shift: np.ndarray | None = None
+) -> Draws:
     """Replicates of the curve: its averaged line plus Gaussian noise of the (lack-of-fit
     scaled) standard errors, with one noise scale per replicate drawn from sigma-hat's own
     chi-square law (Student-t margins); every family refitted and reweighted on each (also
@@ -476,6 +490,8 @@ def _bootstrap(model: CurveModel, families, replicates: int, rng_seed: int) -> D
     dof = max(model.noise.dof, 1.0)
     spread = np.sqrt(dof / stats.chi2.rvs(dof, size=(replicates, 1), random_state=rng))
     data = model.predict(model.n) + se * spread * rng.standard_normal((replicates, len(model.n)))
+    if shift is not None:  # the test rows' own sampling error, shared across n
+        data = data + shift[:replicates]
     usable = {f: fam for f, fam in families.items() if _params(fam) <= len(model.n)}
     full = {f: fit_batch(fam, model.n, data, 1 / se**2) for f, fam in usable.items()}
     weights, names, _ = family_weights(model.n, data, se, usable, full, 1.0)

@@ -8,14 +8,22 @@ import pandas as pd
 
 from caulk.analysis.averaging import CurveModel, fit_curve_model, held_out
 from caulk.analysis.families import FAMILIES
+from caulk.analysis.test_rows import row_resample_shift, row_weights
 from caulk.errors import CaulkConfigError
 
 
 def curve_model(
-    pts: pd.DataFrame, metric: str, family: str = "auto", replicates: int = 200, rng_seed: int = 0
+    pts: pd.DataFrame,
+    metric: str,
+    family: str = "auto",
+    replicates: int = 200,
+    rng_seed: int = 0,
+    row_weights: dict[str, np.ndarray] | None = None,
 ) -> CurveModel:
     """The averaged model of one curve's points (columns n, seed, ``metric``); ``replicates=0``
-    gives its line without draws (the same line: the weights do not depend on the draws)."""
+    gives its line without draws (the same line: the weights do not depend on the draws).
+    ``row_weights`` (:func:`caulk.analysis.test_rows.row_weights`): resample the test rows in
+    the draws too, where the points kept their per-row outcomes."""
     g = pts.groupby("n")[metric]
     per_n = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "seeds": g.count()})
     return fit_curve_model(
@@ -26,6 +34,7 @@ def curve_model(
         family,
         replicates,
         rng_seed,
+        row_resample_shift(pts, metric, row_weights or {}),
     )
 
 
@@ -51,6 +60,7 @@ def model_row(model: CurveModel) -> dict:
         "rate_at_n": at,
         "asymptote": model.asymptote,
         "noise_scale": model.scale,
+        "test_rows_resampled": model.test_rows,
         "at_bound": ",".join(_at_bound(model, lead)),
         "family_params": "; ".join(f"{f}: {_params_text(model, f)}" for f in model.weights),
         "backtest_n": float(model.n[-held_out(len(model.n))]),
@@ -91,10 +101,11 @@ def curve_models(
     """Each curve's model by its key values (a tuple), or why it has none: built once per
     analysis and read by the fits table, the answers and the figures."""
     models: dict[tuple, CurveModel | str] = {}
+    weights = row_weights(points, replicates, rng_seed)
     for group, pts in points.groupby(keys, dropna=False, sort=True):
         group = group if isinstance(group, tuple) else (group,)
         try:
-            models[group] = curve_model(pts, metric, family, replicates, rng_seed)
+            models[group] = curve_model(pts, metric, family, replicates, rng_seed, weights)
         except CaulkConfigError as e:
             models[group] = str(e)
     return models

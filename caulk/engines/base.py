@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from caulk.cache.extract import CachedFeatures
 from caulk.module import TransferModule
+from caulk.outcomes import encode_outcomes, split_digest
 
 
 @dataclass
@@ -44,6 +45,8 @@ class PointResult:
     best_step: int | None = None  # early stopping: the step whose state was restored and tested
     selected: dict[str, Any] | None = None  # solver engine: the chosen λ
     candidates: list[dict[str, Any]] | None = None  # solver engine: each λ's validation error
+    test_correct: str | None = None  # caulk.outcomes: which test rows it got right
+    test_set: str | None = None  # caulk.outcomes.split_digest of the test labels
 
 
 def result_from_metrics(
@@ -62,7 +65,16 @@ def result_from_metrics(
         epochs=int(metrics["epochs"]),
         resumed_from=resumed_from,
         best_step=metrics.get("best_step"),
+        **outcome_fields(*module.take_test_outcomes(), int(metrics["test/n_test"])),
     )
+
+
+def outcome_fields(correct, labels, n_test: int) -> dict[str, str | None]:
+    """The record's ``test_correct`` and ``test_set`` from per-row outcomes and labels in test
+    order; None for both when they do not cover the test split once (e.g. sharded under DDP)."""
+    if correct is None or len(correct) != n_test:
+        return {"test_correct": None, "test_set": None}
+    return {"test_correct": encode_outcomes(correct), "test_set": split_digest(labels)}
 
 
 def checkpoint_names(cfg: DictConfig) -> list[str]:

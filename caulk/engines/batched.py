@@ -14,7 +14,7 @@ from torch import nn
 
 from caulk.cache.data import CachedFeatureDataModule, IndexedBatches, take_batch
 from caulk.cache.extract import CachedFeatures
-from caulk.engines.base import PointJob, PointResult
+from caulk.engines.base import PointJob, PointResult, outcome_fields
 from caulk.engines.cached import finish_point, replay_logs
 from caulk.engines.guards import Diverged
 from caulk.engines.strategy import fast_loop_device
@@ -198,12 +198,15 @@ class _BatchedHeads:
             if head_norm:
                 x = _standardize(x, mean, var, self.eps)
             logits = torch.baddbmm(bs.unsqueeze(1), x, ws.transpose(1, 2))
-            errs = (logits.argmax(2) != y).float().mean(1).tolist()
+            right = logits.argmax(2) == y
+            errs = (1.0 - right.float().mean(1)).tolist()
             ce = F.cross_entropy(logits.transpose(1, 2), y.expand(len(ws), -1), reduction="none")
             losses = ce.mean(1).tolist()
             at = range(self.n_pts) if shared else [sel]
-            for p, err, loss in zip(at, errs, losses, strict=True):
+            for i, (p, err, loss) in enumerate(zip(at, errs, losses, strict=True)):
                 out[p] = {f"{split}/error": err, f"{split}/loss": loss}
+                if split == "test":  # which rows each head got right: the record keeps them
+                    out[p]["correct"] = right[i].cpu()
         return out
 
     def _normalize_with_singles(self, t: int, x: torch.Tensor) -> torch.Tensor:
@@ -329,6 +332,7 @@ def fit_linear_heads(
     results = []
     for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, head_norm, "test")):
         tst["test/n_test"] = float(len(fit.test))
+        correct = tst.pop("correct")
         history[p].append((fit.steps, tst))
         metrics = {**last_val[p], **tst, "global_steps": fit.steps, **fit.counts[p]}
         step = int(diverged[p])
@@ -338,6 +342,7 @@ def fit_linear_heads(
                 "metrics": metrics,
                 "history": history[p],
                 "diverged_at": None if step < 0 else step,
+                "outcome_fields": (correct.numpy(), fit.y_test.cpu().numpy()),
             }
         )
     return results
@@ -406,4 +411,8 @@ def run(job: PointJob, head: dict[str, Any]) -> PointResult:
     job.module.n_train_seen = head["metrics"]["n_train_seen"]
     job.module.train_samples_per_epoch = head["metrics"]["per_epoch"]
     replay_logs(job.loggers, head["history"])
-    return finish_point(job, head["metrics"])
+    result = finish_point(job, head["metrics"])
+    correct, labels = head["outcome_fields"]
+    outcomes = outcome_fields(correct, labels, result.n_test)
+    result.test_correct, result.test_set = outcomes["test_correct"], outcomes["test_set"]
+    return result

@@ -51,7 +51,7 @@ from torch import nn
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.cache.extract import CachedFeatures
 from caulk.config import SOLVERS
-from caulk.engines.base import PointJob, PointResult
+from caulk.engines.base import PointJob, PointResult, outcome_fields
 from caulk.engines.cached import finish_point, replay_logs
 from caulk.engines.strategy import fast_loop_device
 from caulk.errors import CaulkConfigError
@@ -652,8 +652,9 @@ def evaluate_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> 
     logits = head.eval().to(device)(x.to(device))
     head.train(was_training).to(home)
     y = y.to(device)
-    error = float((logits.argmax(1) != y).float().mean())
-    return {"error": error, "loss": float(F.cross_entropy(logits, y))}
+    correct = logits.argmax(1) == y
+    error = float(1.0 - correct.float().mean())
+    return {"error": error, "loss": float(F.cross_entropy(logits, y)), "correct": correct.cpu()}
 
 
 def _candidate_log(candidate: dict[str, Any]) -> dict[str, float]:
@@ -689,4 +690,6 @@ def run(job: PointJob, head: dict[str, Any]) -> PointResult:
     replay_logs(job.loggers, [*history, (len(history), tests)])
     result = finish_point(job, metrics)
     result.selected, result.candidates = head["selected"], head["candidates"]
+    outcomes = outcome_fields(test["correct"].numpy(), y_test.numpy(), len(y_test))
+    result.test_correct, result.test_set = outcomes["test_correct"], outcomes["test_set"]
     return result

@@ -32,6 +32,8 @@ _METRICS = (
     "best_step",
     "selected",
     "candidates",
+    "test_correct",
+    "test_set",
 )
 _OPTIONAL = (
     "traceback",
@@ -44,6 +46,8 @@ _OPTIONAL = (
     "candidates",
     "tune",
     "tune_candidate",
+    "test_correct",
+    "test_set",
 )
 #: fields that are not scalar table columns
 _NESTED = ("config", "traceback")
@@ -99,6 +103,9 @@ class Record:
     test_loss: float | None = None
     val_error: float | None = None
     n_test: int | None = None
+    # which test rows it got right (caulk.outcomes: "<rows>:<base64>") and the test split's name
+    test_correct: str | None = None
+    test_set: str | None = None
     n_train_seen: int | None = None
     train_samples_per_epoch: int | None = None
     global_steps: int | None = None
