@@ -36,9 +36,12 @@ from caulk.api import compose_train  # noqa: E402
 from caulk.train import train_curve  # noqa: E402
 
 
-def run_curve(ns: list[int], seeds: int, model: str, out: Path) -> pd.DataFrame:
-    """The ridge-probe curve: a row per (n, seed) with its test error."""
+def run_curve(
+    ns: list[int], seeds: int, model: str, out: Path, extra: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """The ridge-probe curve: a row per (n, seed) with its test error and per-row outcomes."""
     overrides = [
+        *extra,
         f"model={model}",
         "peft=linear",
         f"curve.n=[{','.join(map(str, ns))}]",
@@ -48,7 +51,8 @@ def run_curve(ns: list[int], seeds: int, model: str, out: Path) -> pd.DataFrame:
     ]
     cfg = compose_train(overrides, output_dir=str(out))
     records = train_curve(cfg)
-    return pd.DataFrame([{k: r[k] for k in ("n", "seed", "test_error")} for r in records])
+    keep = ("n", "seed", "test_error", "test_correct", "test_set", "n_test")
+    return pd.DataFrame([{k: r[k] for k in keep} for r in records])
 
 
 def targets(points: pd.DataFrame, at: dict[str, float]) -> dict[str, float]:

@@ -187,3 +187,12 @@ def test_probe_seeds_smoke(tmp_path):
     for row in rows:
         assert row["cases"] == 1 and 0 <= row["coverage"] <= 1
     assert_positive(r, "train_seconds", "seconds")
+
+
+def test_split_coverage_smoke(tmp_path):
+    r = run_smoke("split_coverage", tmp_path)
+    assert r["benchmark"] == "split_coverage" and r["points"] == 2 * 3 * 4 and r["test_sets"] == 2
+    assert {row["arm"] for row in r["table"]} == {"test rows + seeds", "seeds only"}
+    for row in r["table"]:
+        assert row["cases"] == 2 and 0 <= row["coverage"] <= 1
+    assert_positive(r, "train_seconds", "seconds")

@@ -31,7 +31,9 @@ from caulk.errors import CaulkConfigError
 
 INTERVALS = (
     "95%: quantiles of the averaged model's draws (each curve family weighted by its backtest, "
-    "a parametric bootstrap of the seed noise scaled by the lack of fit, refitted per family); "
+    "a parametric bootstrap of the seed noise scaled by the lack of fit, refitted per family; "
+    "where the records keep their per-row test outcomes, the test rows resampled too, one "
+    "resample shared by the curves on that test split); "
     "per-n bands: Student-t over seeds; pow3 a, b, c in fits.csv: plain bootstrap percentile"
 )
 #: an n* beyond this many times the largest measured n is flagged (``--max-extrapolation``)
