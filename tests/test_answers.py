@@ -272,3 +272,26 @@ def test_ratios_say_when_each_backbone_rests_on_one_pretraining_run(tmp_path, ca
         write_json_atomic(path, {**record, "zoo_entry": entry})
     assert main(argv) == 0
     assert note not in capsys.readouterr().out
+
+
+def test_a_lora_curve_has_one_name_in_the_console_models_and_answers(tmp_path, capsys):
+    """The PEFT knob by its name ("rank=8") in the model lines as in the answers and legend,
+    never the generic "knob=8"."""
+    rng = np.random.default_rng(6)
+    for peft, knob, b in (("linear", None, 1.5), ("lora", "rank", 1.0)):
+        for n in (10, 20, 40, 80, 160):
+            for seed in range(3):
+                write_json_atomic(
+                    tmp_path / "sweep" / f"{peft}{n}_{seed}" / "record.json",
+                    {
+                        "model": "vit_pico", "peft": peft, "data": "digits", "weights": "zoo",
+                        "peft_knob": knob, "peft_knob_value": 8 if knob else None,
+                        "n": n, "seed": seed, "status": "ok",
+                        "test_error": 0.05 + b * n**-0.5 + rng.normal(0, 0.005),
+                    },
+                )  # fmt: skip
+    assert main([str(tmp_path / "sweep"), "--target-error", "0.3", "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    lora_lines = [line for line in out.splitlines() if line.startswith("  lora")]
+    assert len(lora_lines) >= 2 and all("rank=8" in line for line in lora_lines), lora_lines
+    assert "knob=8" not in out

@@ -111,6 +111,14 @@ def curve_models(
     return models
 
 
+def _knob_names(points: pd.DataFrame, keys: list[str]) -> dict[tuple, object]:
+    """Each curve's PEFT knob name (``rank``), when the points say it and it is no curve key."""
+    if "peft_knob" not in points or "peft_knob" in keys or not len(points):
+        return {}
+    first = points.groupby(keys, dropna=False, sort=True)["peft_knob"].first()
+    return {g if isinstance(g, tuple) else (g,): v for g, v in first.items()}
+
+
 def model_table(
     points: pd.DataFrame,
     keys: list[str],
@@ -124,9 +132,12 @@ def model_table(
     ``models``: those of :func:`curve_models`, else they are built here."""
     if models is None:
         models = curve_models(points, keys, metric, family, replicates, rng_seed)
+    knobs = _knob_names(points, keys)
     rows = []
     for group, model in models.items():
         row = dict(zip(keys, group, strict=True))
+        if knobs:  # "rank=8" in the console, as the legend and the answers name the curve
+            row["peft_knob"] = knobs.get(group)
         if isinstance(model, str):
             row.update(family="", model_message=model)
         else:
