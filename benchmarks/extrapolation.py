@@ -264,6 +264,27 @@ def summarize(rows: pd.DataFrame) -> dict:
     }
 
 
+def paired_medians(rows: pd.DataFrame, methods: list[str]) -> dict:
+    """Per setting and fixed family: median |log2(n*/truth)| of auto and of the family over the
+    curves both answer with a finite n* (the plain medians are over different curves when one
+    method abstains more)."""
+    rows = rows.assign(log2=np.abs(np.log2(rows["n_star"] / rows["true_n"])))
+    answered = rows[np.isfinite(rows["n_star"]) & (rows["n_star"] > 0)]
+    out: dict = {}
+    for setting in SETTINGS:
+        here = answered[answered["setting"] == setting].pivot_table(
+            index="curve", columns="method", values="log2"
+        )
+        for m in (m for m in methods if m != "auto" and m in here and "auto" in here):
+            both = here[["auto", m]].dropna()
+            out.setdefault(setting, {})[m] = {
+                "cases": len(both),
+                "auto": float(both["auto"].median()) if len(both) else float("nan"),
+                m: float(both[m].median()) if len(both) else float("nan"),
+            }
+    return out
+
+
 def goals(metrics: dict, methods: list[str]) -> dict[str, bool]:
     """Each goal of the issue: met or not (auto's numbers; the rates over every method)."""
     out = {}
@@ -384,7 +405,14 @@ def main() -> None:
         for s in SETTINGS
     }
     met = goals(metrics, methods)
+    paired = paired_medians(rows, methods)
     print(table(metrics))
+    for setting, by_method in paired.items():
+        for m, v in by_method.items():
+            print(
+                f"{setting}: on the {v['cases']} curves both answer, median |log2| "
+                f"auto {v['auto']:.2f} vs {m} {v[m]:.2f}"
+            )
     for goal, ok in met.items():
         print(f"{'PASS' if ok else 'FAIL'} {goal} ({GOALS[goal]})")
     result = {
@@ -398,6 +426,7 @@ def main() -> None:
         "skipped_curves": skipped,
         "skipped_trivial_targets": trivial,
         "metrics": metrics,
+        "paired_medians": paired,
         "goals": {k: bool(v) for k, v in met.items()},
         "timing": {**load, "answers_s": answers_s, "total_s": _since(t_start)},
         "machine": {**machine(), "jobs": args.jobs},

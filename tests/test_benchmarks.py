@@ -152,6 +152,10 @@ def test_extrapolation_smoke(tmp_path):
         "coverage_4x", "coverage_8x", "auto_median_below_every_fixed_family", "unreachable",
         "not_determinable",
     }  # fmt: skip
+    for setting, by_method in r["paired_medians"].items():
+        assert setting in ("4x", "8x") and set(by_method) <= {"pow4", "mmf4", "pow3"}
+        for m, v in by_method.items():
+            assert 0 <= v["cases"] <= r["curves"] and {"auto", m} <= set(v)
     assert r["timing"]["source"] == "csv (cache built)"
     assert (tmp_path / "cache" / "lcdb").is_dir()
     assert_positive(r["timing"], "total_s")
