@@ -91,22 +91,23 @@ def coverage_rows(
                 points, ["curve"], "test_error", wanted, family, replicates, rng_seed + trial
             )
             for where, (_, a) in zip(TARGET_N, answers.iterrows(), strict=True):
-                truth_n = TARGET_N[where]
-                lo, hi, n_star = a["n_star_lo"], a["n_star_hi"], a["n_star"]
-                rows.append(
-                    {
-                        "truth": truth,
-                        "seeds": seeds,
-                        "target": where,
-                        "trial": trial,
-                        "status": a["status"],
-                        "covered": bool(a["status"] == "ok" and lo <= truth_n <= hi),
-                        "log2_error": abs(np.log2(n_star / truth_n))
-                        if np.isfinite(n_star)
-                        else np.nan,
-                    }
-                )
+                rows.append(answer_row(a, TARGET_N[where], truth, seeds, where, trial))
     return pd.DataFrame(rows)
+
+
+def answer_row(a: pd.Series, true_n: float, truth: str, seeds: int, where: str, trial: int):
+    """One answer scored against its true n*: status, whether its 95% interval covers (only an
+    ``ok`` answer can), |log2(n*/truth)| (NaN without a finite n*)."""
+    lo, hi, n_star = a["n_star_lo"], a["n_star_hi"], a["n_star"]
+    return {
+        "truth": truth,
+        "seeds": seeds,
+        "target": where,
+        "trial": trial,
+        "status": a["status"],
+        "covered": bool(a["status"] == "ok" and lo <= true_n <= hi),
+        "log2_error": abs(np.log2(n_star / true_n)) if np.isfinite(n_star) else np.nan,
+    }
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import int_list, parse_args, print_result  # noqa: E402
-from coverage import summarise  # noqa: E402
+from coverage import answer_row, summarise  # noqa: E402
 
 from caulk.analysis.answers import sample_complexity  # noqa: E402
 from caulk.api import compose_train  # noqa: E402
@@ -78,20 +78,7 @@ def coverage_rows(
                 pts, ["curve"], "test_error", list(wanted.values()), "auto", 200, trial
             )
             for (where, true_n), (_, a) in zip(at.items(), answers.iterrows(), strict=True):
-                lo, hi, n_star = a["n_star_lo"], a["n_star_hi"], a["n_star"]
-                rows.append(
-                    {
-                        "truth": "digits ridge probe",
-                        "seeds": k,
-                        "target": where,
-                        "trial": trial,
-                        "status": a["status"],
-                        "covered": bool(a["status"] == "ok" and lo <= true_n <= hi),
-                        "log2_error": abs(np.log2(n_star / true_n))
-                        if np.isfinite(n_star)
-                        else np.nan,
-                    }
-                )
+                rows.append(answer_row(a, true_n, "digits ridge probe", k, where, trial))
     return pd.DataFrame(rows)
 
 
