@@ -77,6 +77,8 @@ def test_the_row_resample_moves_each_n_by_the_bootstrap_closed_form():
     assert np.all(np.abs(shift.mean(axis=0)) < 4 * expected / np.sqrt(4000))
     assert row_resample_shift(pts, "test_loss", weights) is None  # only the error is a row mean
     assert row_resample_shift(pts.assign(test_set="other"), "test_error", weights) is None
+    damaged = pts.assign(test_correct=["450:not base64!"] + list(pts["test_correct"][1:]))
+    assert row_resample_shift(damaged, "test_error", weights) is None  # seed-only, no crash
 
 
 def test_curves_on_one_test_split_share_the_resample():

@@ -48,8 +48,12 @@ def row_resample_shift(
     w = weights.get(pts["test_set"].iloc[0])
     if w is None:
         return None
-    correct = np.stack([decode_outcomes(text) for text in pts["test_correct"]]).astype(float)
-    if correct.shape[1] != w.shape[1]:
+    try:
+        outcomes = [decode_outcomes(text) for text in pts["test_correct"]]
+    except ValueError:  # a damaged record: its curve keeps the seed-only draws
         return None
+    if any(len(o) != w.shape[1] for o in outcomes):
+        return None
+    correct = np.stack(outcomes).astype(float)
     by_n = pd.DataFrame(correct).groupby(pts["n"].to_numpy()).mean().sort_index().to_numpy()
     return by_n.mean(axis=1)[None, :] - w @ by_n.T  # error = 1 - accuracy
