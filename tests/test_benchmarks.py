@@ -141,11 +141,17 @@ def test_extrapolation_smoke(tmp_path):
     assert r["methods"] == ["auto", "pow4", "mmf4", "pow3"]
     assert set(r["metrics"]) == {"4x", "8x"}
     for setting in r["metrics"].values():
-        assert set(setting) == set(r["methods"])
+        assert set(setting) == {*r["methods"], "auto>4x", "auto>16x"}
+        auto, far = setting["auto"], setting["auto>4x"]  # withholding only turns ok into at_least
+        assert far["cases"] == auto["cases"] and far["answered_finite"] <= auto["answered_finite"]
+        assert far["at_least"] - auto["at_least"] == pytest.approx(
+            (auto["answered_finite"] - far["answered_finite"]) / auto["cases"]
+        )
         for m in setting.values():
             assert 0 < m["cases"] <= r["curves"]
             assert 0 <= m["answered_finite"] <= m["cases"] and 0 <= m["with_interval"] <= m["cases"]
-            for share in ("within_2x", "coverage", "unreachable", "not_determinable"):
+            shares = ("within_2x", "coverage", "unreachable", "not_determinable", "unbounded_above")
+            for share in shares:
                 assert math.isnan(m[share]) or 0 <= m[share] <= 1, (share, m)
             assert math.isnan(m["median_abs_log2"]) or m["median_abs_log2"] >= 0
     assert set(r["goals"]) == {
