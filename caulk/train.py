@@ -23,6 +23,7 @@ from caulk.plan import backbone_plans, is_curve, make_plan
 from caulk.run.curve import CurvePointsFailed, run_curve
 from caulk.run.record import format_curve_summary, format_summary
 from caulk.run.tuned import run_tuned
+from caulk.threads import configure as configure_threads
 from caulk.tune import is_tuned
 
 log = logging.getLogger("caulk.train")
@@ -50,6 +51,7 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     training. A failed point leaves a failed record, the others still run, and the job then raises.
     """
     start = time.perf_counter()
+    configure_threads()  # this process's share of the CPUs (caulk.threads)
     run = run_tuned if is_tuned(cfg) else run_curve
     records, failures = {}, []
     plan = make_plan(cfg)
