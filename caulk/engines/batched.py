@@ -120,7 +120,7 @@ def _initial_heads(points: list, dim: int, n_cls: int) -> tuple[torch.Tensor, to
     return weights, biases
 
 
-def _schedules(points: list, steps: int, batch: int):
+def point_schedules(points: list, steps: int, batch: int):
     """(idx, mask) of shape (steps, points, batch) and each point's epoch counts."""
     idx = torch.zeros(steps, len(points), batch, dtype=torch.long)
     mask = torch.zeros(steps, len(points), batch, dtype=torch.bool)
@@ -146,7 +146,7 @@ class _BatchedHeads:
         self.y_pool, self.y_test = labels[0].to(device), labels[1].to(device)
         self.n_cls, self.dim, self.n_pts = points[0].num_classes, self.pool.shape[1], len(points)
         weights, biases = _initial_heads(points, self.dim, self.n_cls)
-        idx, mask, self.counts = _schedules(points, self.steps, batch)
+        idx, mask, self.counts = point_schedules(points, self.steps, batch)
         # one tensor holds every head's weight and bias: the elementwise optimizer takes one step
         # over it instead of two (each of its steps is a dozen small ops)
         self.heads = nn.Parameter(torch.cat([weights, biases.unsqueeze(2)], 2).to(device))
@@ -408,11 +408,17 @@ def run(job: PointJob, head: dict[str, Any]) -> PointResult:
     if head["diverged_at"] is not None:
         raise Diverged(head["diverged_at"])
     job.module.head.load_state_dict(head["head_state"])
-    job.module.n_train_seen = head["metrics"]["n_train_seen"]
-    job.module.train_samples_per_epoch = head["metrics"]["per_epoch"]
-    replay_logs(job.loggers, head["history"])
-    result = finish_point(job, head["metrics"])
-    correct, labels = head["outcome_fields"]
+    return finish_fitted(job, head)
+
+
+def finish_fitted(job: PointJob, fitted: dict[str, Any]) -> PointResult:
+    """Report a point trained inside a batched fit (its tensors already loaded into
+    ``job.module``): its counts, its logged history, checkpoints and test outcomes."""
+    job.module.n_train_seen = fitted["metrics"]["n_train_seen"]
+    job.module.train_samples_per_epoch = fitted["metrics"]["per_epoch"]
+    replay_logs(job.loggers, fitted["history"])
+    result = finish_point(job, fitted["metrics"])
+    correct, labels = fitted["outcome_fields"]
     outcomes = outcome_fields(correct, labels, result.n_test)
     result.test_correct, result.test_set = outcomes["test_correct"], outcomes["test_set"]
     return result

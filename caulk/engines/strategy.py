@@ -5,6 +5,8 @@ cannot apply.
   as one computation (``caulk.engines.batched``);
 - ``solver``: a linear probe with ``peft.solver`` lbfgs or ridge on cached whole-backbone
   features, every point solved to convergence over a λ grid (``caulk.engines.solvers``);
+- ``batched_suffix``: every point's trainable suffix after a cached prefix (LoRA, adapters, ...
+  with ``peft.last_k_blocks``) trained as one computation (``caulk.engines.suffix``);
 - ``cached``: a cached prefix trained in caulk's light loop (``caulk.engines.cached``);
 - ``lightning``: the Lightning Trainer, on images or on cached prefix outputs
   (``caulk.engines.lightning``).
@@ -103,11 +105,35 @@ def batched_heads_unsupported(
     return "; ".join(failed) or fast_loop_unsupported(cfg)
 
 
+#: PEFT methods whose trainable tensors can all sit after a cached prefix (``last_k_blocks``)
+SUFFIX_METHODS = ("lora", "adapter", "ssf", "bitfit", "partial")
+
+
+def batched_suffix_unsupported(cfg: Any, budgets: list[int | None] | None = None) -> str | None:
+    """Why the points of a curve whose prefix is cached cannot train their suffixes as one
+    computation (None: they can; the modules' own check, ``caulk.engines.suffix``, follows)."""
+    why = budget_unsupported(cfg, budgets or [])
+    if why:
+        return why
+    opt = cfg.optimizer.get("_target_", "")
+    checks = {
+        "cache.batch_points is off": (cfg.get("cache") or {}).get("batch_points", True),
+        f"peft {cfg.peft.name} is not one of {', '.join(SUFFIX_METHODS)}": cfg.peft.name
+        in SUFFIX_METHODS,
+        "peft.dropout > 0 (each point would draw its own masks)": not cfg.peft.get("dropout"),
+        f"optimizer {opt} is not elementwise": opt.rsplit(".", 1)[-1] in ELEMENTWISE_OPTIMIZERS,
+        "scheduler must be cosine or none": cfg.get("scheduler", "cosine") in ("cosine", "none"),
+    }
+    failed = [why for why, ok in checks.items() if not ok]
+    return "; ".join(failed) or None
+
+
 #: the record's ``train_loop`` value of each engine
 TRAIN_LOOPS = {
     "lightning": "lightning",
     "cached": "fast",
     "batched_heads": "fast_batched",
+    "batched_suffix": "batched_suffix",
     "solver": "solver_{solver}",  # solver_lbfgs, solver_ridge
 }
 
@@ -149,6 +175,9 @@ def choose(
     if why:
         log.info("cached prefix trains through Lightning: %s", why)
         return Strategy("lightning", features, why)
+    if features.plan.depth is not None:
+        why = batched_suffix_unsupported(cfg, budgets)
+        return Strategy("cached", features, why) if why else Strategy("batched_suffix", features)
     why = batched_heads_unsupported(cfg, features, budgets)
     if why:
         return Strategy("cached", features, why)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import time
@@ -10,21 +11,23 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from caulk.backbones import Backbone, create_backbone
+from caulk.cache.data import CachedFeatureDataModule
 from caulk.cache.extract import CachedFeatures
 from caulk.cache.prefix import plan_prefix
 from caulk.cache.store import load_or_extract
 from caulk.cluster import is_global_zero
-from caulk.engines import batched, solvers
+from caulk.engines import batched, solvers, suffix
 from caulk.engines.strategy import Strategy, choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
 from caulk.plan import CurvePlan, PointPlan, curve_seeds, refresh_finished
 from caulk.progress import Progress, progress_stream
 from caulk.run.guards import job_lock, sigterm_raises
-from caulk.run.point import CurveContext, finish_wandb, run_point
+from caulk.run.point import CurveContext, finish_wandb, initial_module, run_point
 from caulk.run.wandb_curve import curve_run_config, curve_run_name, log_curve_end
 from caulk.torch_env import skip_nvml_check_without_driver
 
@@ -75,7 +78,7 @@ def curve_features(plan: CurvePlan) -> tuple[Backbone, CachedFeatures | None]:
 
 
 #: engines from the most general (trains any config) to the most specialised
-_GENERALITY = ("lightning", "cached", "batched_heads", "solver")
+_GENERALITY = ("lightning", "cached", "batched_suffix", "batched_heads", "solver")
 
 
 def curve_strategy(plan: CurvePlan, features: CachedFeatures | None) -> Strategy:
@@ -90,7 +93,10 @@ def curve_strategy(plan: CurvePlan, features: CachedFeatures | None) -> Strategy
         )
         for key, points in groups.items()
     ]
-    return min(strategies, key=lambda s: _GENERALITY.index(s.engine))
+    strategy = min(strategies, key=lambda s: _GENERALITY.index(s.engine))
+    if strategy.engine == "batched_suffix" and len(plan.points) < 2:
+        return Strategy("cached", features, "one point: nothing to batch")
+    return strategy
 
 
 def make_context(plan: CurvePlan) -> CurveContext:
@@ -100,7 +106,7 @@ def make_context(plan: CurvePlan) -> CurveContext:
 
 
 #: the engines that fit all pending points' heads at once, before the points run
-_CURVE_FITS = ("batched_heads", "solver")
+_CURVE_FITS = ("batched_heads", "solver", "batched_suffix")
 
 
 def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict[int, Any]:
@@ -145,6 +151,62 @@ def _grid_heads(
     }
 
 
+def _suffix_fits(plan: CurvePlan, ctx: CurveContext) -> dict[int, Any]:
+    """The pending points trained as one ``batched_suffix`` computation (one per candidate
+    when the candidates' configs or modules differ in more than their optimizers); the
+    strategy falls back to the per-point ``cached`` engine, with the reason, when a module
+    cannot be batched. A failure of a computation becomes each of its points' failure."""
+    groups: dict[int | None, list[int]] = {}
+    for i, p in enumerate(plan.points):
+        if p.done is None:
+            groups.setdefault(p.group, []).append(i)
+    cfgs = [plan.points[idx[0]].cfg for idx in groups.values()]
+    template, states = None, {}
+    for i in (i for idx in groups.values() for i in idx):  # one module at a time: K states
+        module = initial_module(ctx, plan.points[i])
+        template = template or module
+        states[i] = suffix.trainable_tensors(module)
+    why = suffix.suffix_unsupported(template)
+    if why:
+        log.info("the points train one by one: %s", why)
+        ctx.strategy = dataclasses.replace(ctx.strategy, engine="cached", reason=why)
+        return {}
+    shapes = {i: {n: t.shape for n, t in s.items()} for i, s in states.items()}
+    together = batched.grid_shares_computation(cfgs) and all(
+        v == shapes[next(iter(shapes))] for v in shapes.values()
+    )
+    parts = [list(groups.values())] if together else [[idx] for idx in groups.values()]
+    if plan.curve and is_global_zero():
+        print(f"[caulk] {len(states)} points in {len(parts)} batched_suffix fit(s)  "
+              f"{plan.cfg.model.name} {plan.cfg.peft.name}", file=progress_stream(), flush=True)  # fmt: skip
+    fits: dict[int, Any] = {}
+    for part in parts:
+        fits.update(_suffix_fit(plan, ctx, part, template, states))
+    return fits
+
+
+def _suffix_fit(plan, ctx, part: list[list[int]], template, states: dict) -> dict[int, Any]:
+    """One batched_suffix computation over the candidates ``part`` (lists of point indices)."""
+    features, order = ctx.strategy.features, [i for idx in part for i in idx]
+    data = [CachedFeatureDataModule(plan.points[i].datamodule, features) for i in order]
+    optimizers, start = [], 0
+    for idx in part:
+        optimizers.append(
+            (instantiate(plan.points[idx[0]].cfg.optimizer), slice(start, start + len(idx)))
+        )
+        start += len(idx)
+    labels = (data[0].labels("pool"), data[0].labels("test"))
+    try:
+        fitted = suffix.fit_suffix_points(
+            template, [states[i] for i in order], data, features, labels,
+            plan.points[order[0]].cfg, optimizers,
+        )  # fmt: skip
+    except Exception as e:
+        log.warning("the batched_suffix fit of the curve failed: %s: %s", type(e).__name__, e)
+        fitted = [e] * len(order)
+    return dict(zip(order, fitted, strict=True))
+
+
 class CurvePointsFailed(RuntimeError):
     """Some points of a curve failed (each has its failed record); the others ran."""
 
@@ -181,7 +243,9 @@ def run_curve(
         refresh_finished(plan)  # another process may have run points while this one waited
         if not plan.pending:
             return _all_done(plan)
-        if ctx.strategy.engine in _CURVE_FITS:
+        if ctx.strategy.engine == "batched_suffix":
+            ctx.heads = _suffix_fits(plan, ctx)
+        elif ctx.strategy.engine in _CURVE_FITS:
             ctx.heads = _curve_heads(plan, ctx.strategy.engine, ctx.strategy.features)
         records = _run_points(plan, ctx, start)
     failed = [r for r in records if r["status"] != "ok"]

@@ -19,7 +19,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from caulk import __version__
 from caulk.backbones import Backbone, count_params
 from caulk.cluster import is_global_zero
-from caulk.engines import batched, cached, lightning, solvers
+from caulk.engines import batched, cached, lightning, solvers, suffix
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.guards import Diverged, TrainedNothing, check_test_loss
 from caulk.engines.strategy import Strategy
@@ -140,8 +140,17 @@ def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[Transfer
     return module, params
 
 
+def initial_module(ctx: CurveContext, plan: PointPlan) -> TransferModule:
+    """The point's TransferModule as this engine builds it before training (same seed, same
+    initial values): what a batched fit stacks (``caulk.engines.suffix``)."""
+    model, method = _adapted_backbone(ctx, plan)
+    return _module(ctx, plan, model, method)[0]
+
+
 def _train(ctx: CurveContext, job: PointJob, index: int) -> PointResult:
     engine = ctx.strategy.engine
+    if engine == "batched_suffix":
+        return suffix.run(job, ctx.heads[index])
     if engine == "batched_heads":
         return batched.run(job, ctx.heads[index])
     if engine == "solver":

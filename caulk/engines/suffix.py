@@ -1,0 +1,265 @@
+"""The ``batched_suffix`` engine: every point of a curve whose trainable parameters all sit after
+its cached prefix (LoRA, adapters, SSF, BitFit or partial with ``peft.last_k_blocks``, and the
+head) trained as one computation.
+
+The frozen weights are shared, not copied: one template module runs the suffix (the blocks after
+the prefix, the final norm and pooling) through ``torch.func.functional_call`` under
+``torch.func.vmap``, with each point's trainable tensors stacked along a leading axis. Each point
+keeps its own training subset and sampler order (the schedule the point's own DataLoader draws,
+``caulk.engines.batched.point_schedules``), initial values (its module built as the per-point
+engine builds it), BatchNorm statistics of the head, learning rate and weight decay (one
+optimizer per candidate over its rows of the stacked tensors: the optimizers in
+``ELEMENTWISE_OPTIMIZERS`` update each element on its own) and divergence state. Batches shorter
+than the longest are padded and masked; every module of the suffix treats rows independently
+(``suffix_unsupported`` refuses BatchNorm in train mode and dropout), so padding changes nothing.
+Results equal the ``cached`` engine's point by point to floating-point noise (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from caulk.cache.prefix import PrefixPlan, run_suffix
+from caulk.engines.base import PointJob, PointResult
+from caulk.engines.batched import finish_fitted, point_schedules
+from caulk.engines.guards import Diverged
+from caulk.engines.strategy import fast_loop_device
+
+#: rows of the val / test split run through the suffix at once
+EVAL_CHUNK = 256
+
+
+class _Suffix(nn.Module):
+    """What follows the cached prefix in a TransferModule: its backbone's suffix (parameter
+    names as the module's, ``backbone.…``)."""
+
+    def __init__(self, backbone: nn.Module, plan: PrefixPlan):
+        super().__init__()
+        self.backbone, self.plan = backbone, plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_suffix(self.backbone, self.plan, x)
+
+
+def trainable_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's trainable parameters, detached copies (a point's initial values)."""
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def suffix_unsupported(module: nn.Module) -> str | None:
+    """Why the trained modules of ``module`` (a TransferModule) cannot be batched over padded
+    rows, or None: BatchNorm in train mode mixes rows, dropout draws its own random numbers."""
+    for m in module.method.train_mode_modules(module.backbone):
+        for sub in m.modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                return "a BatchNorm layer trains inside the suffix"
+            if isinstance(sub, nn.Dropout) and sub.p > 0:
+                return "dropout in the trained suffix (e.g. peft.dropout > 0)"
+    return None
+
+
+class _Problems:
+    """The stacked state of K points: trainable tensors, head statistics, schedules."""
+
+    def __init__(self, template, states: list, data: list, features, labels, cfg, optimizers):
+        t_cfg = cfg.trainer
+        self.device = device = fast_loop_device(t_cfg)
+        self.steps, self.interval = int(t_cfg.max_steps), int(t_cfg.val_check_interval)
+        self.log_every = int(t_cfg.get("log_every_n_steps", 50) or 50)
+        self.template = template.to(device)
+        self.template.train()
+        for m in self.template.modules():  # vmap has no batching rule for CPU flash attention
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
+        self.suffix = _Suffix(self.template.backbone, self.template.cached_prefix)
+        self.head_norm = isinstance(self.template.head[0], nn.BatchNorm1d)
+        self.names = list(trainable_tensors(template))
+        self.params = {n: torch.stack([s[n] for s in states]).to(device) for n in self.names}
+        for t in self.params.values():
+            t.requires_grad_(True)
+        self.grads = {n: torch.zeros_like(t) for n, t in self.params.items()}
+        self.optimizers = [factory(self._views(rows)) for factory, rows in optimizers]
+        cosine = cfg.get("scheduler", "cosine") != "none"
+        self.schedulers = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, self.steps)
+            for o in (self.optimizers if cosine else [])
+        ]
+        self.pool, self.test = features.pool.to(device), features.test.to(device)
+        self.y_pool, self.y_test = labels[0].to(device), labels[1].to(device)
+        self.k = len(states)
+        self.batch = max(int(d.dm.cfg.batch_size) for d in data)
+        idx, mask, self.counts = point_schedules(data, self.steps, self.batch)
+        self.idx, self.mask = idx.to(device), mask.to(device)
+        bn = self.template.head[0]
+        self.eps, self.mom = (bn.eps, bn.momentum) if self.head_norm else (0.0, 0.0)
+        dim = self.params["head.1.weight"].shape[2]
+        self.r_mean = torch.zeros(self.k, dim, device=device)
+        self.r_var = torch.ones(self.k, dim, device=device)
+        self.tracked = torch.zeros(self.k, dtype=torch.long, device=device)
+        self.alive = torch.ones(self.k, dtype=torch.bool, device=device)
+
+    def _views(self, rows: slice) -> list[nn.Parameter]:
+        """Rows ``rows`` of every stacked tensor as parameters sharing its storage and grad."""
+        views = []
+        for n in self.names:
+            part = nn.Parameter(self.params[n].data[rows])
+            part.grad = self.grads[n][rows]
+            views.append(part)
+        return views
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, F) the suffix's output for each point's rows ``x`` (K, B, tokens, dim)."""
+        inner = {n: t for n, t in self.params.items() if n.startswith("backbone.")}
+
+        def one(params: dict, rows: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.suffix, params, (rows,))
+
+        return vmap(one)(inner, x)
+
+    def _standardize(self, h: torch.Tensor, m: torch.Tensor, train: bool) -> torch.Tensor:
+        """The head's BatchNorm (no affine) per point over its real rows ``m`` (K, B)."""
+        if not self.head_norm:
+            return h
+        if not train:
+            return (h - self.r_mean[:, None]) / torch.sqrt(self.r_var[:, None] + self.eps)
+        w = m.to(h.dtype)
+        c = w.sum(1, keepdim=True)  # (K, 1)
+        mean = (h * w[..., None]).sum(1) / c
+        var = (((h - mean[:, None]) ** 2) * w[..., None]).sum(1) / c
+        single = c == 1  # a batch of one uses the running statistics (FeatureStandardize)
+        use_mean = torch.where(single, self.r_mean, mean)
+        use_var = torch.where(single, self.r_var, var)
+        with torch.no_grad():
+            unbiased = var * c / (c - 1).clamp(min=1)
+            upd = ~single & self.alive[:, None]
+            new_mean = (1 - self.mom) * self.r_mean + self.mom * mean
+            new_var = (1 - self.mom) * self.r_var + self.mom * unbiased
+            self.r_mean = torch.where(upd, new_mean, self.r_mean)
+            self.r_var = torch.where(upd, new_var, self.r_var)
+            self.tracked += upd[:, 0].long()
+        return (h - use_mean[:, None]) / torch.sqrt(use_var[:, None] + self.eps)
+
+    def logits(self, x: torch.Tensor, m: torch.Tensor, train: bool) -> torch.Tensor:
+        h = self._standardize(self.features(x), m, train)
+        w, b = self.params["head.1.weight"], self.params["head.1.bias"]
+        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+    def step(self, t: int) -> torch.Tensor:
+        """Training step ``t`` of every live point; returns each point's batch loss (K,)."""
+        rows, m = self.idx[t], self.mask[t]
+        logits = self.logits(self.pool[rows], m, train=True)
+        ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[rows], reduction="none")
+        losses = (ce * m).sum(1) / m.sum(1)
+        finite = torch.isfinite(losses)
+        total = torch.where(finite & self.alive, losses, torch.zeros_like(losses)).sum()
+        grads = torch.autograd.grad(total, [self.params[n] for n in self.names])
+        for n, g in zip(self.names, grads, strict=True):
+            self.grads[n].copy_(g)
+        for optimizer in self.optimizers:
+            optimizer.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        return losses.detach()
+
+    @torch.no_grad()
+    def evaluate(self, x_all, y_all, rows_per_point: list[torch.Tensor], split: str) -> list:
+        """Error and mean loss of every point on its rows (``correct`` too for the test)."""
+        self.template.eval()
+        width = max(len(r) for r in rows_per_point)
+        rows = torch.zeros(self.k, width, dtype=torch.long, device=self.device)
+        mask = torch.zeros(self.k, width, dtype=torch.bool, device=self.device)
+        for p, r in enumerate(rows_per_point):
+            rows[p, : len(r)], mask[p, : len(r)] = r, True
+        right, ce = [], []
+        for lo in range(0, width, EVAL_CHUNK):
+            r, m = rows[:, lo : lo + EVAL_CHUNK], mask[:, lo : lo + EVAL_CHUNK]
+            logits = self.logits(x_all[r], m, train=False)
+            right.append(logits.argmax(2) == y_all[r])
+            ce.append(F.cross_entropy(logits.transpose(1, 2), y_all[r], reduction="none"))
+        self.template.train()
+        right, ce = torch.cat(right, 1), torch.cat(ce, 1)
+        out = []
+        for p, r in enumerate(rows_per_point):
+            n = len(r)
+            res = {
+                f"{split}/error": 1.0 - float(right[p, :n].float().mean()),
+                f"{split}/loss": float(ce[p, :n].mean()),
+            }
+            if split == "test":
+                res["correct"] = right[p, :n].cpu()
+            out.append(res)
+        return out
+
+    def state(self, p: int) -> dict[str, torch.Tensor]:
+        """Point ``p``'s trained tensors, as its TransferModule's ``trainable_state_dict``."""
+        state = {n: t[p].detach().cpu().clone() for n, t in self.params.items()}
+        if self.head_norm:
+            state["head.0.running_mean"] = self.r_mean[p].cpu().clone()
+            state["head.0.running_var"] = self.r_var[p].cpu().clone()
+            state["head.0.num_batches_tracked"] = self.tracked[p].cpu().clone()
+        return state
+
+
+def fit_suffix_points(
+    template, states: list, data: list, features, labels: tuple, cfg: Any, optimizers: list
+) -> list[dict[str, Any]]:
+    """Train K points as one computation: ``template`` is a TransferModule of the curve (its
+    frozen weights serve every point), ``states`` each point's initial trainable tensors
+    (``trainable_tensors`` of its module, built as the per-point engine builds it), ``data``
+    their CachedFeatureDataModules, ``optimizers`` (optimizer factory, slice of points) per
+    candidate. Returns per point what ``caulk.engines.batched.finish_fitted``
+    reports: its trained ``state``, ``metrics``, logged ``history``, ``diverged_at`` (the first
+    step whose loss was not finite) and ``outcome_fields``."""
+    if cfg.trainer.get("deterministic"):
+        torch.use_deterministic_algorithms(True)
+    fit = _Problems(template, states, data, features, labels, cfg, optimizers)
+    history: list[list[tuple[int, dict[str, float]]]] = [[] for _ in states]
+    last_val: list[dict[str, float]] = [{} for _ in states]
+    val_rows = [torch.as_tensor(d.dm.val_idx, device=fit.device) for d in data]
+    diverged = torch.full((fit.k,), -1, dtype=torch.long, device=fit.device)
+    for t in range(fit.steps):
+        losses = fit.step(t)
+        bad = ~torch.isfinite(losses) & fit.alive
+        diverged = torch.where(bad, t, diverged)
+        fit.alive &= ~bad
+        if (t + 1) % fit.log_every == 0:
+            for p, v in enumerate(losses.tolist()):
+                history[p].append((t, {"train/loss": v}))
+        if (t + 1) % fit.interval == 0 and any(len(r) for r in val_rows):
+            for p, val in enumerate(fit.evaluate(fit.pool, fit.y_pool, val_rows, "val")):
+                if len(val_rows[p]):
+                    last_val[p] = val
+                    history[p].append((t, val))
+    test_rows = [torch.arange(len(fit.test), device=fit.device)] * fit.k
+    results = []
+    for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, "test")):
+        tst["test/n_test"] = float(len(fit.test))
+        correct = tst.pop("correct")
+        history[p].append((fit.steps, tst))
+        step = int(diverged[p])
+        results.append(
+            {
+                "state": fit.state(p),
+                "metrics": {**last_val[p], **tst, "global_steps": fit.steps, **fit.counts[p]},
+                "history": history[p],
+                "diverged_at": None if step < 0 else step,
+                "outcome_fields": (correct.numpy(), fit.y_test.cpu().numpy()),
+            }
+        )
+    return results
+
+
+def run(job: PointJob, fitted: dict[str, Any] | Exception) -> PointResult:
+    """Load the point's trained tensors (trained with the other points of its curve) and
+    report it."""
+    if isinstance(fitted, Exception):
+        raise RuntimeError(f"the batched suffix fit of the curve failed: {fitted}") from fitted
+    if fitted["diverged_at"] is not None:
+        raise Diverged(fitted["diverged_at"])
+    job.module.load_state_dict(fitted["state"], strict=False)
+    return finish_fitted(job, fitted)
