@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from caulk.train import train_curve
