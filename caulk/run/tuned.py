@@ -141,11 +141,14 @@ def _holdout_point(
         wall_time_s=round(sum(r.get("wall_time_s") or 0.0 for r in records), 3),
     )
     if best is None:
-        first = next(c for c in summaries if c["status"] != "ok")
-        record.update(
-            status="failed",
-            message=f"every tune candidate failed; first: {first.get('message', '')}",
+        first = next((c for c in summaries if c["status"] != "ok"), None)
+        why = (
+            f"every tune candidate failed; first: {first.get('message', '')}"
+            if first
+            else "no tune candidate has a validation error to choose by (is "
+            "trainer.val_check_interval beyond trainer.max_steps?)"
         )
+        record.update(status="failed", message=why)
         record.selected = None
     else:
         record.selected = {**grid[best].values, **(record.selected or {})}
