@@ -9,9 +9,11 @@ keeps its own training subset and sampler order (the schedule the point's own Da
 ``caulk.engines.batched.point_schedules``), initial values (its module built as the per-point
 engine builds it), BatchNorm statistics of the head, learning rate and weight decay (one
 optimizer per candidate over its rows of the stacked tensors: the optimizers in
-``ELEMENTWISE_OPTIMIZERS`` update each element on its own) and divergence state. Batches shorter
-than the longest are padded and masked; every module of the suffix treats rows independently
-(``suffix_unsupported`` refuses BatchNorm in train mode and dropout), so padding changes nothing.
+``ELEMENTWISE_OPTIMIZERS`` update each element on its own) and divergence state. Each step runs
+one vmapped group per batch length (points with n below the batch size, or at an epoch's short
+last batch, form their own group), so no row is padding; evaluation pads, which changes nothing
+since every module of the suffix treats rows independently (``suffix_unsupported`` refuses
+BatchNorm in train mode and dropout).
 Results equal the ``cached`` engine's point by point to floating-point noise (tested).
 """
 
@@ -32,6 +34,8 @@ from caulk.engines.strategy import fast_loop_device
 
 #: rows of the val / test split run through the suffix at once
 EVAL_CHUNK = 256
+#: every point (an index of the stacked tensors)
+ALL = slice(None)
 
 
 class _Suffix(nn.Module):
@@ -94,7 +98,8 @@ class _Problems:
         self.k = len(states)
         self.batch = max(int(d.dm.cfg.batch_size) for d in data)
         idx, mask, self.counts = point_schedules(data, self.steps, self.batch)
-        self.idx, self.mask = idx.to(device), mask.to(device)
+        self.idx = idx.to(device)  # (steps, K, batch): each batch's rows first, then padding
+        self.lengths = mask.sum(2).tolist()  # (steps, K) rows in each point's batch
         bn = self.template.head[0]
         self.eps, self.mom = (bn.eps, bn.momentum) if self.head_norm else (0.0, 0.0)
         dim = self.params["head.1.weight"].shape[2]
@@ -112,51 +117,64 @@ class _Problems:
             views.append(part)
         return views
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, B, F) the suffix's output for each point's rows ``x`` (K, B, tokens, dim)."""
-        inner = {n: t for n, t in self.params.items() if n.startswith("backbone.")}
+    def features(self, x: torch.Tensor, sel) -> torch.Tensor:
+        """(k, B, F) the suffix's output for points ``sel`` (an index tensor or ``ALL``) on
+        their rows ``x`` (k, B, tokens, dim)."""
+        inner = {n: t[sel] for n, t in self.params.items() if n.startswith("backbone.")}
 
         def one(params: dict, rows: torch.Tensor) -> torch.Tensor:
             return functional_call(self.suffix, params, (rows,))
 
         return vmap(one)(inner, x)
 
-    def _standardize(self, h: torch.Tensor, m: torch.Tensor, train: bool) -> torch.Tensor:
-        """The head's BatchNorm (no affine) per point over its real rows ``m`` (K, B)."""
+    def _standardize(self, h: torch.Tensor, sel, train: bool) -> torch.Tensor:
+        """The head's BatchNorm (no affine) of points ``sel`` on their batches ``h`` (k, B, F):
+        batch statistics in training (a batch of one: the running ones, as FeatureStandardize),
+        which also move the running ones; the running ones in evaluation."""
         if not self.head_norm:
             return h
-        if not train:
-            return (h - self.r_mean[:, None]) / torch.sqrt(self.r_var[:, None] + self.eps)
-        w = m.to(h.dtype)
-        c = w.sum(1, keepdim=True)  # (K, 1)
-        mean = (h * w[..., None]).sum(1) / c
-        var = (((h - mean[:, None]) ** 2) * w[..., None]).sum(1) / c
-        single = c == 1  # a batch of one uses the running statistics (FeatureStandardize)
-        use_mean = torch.where(single, self.r_mean, mean)
-        use_var = torch.where(single, self.r_var, var)
+        if not train or h.shape[1] == 1:
+            return (h - self.r_mean[sel, None]) / torch.sqrt(self.r_var[sel, None] + self.eps)
+        mean, var = h.mean(1), h.var(1, unbiased=False)
         with torch.no_grad():
-            unbiased = var * c / (c - 1).clamp(min=1)
-            upd = ~single & self.alive[:, None]
-            new_mean = (1 - self.mom) * self.r_mean + self.mom * mean
-            new_var = (1 - self.mom) * self.r_var + self.mom * unbiased
-            self.r_mean = torch.where(upd, new_mean, self.r_mean)
-            self.r_var = torch.where(upd, new_var, self.r_var)
-            self.tracked += upd[:, 0].long()
-        return (h - use_mean[:, None]) / torch.sqrt(use_var[:, None] + self.eps)
+            live = self.alive[sel, None]
+            unbiased = var * h.shape[1] / (h.shape[1] - 1)
+            new_mean = (1 - self.mom) * self.r_mean[sel] + self.mom * mean
+            new_var = (1 - self.mom) * self.r_var[sel] + self.mom * unbiased
+            self.r_mean[sel] = torch.where(live, new_mean, self.r_mean[sel])
+            self.r_var[sel] = torch.where(live, new_var, self.r_var[sel])
+            self.tracked[sel] += live[:, 0].long()
+        return (h - mean[:, None]) / torch.sqrt(var[:, None] + self.eps)
 
-    def logits(self, x: torch.Tensor, m: torch.Tensor, train: bool) -> torch.Tensor:
-        h = self._standardize(self.features(x), m, train)
-        w, b = self.params["head.1.weight"], self.params["head.1.bias"]
+    def logits(self, x: torch.Tensor, sel, train: bool) -> torch.Tensor:
+        """(k, B, classes) the logits of points ``sel`` on their rows ``x``."""
+        h = self._standardize(self.features(x, sel), sel, train)
+        w, b = self.params["head.1.weight"][sel], self.params["head.1.bias"][sel]
         return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+    def _groups(self, t: int) -> list[tuple[int, object]]:
+        """(batch length, points) of step ``t``: the points grouped by how many rows their
+        batch holds, so that no row is padding (``ALL`` when every point's batch is as long)."""
+        lengths = self.lengths[t]
+        if len(set(lengths)) == 1:
+            return [(lengths[0], ALL)]
+        by_length: dict[int, list[int]] = {}
+        for p, c in enumerate(lengths):
+            by_length.setdefault(c, []).append(p)
+        return [(c, torch.tensor(ps, device=self.device)) for c, ps in by_length.items()]
 
     def step(self, t: int) -> torch.Tensor:
         """Training step ``t`` of every live point; returns each point's batch loss (K,)."""
-        rows, m = self.idx[t], self.mask[t]
-        logits = self.logits(self.pool[rows], m, train=True)
-        ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[rows], reduction="none")
-        losses = (ce * m).sum(1) / m.sum(1)
-        finite = torch.isfinite(losses)
-        total = torch.where(finite & self.alive, losses, torch.zeros_like(losses)).sum()
+        losses = torch.empty(self.k, device=self.device)
+        total = torch.zeros((), device=self.device)
+        for length, sel in self._groups(t):
+            rows = self.idx[t][sel, :length]
+            logits = self.logits(self.pool[rows], sel, train=True)
+            ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[rows], reduction="none")
+            loss = ce.mean(1)
+            keep = torch.isfinite(loss) & self.alive[sel]
+            total = total + torch.where(keep, loss, torch.zeros_like(loss)).sum()
+            losses[sel] = loss.detach()
         grads = torch.autograd.grad(total, [self.params[n] for n in self.names])
         for n, g in zip(self.names, grads, strict=True):
             self.grads[n].copy_(g)
@@ -164,21 +182,20 @@ class _Problems:
             optimizer.step()
         for scheduler in self.schedulers:
             scheduler.step()
-        return losses.detach()
+        return losses
 
     @torch.no_grad()
     def evaluate(self, x_all, y_all, rows_per_point: list[torch.Tensor], split: str) -> list:
         """Error and mean loss of every point on its rows (``correct`` too for the test)."""
         self.template.eval()
         width = max(len(r) for r in rows_per_point)
-        rows = torch.zeros(self.k, width, dtype=torch.long, device=self.device)
-        mask = torch.zeros(self.k, width, dtype=torch.bool, device=self.device)
+        rows = torch.zeros(self.k, width, dtype=torch.long, device=self.device)  # 0: padding
         for p, r in enumerate(rows_per_point):
-            rows[p, : len(r)], mask[p, : len(r)] = r, True
+            rows[p, : len(r)] = r
         right, ce = [], []
         for lo in range(0, width, EVAL_CHUNK):
-            r, m = rows[:, lo : lo + EVAL_CHUNK], mask[:, lo : lo + EVAL_CHUNK]
-            logits = self.logits(x_all[r], m, train=False)
+            r = rows[:, lo : lo + EVAL_CHUNK]
+            logits = self.logits(x_all[r], ALL, train=False)
             right.append(logits.argmax(2) == y_all[r])
             ce.append(F.cross_entropy(logits.transpose(1, 2), y_all[r], reduction="none"))
         self.template.train()
