@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from caulk.threads import current as current_threads
+
 #: the fixed-step recipe the timing benchmarks measure: ``trainer.max_steps`` steps at one lr
 #: (not the default protocol's ridge probe, step budget and LoRA lr grid); ``++`` because only
 #: the linear probe has a ``peft.solver``
@@ -33,8 +35,10 @@ def parse_args(parser: argparse.ArgumentParser, smoke: dict) -> argparse.Namespa
 
 
 def print_result(result: dict, smoke: bool) -> None:
-    """Print the benchmark's result as one JSON line (the last of its output)."""
-    print(json.dumps({**result, "smoke": smoke}), flush=True)
+    """Print the benchmark's result as one JSON line (the last of its output), with this
+    process's thread settings (``caulk.threads``) unless the result has its own."""
+    threads = {"threads": current_threads().fields()}
+    print(json.dumps({**threads, **result, "smoke": smoke}), flush=True)
 
 
 def int_list(text: str) -> list[int]:

@@ -36,8 +36,12 @@ class ThreadSettings:
     source: str
 
     def fields(self) -> dict[str, int | str]:
-        """The record's and the benchmarks' thread fields."""
+        """The benchmarks' thread fields (all three)."""
         return asdict(self)
+
+    def fields_for_record(self) -> dict[str, int | str]:
+        """A record's thread fields: the count and the wait policy."""
+        return {"torch_threads": self.torch_threads, "omp_wait_policy": self.omp_wait_policy}
 
 
 def usable_cpus() -> int:

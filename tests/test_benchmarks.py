@@ -206,3 +206,26 @@ def test_split_coverage_smoke(tmp_path):
     for row in r["table"]:
         assert row["cases"] == 2 and 0 <= row["coverage"] <= 1
     assert_positive(r, "train_seconds", "seconds")
+
+
+def test_threads_smoke(tmp_path):
+    r = run_smoke("threads", tmp_path)
+    assert r["name"] == "threads" and set(r["cells"]) == {"train", "caulk"}
+    for by_setting in r["cells"].values():
+        cell = by_setting["caulk"]
+        assert len(cell["alone"]["per_process"]) == 1 and len(cell["shared"]["per_process"]) == 2
+        assert_positive(cell["alone"], "each_s")
+        assert_positive(cell["shared"], "each_s")
+    for proc in r["cells"]["train"]["caulk"]["shared"]["per_process"]:  # caulk's own choice
+        assert proc["settings"]["omp_wait_policy"] == "PASSIVE"
+        assert proc["torch_threads"] >= 1 and proc["settings"]["source"] == "cpus"
+    assert r["threads"]["omp_wait_policy"] == "PASSIVE"  # every benchmark JSON says its threads
+
+
+def test_suffix_smoke(tmp_path):
+    r = run_smoke("suffix", tmp_path)
+    assert r["name"] == "batched_suffix_lora_sweep"
+    assert_positive(r, "ratio", "per_point_s", "batched_s")
+    femto = r["models"]["vit_femto"]
+    assert femto["train_loops"] == ["batched_suffix", "fast"] and femto["points"] == 2
+    assert r["same_selected_lr"] and r["max_test_error_diff"] <= 1e-5

@@ -23,6 +23,7 @@ from caulk.engines import batched, cached, lightning, solvers, suffix
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.guards import Diverged, TrainedNothing, check_test_loss
 from caulk.engines.strategy import Strategy
+from caulk.threads import current as current_threads
 from caulk.loggers import (
     csv_logger,
     init_wandb_run,
@@ -95,6 +96,7 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
         compiled=ctx.strategy.engine == "lightning" and bool(cfg.get("compile", False)),
         caulk_version=__version__,
         torch_version=torch.__version__,
+        **current_threads().fields_for_record(),
         host=platform.node(),
         output_dir=str(plan.output_dir.resolve()),
         config=plan.resolved,

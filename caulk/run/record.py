@@ -91,6 +91,8 @@ class Record:
     resumed_from: str | None = None
     caulk_version: str | None = None
     torch_version: str | None = None
+    torch_threads: int | None = None  # caulk.threads: this process's share of the CPUs
+    omp_wait_policy: str | None = None  # OMP_WAIT_POLICY as the process ran ("default": unset)
     host: str | None = None
     output_dir: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
