@@ -34,11 +34,15 @@ def parse_args(parser: argparse.ArgumentParser, smoke: dict) -> argparse.Namespa
     return args
 
 
+def with_threads(result: dict) -> dict:
+    """``result`` with this process's thread settings (``caulk.threads``) unless it has its own."""
+    return {"threads": current_threads().fields(), **result}
+
+
 def print_result(result: dict, smoke: bool) -> None:
     """Print the benchmark's result as one JSON line (the last of its output), with this
-    process's thread settings (``caulk.threads``) unless the result has its own."""
-    threads = {"threads": current_threads().fields()}
-    print(json.dumps({**threads, **result, "smoke": smoke}), flush=True)
+    process's thread settings (``with_threads``)."""
+    print(json.dumps({**with_threads(result), "smoke": smoke}), flush=True)
 
 
 def int_list(text: str) -> list[int]:

@@ -38,7 +38,7 @@ from scipy.optimize import brentq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import parse_args, print_result  # noqa: E402
+from common import parse_args, print_result, with_threads  # noqa: E402
 
 from caulk.analysis.answers import sample_complexity  # noqa: E402
 
@@ -181,7 +181,7 @@ def main() -> None:
         **_machine(),
     }
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+        args.out.write_text(json.dumps(with_threads(result), indent=2))
     print_result(result, args.smoke)
 
 

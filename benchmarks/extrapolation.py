@@ -73,7 +73,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
 
-from benchmarks.common import int_list, parse_args, print_result
+from benchmarks.common import int_list, parse_args, print_result, with_threads
 from caulk.analysis.answers import sample_complexity
 
 REPO = Path(__file__).resolve().parent.parent
@@ -474,7 +474,8 @@ def main() -> None:
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**result, "smoke": args.smoke}, indent=1) + "\n")
+        out = {**with_threads(result), "smoke": args.smoke}
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
         rows.to_csv(args.out.with_suffix(".cases.csv"), index=False)  # every answer, per case
     print_result(result, args.smoke)
 
