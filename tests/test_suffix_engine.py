@@ -97,3 +97,18 @@ def test_a_diverging_candidate_leaves_the_others_intact(fast_cfg, tmp_path):
         statuses = [c["status"] for c in b["candidates"]]
         assert statuses == ["ok", "diverged"], b["candidates"]
         assert b["test_error"] == pytest.approx(a["test_error"], abs=1.5 / b["n_test"])
+
+
+def test_points_with_their_own_step_budgets_train_together_each_to_its_budget(fast_cfg, tmp_path):
+    """budget.mode=epochs: n=10 trains 3 steps, n=33 trains 5 (batches of 16, 2 epochs, at least
+    3), in one computation, each equal to its own light loop."""
+    budget = ["budget.mode=epochs", "budget.epochs=2", "budget.min_steps=3", "budget.max_steps=100"]
+    args = [*SMALL, *LORA, *SGD, *CURVE, *budget, "tune=none", "trainer.val_check_interval=2"]
+    args += ["trainer.log_every_n_steps=1"]
+    batched = train_curve(fast_cfg(*args, out=tmp_path / "batched"))
+    single = train_curve(fast_cfg(*args, "cache.batch_points=false", out=tmp_path / "single"))
+    assert {r["train_loop"] for r in batched} == {"batched_suffix"}
+    assert (
+        [r["global_steps"] for r in batched] == [r["step_budget"] for r in batched] == [3, 3, 5, 5]
+    )
+    _assert_same_points(batched, single, 5e-6)

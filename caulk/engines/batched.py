@@ -120,14 +120,16 @@ def _initial_heads(points: list, dim: int, n_cls: int) -> tuple[torch.Tensor, to
     return weights, biases
 
 
-def point_schedules(points: list, steps: int, batch: int):
-    """(idx, mask) of shape (steps, points, batch) and each point's epoch counts."""
+def point_schedules(points: list, steps: int, batch: int, budgets: list[int] | None = None):
+    """(idx, mask) of shape (steps, points, batch) and each point's epoch counts; ``budgets``:
+    each point's own step budget (<= steps; its mask is False after it), else ``steps`` each."""
     idx = torch.zeros(steps, len(points), batch, dtype=torch.long)
     mask = torch.zeros(steps, len(points), batch, dtype=torch.bool)
     counts = []
     for p, point in enumerate(points):
-        i, m, c = _schedule(partial(_index_loader, point), steps, batch)
-        idx[:, p], mask[:, p] = i, m
+        own = steps if budgets is None else budgets[p]
+        i, m, c = _schedule(partial(_index_loader, point), own, batch)
+        idx[:own, p], mask[:own, p] = i, m
         counts.append(c)
     return idx, mask, counts
 
@@ -374,12 +376,12 @@ _SHARED_KEYS = (
 )
 
 
-def grid_shares_computation(cfgs: list[DictConfig]) -> bool:
+def grid_shares_computation(cfgs: list[DictConfig], own: tuple[str, ...] = ()) -> bool:
     """Whether the candidates' configs differ only in what each head's own optimizer holds
-    (``optimizer``'s lr, weight decay, ...), so their heads can train as one computation."""
-    return all(
-        OmegaConf.select(c, k) == OmegaConf.select(cfgs[0], k) for c in cfgs for k in _SHARED_KEYS
-    )
+    (``optimizer``'s lr, weight decay, ...) and the keys ``own`` (what the engine keeps per
+    point), so their heads can train as one computation."""
+    keys = [k for k in _SHARED_KEYS if k not in own]
+    return all(OmegaConf.select(c, k) == OmegaConf.select(cfgs[0], k) for c in cfgs for k in keys)
 
 
 def train_heads_grid(

@@ -109,12 +109,12 @@ def batched_heads_unsupported(
 SUFFIX_METHODS = ("lora", "adapter", "ssf", "bitfit", "partial")
 
 
-def batched_suffix_unsupported(cfg: Any, budgets: list[int | None] | None = None) -> str | None:
+def batched_suffix_unsupported(cfg: Any) -> str | None:
     """Why the points of a curve whose prefix is cached cannot train their suffixes as one
-    computation (None: they can; the modules' own check, ``caulk.engines.suffix``, follows)."""
-    why = budget_unsupported(cfg, budgets or [])
-    if why:
-        return why
+    computation (None: they can; the modules' own check, ``caulk.engines.suffix``, follows).
+    Per-point step budgets (``budget.mode=epochs``) are kept: each point trains its own."""
+    if early_stop_patience(cfg) is not None:
+        return "early stopping (budget.early_stop) stops each point at its own step"
     opt = cfg.optimizer.get("_target_", "")
     checks = {
         "cache.batch_points is off": (cfg.get("cache") or {}).get("batch_points", True),
@@ -176,7 +176,7 @@ def choose(
         log.info("cached prefix trains through Lightning: %s", why)
         return Strategy("lightning", features, why)
     if features.plan.depth is not None:
-        why = batched_suffix_unsupported(cfg, budgets)
+        why = batched_suffix_unsupported(cfg)
         return Strategy("cached", features, why) if why else Strategy("batched_suffix", features)
     why = batched_heads_unsupported(cfg, features, budgets)
     if why:

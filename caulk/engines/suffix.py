@@ -73,7 +73,10 @@ class _Problems:
     def __init__(self, template, states: list, data: list, features, labels, cfg, optimizers):
         t_cfg = cfg.trainer
         self.device = device = fast_loop_device(t_cfg)
-        self.steps, self.interval = int(t_cfg.max_steps), int(t_cfg.val_check_interval)
+        self.budgets = [0] * len(states)  # each point's own step budget
+        for _, rows, budget in optimizers:
+            self.budgets[rows] = [budget] * len(self.budgets[rows])
+        self.steps, self.interval = max(self.budgets), int(t_cfg.val_check_interval)
         self.log_every = int(t_cfg.get("log_every_n_steps", 50) or 50)
         self.template = template.to(device)
         self.template.train()
@@ -87,17 +90,18 @@ class _Problems:
         for t in self.params.values():
             t.requires_grad_(True)
         self.grads = {n: torch.zeros_like(t) for n, t in self.params.items()}
-        self.optimizers = [factory(self._views(rows)) for factory, rows in optimizers]
+        # one optimizer (and cosine schedule) per candidate and budget, stepped within it
+        self.optimizers = [(factory(self._views(rows)), b) for factory, rows, b in optimizers]
         cosine = cfg.get("scheduler", "cosine") != "none"
         self.schedulers = [
-            torch.optim.lr_scheduler.CosineAnnealingLR(o, self.steps)
-            for o in (self.optimizers if cosine else [])
+            (torch.optim.lr_scheduler.CosineAnnealingLR(o, b), b)
+            for o, b in (self.optimizers if cosine else [])
         ]
         self.pool, self.test = features.pool.to(device), features.test.to(device)
         self.y_pool, self.y_test = labels[0].to(device), labels[1].to(device)
         self.k = len(states)
         self.batch = max(int(d.dm.cfg.batch_size) for d in data)
-        idx, mask, self.counts = point_schedules(data, self.steps, self.batch)
+        idx, mask, self.counts = point_schedules(data, self.steps, self.batch, self.budgets)
         self.idx = idx.to(device)  # (steps, K, batch): each batch's rows first, then padding
         self.lengths = mask.sum(2).tolist()  # (steps, K) rows in each point's batch
         bn = self.template.head[0]
@@ -155,17 +159,18 @@ class _Problems:
     def _groups(self, t: int) -> list[tuple[int, object]]:
         """(batch length, points) of step ``t``: the points grouped by how many rows their
         batch holds, so that no row is padding (``ALL`` when every point's batch is as long)."""
-        lengths = self.lengths[t]
+        lengths = self.lengths[t]  # 0: the point's budget has ended
         if len(set(lengths)) == 1:
             return [(lengths[0], ALL)]
         by_length: dict[int, list[int]] = {}
         for p, c in enumerate(lengths):
-            by_length.setdefault(c, []).append(p)
+            if c:
+                by_length.setdefault(c, []).append(p)
         return [(c, torch.tensor(ps, device=self.device)) for c, ps in by_length.items()]
 
     def step(self, t: int) -> torch.Tensor:
         """Training step ``t`` of every live point; returns each point's batch loss (K,)."""
-        losses = torch.empty(self.k, device=self.device)
+        losses = torch.full((self.k,), float("nan"), device=self.device)
         total = torch.zeros((), device=self.device)
         for length, sel in self._groups(t):
             rows = self.idx[t][sel, :length]
@@ -178,10 +183,12 @@ class _Problems:
         grads = torch.autograd.grad(total, [self.params[n] for n in self.names])
         for n, g in zip(self.names, grads, strict=True):
             self.grads[n].copy_(g)
-        for optimizer in self.optimizers:
-            optimizer.step()
-        for scheduler in self.schedulers:
-            scheduler.step()
+        for optimizer, budget in self.optimizers:
+            if t < budget:
+                optimizer.step()
+        for scheduler, budget in self.schedulers:
+            if t < budget:
+                scheduler.step()
         return losses
 
     @torch.no_grad()
@@ -228,8 +235,9 @@ def fit_suffix_points(
     """Train K points as one computation: ``template`` is a TransferModule of the curve (its
     frozen weights serve every point), ``states`` each point's initial trainable tensors
     (``trainable_tensors`` of its module, built as the per-point engine builds it), ``data``
-    their CachedFeatureDataModules, ``optimizers`` (optimizer factory, slice of points) per
-    candidate. Returns per point what ``caulk.engines.batched.finish_fitted``
+    their CachedFeatureDataModules, ``optimizers`` (optimizer factory, slice of points, step
+    budget) per candidate and budget: each point trains its own budget of steps, a finished
+    point stops costing. Returns per point what ``caulk.engines.batched.finish_fitted``
     reports: its trained ``state``, ``metrics``, logged ``history``, ``diverged_at`` (the first
     step whose loss was not finite) and ``outcome_fields``."""
     if cfg.trainer.get("deterministic"):
@@ -239,17 +247,22 @@ def fit_suffix_points(
     last_val: list[dict[str, float]] = [{} for _ in states]
     val_rows = [torch.as_tensor(d.dm.val_idx, device=fit.device) for d in data]
     diverged = torch.full((fit.k,), -1, dtype=torch.long, device=fit.device)
+    budgets = torch.tensor(fit.budgets, device=fit.device)
     for t in range(fit.steps):
         losses = fit.step(t)
-        bad = ~torch.isfinite(losses) & fit.alive
+        live = budgets > t  # the points still within their step budget
+        bad = ~torch.isfinite(losses) & fit.alive & live
         diverged = torch.where(bad, t, diverged)
         fit.alive &= ~bad
+        running = [p for p in range(fit.k) if fit.budgets[p] > t]
         if (t + 1) % fit.log_every == 0:
             for p, v in enumerate(losses.tolist()):
-                history[p].append((t, {"train/loss": v}))
-        if (t + 1) % fit.interval == 0 and any(len(r) for r in val_rows):
+                if p in running:
+                    history[p].append((t, {"train/loss": v}))
+        checked = [p for p in running if len(val_rows[p])]
+        if (t + 1) % fit.interval == 0 and checked:
             for p, val in enumerate(fit.evaluate(fit.pool, fit.y_pool, val_rows, "val")):
-                if len(val_rows[p]):
+                if p in checked:
                     last_val[p] = val
                     history[p].append((t, val))
     test_rows = [torch.arange(len(fit.test), device=fit.device)] * fit.k
@@ -257,12 +270,13 @@ def fit_suffix_points(
     for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, "test")):
         tst["test/n_test"] = float(len(fit.test))
         correct = tst.pop("correct")
-        history[p].append((fit.steps, tst))
+        budget = fit.budgets[p]
+        history[p].append((budget, tst))
         step = int(diverged[p])
         results.append(
             {
                 "state": fit.state(p),
-                "metrics": {**last_val[p], **tst, "global_steps": fit.steps, **fit.counts[p]},
+                "metrics": {**last_val[p], **tst, "global_steps": budget, **fit.counts[p]},
                 "history": history[p],
                 "diverged_at": None if step < 0 else step,
                 "outcome_fields": (correct.numpy(), fit.y_test.cpu().numpy()),

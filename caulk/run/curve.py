@@ -172,7 +172,7 @@ def _suffix_fits(plan: CurvePlan, ctx: CurveContext) -> dict[int, Any]:
         ctx.strategy = dataclasses.replace(ctx.strategy, engine="cached", reason=why)
         return {}
     shapes = {i: {n: t.shape for n, t in s.items()} for i, s in states.items()}
-    together = batched.grid_shares_computation(cfgs) and all(
+    together = batched.grid_shares_computation(cfgs, own=("trainer.max_steps",)) and all(
         v == shapes[next(iter(shapes))] for v in shapes.values()
     )
     parts = [list(groups.values())] if together else [[idx] for idx in groups.values()]
@@ -186,15 +186,18 @@ def _suffix_fits(plan: CurvePlan, ctx: CurveContext) -> dict[int, Any]:
 
 
 def _suffix_fit(plan, ctx, part: list[list[int]], template, states: dict) -> dict[int, Any]:
-    """One batched_suffix computation over the candidates ``part`` (lists of point indices)."""
-    features, order = ctx.strategy.features, [i for idx in part for i in idx]
-    data = [CachedFeatureDataModule(plan.points[i].datamodule, features) for i in order]
-    optimizers, start = [], 0
+    """One batched_suffix computation over the candidates ``part`` (lists of point indices):
+    one optimizer per candidate and step budget, over contiguous rows."""
+    features = ctx.strategy.features
+    budget = {i: _point_budget(plan.points[i]) for idx in part for i in idx}
+    order, optimizers = [], []
     for idx in part:
-        optimizers.append(
-            (instantiate(plan.points[idx[0]].cfg.optimizer), slice(start, start + len(idx)))
-        )
-        start += len(idx)
+        for b in sorted({budget[i] for i in idx}):
+            rows = [i for i in idx if budget[i] == b]
+            factory = instantiate(plan.points[rows[0]].cfg.optimizer)
+            optimizers.append((factory, slice(len(order), len(order) + len(rows)), b))
+            order += rows
+    data = [CachedFeatureDataModule(plan.points[i].datamodule, features) for i in order]
     labels = (data[0].labels("pool"), data[0].labels("test"))
     try:
         fitted = suffix.fit_suffix_points(
@@ -205,6 +208,11 @@ def _suffix_fit(plan, ctx, part: list[list[int]], template, states: dict) -> dic
         log.warning("the batched_suffix fit of the curve failed: %s: %s", type(e).__name__, e)
         fitted = [e] * len(order)
     return dict(zip(order, fitted, strict=True))
+
+
+def _point_budget(point: PointPlan) -> int:
+    """The point's step budget: its own (``budget.mode=epochs``) or ``trainer.max_steps``."""
+    return int(point.step_budget or point.cfg.trainer.max_steps)
 
 
 class CurvePointsFailed(RuntimeError):

@@ -23,7 +23,6 @@ from caulk.engines import batched, cached, lightning, solvers, suffix
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.guards import Diverged, TrainedNothing, check_test_loss
 from caulk.engines.strategy import Strategy
-from caulk.threads import current as current_threads
 from caulk.loggers import (
     csv_logger,
     init_wandb_run,
@@ -37,6 +36,7 @@ from caulk.plan import PointPlan
 from caulk.run.guards import Terminated
 from caulk.run.record import Record
 from caulk.run.wandb_curve import log_curve_point, run_label
+from caulk.threads import current as current_threads
 
 log = logging.getLogger("caulk.train")
 
