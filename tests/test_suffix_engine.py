@@ -26,7 +26,7 @@ def _logged_losses(record) -> pd.Series:
     return steps.set_index("step")["train/loss"]
 
 
-def _assert_same_points(batched: list, single: list, atol: float = 1e-4) -> None:
+def _assert_same_points(batched: list, single: list, atol: float = 1e-4, loss_rel=1e-4) -> None:
     for a, b in zip(batched, single, strict=True):
         assert (a["n"], a["seed"]) == (b["n"], b["seed"])
         for key in ("global_steps", "epochs", "n_test", "n_train_seen", "train_samples_per_epoch"):
@@ -36,7 +36,7 @@ def _assert_same_points(batched: list, single: list, atol: float = 1e-4) -> None
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)
         la, lb = _logged_losses(a), _logged_losses(b)
         assert list(la.index) == list(lb.index) and len(la) >= 3
-        assert la.to_numpy() == pytest.approx(lb.to_numpy(), rel=1e-4)
+        assert la.to_numpy() == pytest.approx(lb.to_numpy(), rel=loss_rel)
         wa, wb = load_file(a["adapter_file"]), load_file(b["adapter_file"])
         assert sorted(wa) == sorted(wb)
         for k in wa:
@@ -112,3 +112,21 @@ def test_points_with_their_own_step_budgets_train_together_each_to_its_budget(fa
         [r["global_steps"] for r in batched] == [r["step_budget"] for r in batched] == [3, 3, 5, 5]
     )
     _assert_same_points(batched, single, 5e-6)
+
+
+def test_early_stopping_stops_each_point_at_its_own_step_and_tests_its_best_state(
+    fast_cfg, tmp_path
+):
+    """A high constant lr overfits the small n: points stop at different steps, each with the
+    best step, validation error, counts and test result of its own light loop."""
+    early = ["budget.early_stop.enabled=true", "budget.early_stop.patience=2", "scheduler=none"]
+    args = [*SMALL, *LORA, *SGD, *CURVE, *early, "tune=none", "peft.lr=0.5"]
+    args += ["trainer.max_steps=40", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"]
+    batched = train_curve(fast_cfg(*args, out=tmp_path / "batched"))
+    single = train_curve(fast_cfg(*args, "cache.batch_points=false", out=tmp_path / "single"))
+    assert {r["train_loop"] for r in batched} == {"batched_suffix"}
+    stops = [r["global_steps"] for r in single]
+    assert len(set(stops)) > 1 and max(stops) < 40, stops  # they stop, at different steps
+    assert [r["best_step"] for r in batched] == [r["best_step"] for r in single]
+    # lr 0.5 for 30+ steps amplifies float noise: late losses and weights agree to ~1e-3
+    _assert_same_points(batched, single, 1e-3, loss_rel=1e-2)

@@ -112,9 +112,7 @@ SUFFIX_METHODS = ("lora", "adapter", "ssf", "bitfit", "partial")
 def batched_suffix_unsupported(cfg: Any) -> str | None:
     """Why the points of a curve whose prefix is cached cannot train their suffixes as one
     computation (None: they can; the modules' own check, ``caulk.engines.suffix``, follows).
-    Per-point step budgets (``budget.mode=epochs``) are kept: each point trains its own."""
-    if early_stop_patience(cfg) is not None:
-        return "early stopping (budget.early_stop) stops each point at its own step"
+    Per-point step budgets (``budget.mode=epochs``) and early stopping are kept per point."""
     opt = cfg.optimizer.get("_target_", "")
     checks = {
         "cache.batch_points is off": (cfg.get("cache") or {}).get("batch_points", True),

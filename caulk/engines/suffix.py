@@ -19,6 +19,7 @@ Results equal the ``cached`` engine's point by point to floating-point noise (te
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -219,6 +220,26 @@ class _Problems:
             out.append(res)
         return out
 
+    @torch.no_grad()
+    def load(self, p: int, state: dict[str, torch.Tensor]) -> None:
+        """Put ``state`` (``state(p)``'s form) back as point ``p``'s tensors."""
+        for n in self.names:
+            self.params[n][p] = state[n].to(self.device)
+        if self.head_norm:
+            self.r_mean[p] = state["head.0.running_mean"].to(self.device)
+            self.r_var[p] = state["head.0.running_var"].to(self.device)
+            self.tracked[p] = state["head.0.num_batches_tracked"].to(self.device)
+
+    def counts_at(self, p: int, data, steps: int) -> dict[str, int]:
+        """Point ``p``'s epoch counts had its training ended after ``steps`` steps."""
+        return point_schedules([data], steps, self.batch)[2][0]
+
+    def stop(self, p: int, step: int) -> None:
+        """Point ``p`` trains no step from ``step`` on (its early stop): it stops costing."""
+        self.budgets[p] = step
+        for lengths in self.lengths[step:]:
+            lengths[p] = 0
+
     def state(self, p: int) -> dict[str, torch.Tensor]:
         """Point ``p``'s trained tensors, as its TransferModule's ``trainable_state_dict``."""
         state = {n: t[p].detach().cpu().clone() for n, t in self.params.items()}
@@ -229,28 +250,62 @@ class _Problems:
         return state
 
 
+class _Best:
+    """``caulk.engines.early_stop.BestState`` for one point of a batched fit."""
+
+    def __init__(self, patience: int):
+        self.patience, self.error, self.step, self.since = patience, math.inf, None, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, fit: _Problems, p: int, error: float, step: int) -> bool:
+        """Record point ``p``'s check at ``step``; whether it should stop."""
+        if error < self.error:
+            self.error, self.step, self.since = float(error), int(step), 0
+            self.state = fit.state(p)
+        else:
+            self.since += 1
+        return self.since >= self.patience
+
+    def metrics(self) -> dict[str, Any]:
+        if self.step is None:
+            return {"best_step": None}
+        return {"best_step": self.step, "val/error": self.error}
+
+
 def fit_suffix_points(
-    template, states: list, data: list, features, labels: tuple, cfg: Any, optimizers: list
+    template,
+    states: list,
+    data: list,
+    features,
+    labels: tuple,
+    cfg: Any,
+    optimizers: list,
+    patience: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train K points as one computation: ``template`` is a TransferModule of the curve (its
     frozen weights serve every point), ``states`` each point's initial trainable tensors
     (``trainable_tensors`` of its module, built as the per-point engine builds it), ``data``
     their CachedFeatureDataModules, ``optimizers`` (optimizer factory, slice of points, step
     budget) per candidate and budget: each point trains its own budget of steps, a finished
-    point stops costing. Returns per point what ``caulk.engines.batched.finish_fitted``
+    point stops costing. ``patience``: early stopping per point (as ``BestState``: the best
+    validation state kept, the point stopped after ``patience`` checks without a better one,
+    tested in its best state). Returns per point what ``caulk.engines.batched.finish_fitted``
     reports: its trained ``state``, ``metrics``, logged ``history``, ``diverged_at`` (the first
     step whose loss was not finite) and ``outcome_fields``."""
     if cfg.trainer.get("deterministic"):
         torch.use_deterministic_algorithms(True)
     fit = _Problems(template, states, data, features, labels, cfg, optimizers)
+    planned = list(fit.budgets)
     history: list[list[tuple[int, dict[str, float]]]] = [[] for _ in states]
     last_val: list[dict[str, float]] = [{} for _ in states]
     val_rows = [torch.as_tensor(d.dm.val_idx, device=fit.device) for d in data]
     diverged = torch.full((fit.k,), -1, dtype=torch.long, device=fit.device)
-    budgets = torch.tensor(fit.budgets, device=fit.device)
+    best = [_Best(patience) for _ in range(fit.k)] if patience is not None else None
     for t in range(fit.steps):
+        if all(b <= t for b in fit.budgets):  # every point stopped early
+            break
         losses = fit.step(t)
-        live = budgets > t  # the points still within their step budget
+        live = torch.tensor(fit.budgets, device=fit.device) > t  # still within its budget
         bad = ~torch.isfinite(losses) & fit.alive & live
         diverged = torch.where(bad, t, diverged)
         fit.alive &= ~bad
@@ -265,6 +320,12 @@ def fit_suffix_points(
                 if p in checked:
                     last_val[p] = val
                     history[p].append((t, val))
+                    if best is not None and best[p].update(fit, p, val["val/error"], t + 1):
+                        fit.stop(p, t + 1)
+    if best is not None:  # each point is tested in its best state, as the light loop does
+        for p, b in enumerate(best):
+            if b.state is not None:
+                fit.load(p, b.state)
     test_rows = [torch.arange(len(fit.test), device=fit.device)] * fit.k
     results = []
     for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, "test")):
@@ -273,10 +334,17 @@ def fit_suffix_points(
         budget = fit.budgets[p]
         history[p].append((budget, tst))
         step = int(diverged[p])
+        counts = fit.counts[p] if budget == planned[p] else fit.counts_at(p, data[p], budget)
         results.append(
             {
-                "state": fit.state(p),
-                "metrics": {**last_val[p], **tst, "global_steps": budget, **fit.counts[p]},
+                "state": fit.state(p) if best is None else best[p].state or fit.state(p),
+                "metrics": {
+                    **last_val[p],
+                    **tst,
+                    **({} if best is None else best[p].metrics()),
+                    "global_steps": budget,
+                    **counts,
+                },  # fmt: skip
                 "history": history[p],
                 "diverged_at": None if step < 0 else step,
                 "outcome_fields": (correct.numpy(), fit.y_test.cpu().numpy()),

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from caulk.backbones import Backbone, create_backbone
+from caulk.budget import early_stop_patience
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.cache.extract import CachedFeatures
 from caulk.cache.prefix import plan_prefix
@@ -202,7 +203,7 @@ def _suffix_fit(plan, ctx, part: list[list[int]], template, states: dict) -> dic
     try:
         fitted = suffix.fit_suffix_points(
             template, [states[i] for i in order], data, features, labels,
-            plan.points[order[0]].cfg, optimizers,
+            plan.points[order[0]].cfg, optimizers, early_stop_patience(plan.points[order[0]].cfg),
         )  # fmt: skip
     except Exception as e:
         log.warning("the batched_suffix fit of the curve failed: %s: %s", type(e).__name__, e)
