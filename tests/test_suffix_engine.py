@@ -2,6 +2,7 @@
 as one computation, point by point equal to the per-point light loop (the oracle: the same
 points trained one at a time by the ``cached`` engine, ``cache.batch_points=false``)."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -130,3 +131,20 @@ def test_early_stopping_stops_each_point_at_its_own_step_and_tests_its_best_stat
     assert [r["best_step"] for r in batched] == [r["best_step"] for r in single]
     # lr 0.5 for 30+ steps amplifies float noise: late losses and weights agree to ~1e-3
     _assert_same_points(batched, single, 1e-3, loss_rel=1e-2)
+
+
+@pytest.mark.parametrize(
+    "extra, reason",
+    [
+        (["peft.dropout=0.1", *CURVE], "peft.dropout > 0 (each point would draw its own masks)"),
+        (["curve.n=[10]", "curve.seeds=[0]"], "one point: nothing to batch"),
+    ],
+)
+def test_a_curve_the_batched_engine_cannot_train_says_why_in_every_record(
+    fast_cfg, tmp_path, extra, reason
+):
+    records = train_curve(fast_cfg(*SMALL, *LORA, *extra, "tune=none", out=tmp_path / "r"))
+    assert {r["train_loop"] for r in records} == {"fast"}
+    assert {r["engine_reason"] for r in records} == {reason}
+    saved = [json.loads((Path(r["output_dir"]) / "record.json").read_text()) for r in records]
+    assert {s["engine_reason"] for s in saved} == {reason}

@@ -92,6 +92,7 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
         cache_prefix=None if features is None else features.plan.tag,
         cache_source=None if features is None else features.source,
         train_loop=ctx.strategy.train_loop,
+        engine_reason=ctx.strategy.reason,
         solver=cfg.peft.get("solver") if cfg.peft.name == "linear" else None,
         compiled=ctx.strategy.engine == "lightning" and bool(cfg.get("compile", False)),
         caulk_version=__version__,

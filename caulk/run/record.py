@@ -86,6 +86,7 @@ class Record:
     cache_prefix: str | None = None
     cache_source: str | None = None
     train_loop: str | None = None
+    engine_reason: str | None = None  # why no faster engine trained it (None: the fastest did)
     solver: str | None = None  # a linear probe's peft.solver: sgd | lbfgs | ridge
     compiled: bool = False
     resumed_from: str | None = None
