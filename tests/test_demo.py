@@ -147,7 +147,9 @@ def test_reduced_demo_end_to_end(tmp_path):
     # progress reaches the console, one line per step (not a terminal); no bar in the logs
     for line in ("[caulk] job 2/2  experiment=demo", "[caulk] pre-training step 1/200  caulk_"):
         assert line in proc.stderr, line
-    assert "[caulk] point 12/12  vit_femto lora n=80 seed=1 tune c1" in proc.stderr
+    # the LoRA curve's 12 trainings (6 points x 2 lr candidates) run as one batched computation
+    assert "[caulk] 12 points in 1 batched_suffix fit(s)  vit_femto lora" in proc.stderr
+    assert "[caulk] batched step 1/" in proc.stderr
     for log in out.glob("*.log"):
         assert b"\r" not in log.read_bytes() and b"it/s" not in log.read_bytes(), log
 

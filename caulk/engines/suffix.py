@@ -281,6 +281,7 @@ def fit_suffix_points(
     cfg: Any,
     optimizers: list,
     patience: int | None = None,
+    progress=None,
 ) -> list[dict[str, Any]]:
     """Train K points as one computation: ``template`` is a TransferModule of the curve (its
     frozen weights serve every point), ``states`` each point's initial trainable tensors
@@ -289,7 +290,8 @@ def fit_suffix_points(
     budget) per candidate and budget: each point trains its own budget of steps, a finished
     point stops costing. ``patience``: early stopping per point (as ``BestState``: the best
     validation state kept, the point stopped after ``patience`` checks without a better one,
-    tested in its best state). Returns per point what ``caulk.engines.batched.finish_fitted``
+    tested in its best state). ``progress``: a ``caulk.progress.Progress`` told of each step.
+    Returns per point what ``caulk.engines.batched.finish_fitted``
     reports: its trained ``state``, ``metrics``, logged ``history``, ``diverged_at`` (the first
     step whose loss was not finite) and ``outcome_fields``."""
     if cfg.trainer.get("deterministic"):
@@ -304,7 +306,11 @@ def fit_suffix_points(
     for t in range(fit.steps):
         if all(b <= t for b in fit.budgets):  # every point stopped early
             break
+        if progress is not None:
+            progress.begin()
         losses = fit.step(t)
+        if progress is not None:
+            progress.end()
         live = torch.tensor(fit.budgets, device=fit.device) > t  # still within its budget
         bad = ~torch.isfinite(losses) & fit.alive & live
         diverged = torch.where(bad, t, diverged)

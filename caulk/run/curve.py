@@ -200,14 +200,21 @@ def _suffix_fit(plan, ctx, part: list[list[int]], template, states: dict) -> dic
             order += rows
     data = [CachedFeatureDataModule(plan.points[i].datamodule, features) for i in order]
     labels = (data[0].labels("pool"), data[0].labels("test"))
+    steps, cfg = max(budget.values()), plan.points[order[0]].cfg
+    label = f"{cfg.model.name} {cfg.peft.name}: {len(order)} points"
+    show = plan.curve and is_global_zero()
+    progress = Progress("batched step", steps, label, every=max(1, steps // 10)) if show else None
     try:
         fitted = suffix.fit_suffix_points(
-            template, [states[i] for i in order], data, features, labels,
-            plan.points[order[0]].cfg, optimizers, early_stop_patience(plan.points[order[0]].cfg),
+            template, [states[i] for i in order], data, features, labels, cfg, optimizers,
+            early_stop_patience(cfg), progress,
         )  # fmt: skip
     except Exception as e:
         log.warning("the batched_suffix fit of the curve failed: %s: %s", type(e).__name__, e)
         fitted = [e] * len(order)
+    finally:
+        if progress is not None:
+            progress.close()
     return dict(zip(order, fitted, strict=True))
 
 
