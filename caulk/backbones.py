@@ -231,12 +231,6 @@ def _hub_cached_file(hf_hub_id: str | None) -> str | None:
     return None
 
 
-def freeze(model: nn.Module) -> None:
-    """Freeze every parameter of ``model`` (PEFT modules then unfreeze their own)."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters of ``model`` (only those that train with ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -400,3 +400,15 @@ def test_hf_bad_config_is_one_line(config, message):
     with pytest.raises(CaulkConfigError, match=message) as e:
         apply_peft(_backbone(VIT), OmegaConf.create({"name": "hf", **config}))
     assert "\n" not in str(e.value)
+
+
+def test_the_peft_and_dataset_registries_both_refuse_a_taken_name():
+    import caulk.data.digits  # noqa: F401  (registers digits)
+    import caulk.peft  # noqa: F401  (registers lora)
+    from caulk.data import register_dataset
+    from caulk.peft.base import PeftMethod, register_peft
+
+    with pytest.raises(ValueError, match="peft 'lora' is registered twice"):
+        register_peft("lora")(type("OtherLora", (PeftMethod,), {}))
+    with pytest.raises(ValueError, match="dataset 'digits' is registered twice"):
+        register_dataset("digits")(lambda cfg: None)

@@ -1,7 +1,7 @@
 """Downstream data: datasets (registry), nested stratified n-subsets, the Lightning datamodule."""
 
 from caulk.data.datamodule import DownstreamDataModule, build_datamodule
-from caulk.data.registry import list_datasets, load_splits, register_dataset
+from caulk.data.registry import load_splits, register_dataset
 from caulk.data.subsets import (
     few_shot_subset,
     nested_stratified_order,
@@ -13,7 +13,6 @@ __all__ = [
     "DownstreamDataModule",
     "build_datamodule",
     "few_shot_subset",
-    "list_datasets",
     "load_splits",
     "nested_stratified_order",
     "register_dataset",

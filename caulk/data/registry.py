@@ -25,12 +25,6 @@ def register_dataset(name: str) -> Callable[[SplitsLoader], SplitsLoader]:
     return wrap
 
 
-def list_datasets() -> list[str]:
-    """Names of all registered datasets."""
-    _import_builtin()
-    return sorted(_LOADERS)
-
-
 def load_splits(data_cfg: Any) -> Splits:
     """Load the pool and test split of ``data_cfg.name`` (raises CaulkConfigError if unknown)."""
     _import_builtin()

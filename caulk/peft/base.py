@@ -15,9 +15,12 @@ _REGISTRY: dict[str, type[PeftMethod]] = {}
 
 
 def register_peft(name: str):
-    """Class decorator: make a PeftMethod available as ``peft=<name>``."""
+    """Class decorator: make a PeftMethod available as ``peft=<name>`` (ValueError when the
+    name is taken, as ``caulk.data.register_dataset``)."""
 
     def deco(cls: type[PeftMethod]) -> type[PeftMethod]:
+        if name in _REGISTRY:  # as the dataset registry: a second method never hides the first
+            raise ValueError(f"peft {name!r} is registered twice")
         cls.name = name
         _REGISTRY[name] = cls
         return cls

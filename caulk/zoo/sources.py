@@ -181,10 +181,3 @@ class GlyphDataset(Dataset):
 
     def __getitem__(self, i: int):
         return self.__getitems__([i])[0]
-
-
-def glyph_grid(task: GlyphTask, classes: Sequence[int], per_class: int = 6) -> torch.Tensor:
-    """Examples of some classes, (len(classes) * per_class, 1, 32, 32), for figures."""
-    ds = GlyphDataset(task, task.num_classes * per_class, split="val")
-    items = ds.__getitems__([c + k * task.num_classes for c in classes for k in range(per_class)])
-    return torch.stack([img for img, _, _ in items])
