@@ -229,3 +229,15 @@ def test_suffix_smoke(tmp_path):
     femto = r["models"]["vit_femto"]
     assert femto["train_loops"] == ["batched_suffix", "fast"] and femto["points"] == 2
     assert r["same_selected_lr"] and r["max_test_error_diff"] <= 1e-5
+
+
+def test_suffix_throughput_smoke(tmp_path):
+    r = run_smoke("suffix_throughput", tmp_path)
+    assert r["name"] == "batched_suffix_throughput" and r["device"] == "cpu"
+    assert set(r["ks"]) == {"2", "4"}
+    for k, cell in r["ks"].items():
+        assert cell["batched"]["train_loop"] == ["batched_suffix"]
+        assert cell["per_point"]["train_loop"] == ["fast"]
+        for engine in ("batched", "per_point"):
+            assert cell[engine]["points"] == int(k)
+            assert_positive(cell[engine], "seconds", "images_per_s", "peak_mib")
