@@ -297,66 +297,85 @@ def fit_suffix_points(
     if cfg.trainer.get("deterministic"):
         torch.use_deterministic_algorithms(True)
     fit = _Problems(template, states, data, features, labels, cfg, optimizers)
+    trace = _Trace(fit.k, patience)
     planned = list(fit.budgets)
-    history: list[list[tuple[int, dict[str, float]]]] = [[] for _ in states]
-    last_val: list[dict[str, float]] = [{} for _ in states]
     val_rows = [torch.as_tensor(d.dm.val_idx, device=fit.device) for d in data]
-    diverged = torch.full((fit.k,), -1, dtype=torch.long, device=fit.device)
-    best = [_Best(patience) for _ in range(fit.k)] if patience is not None else None
     for t in range(fit.steps):
         if all(b <= t for b in fit.budgets):  # every point stopped early
             break
         if progress is not None:
             progress.begin()
-        losses = fit.step(t)
+        trace.trained(fit, t, fit.step(t))
         if progress is not None:
             progress.end()
-        live = torch.tensor(fit.budgets, device=fit.device) > t  # still within its budget
-        bad = ~torch.isfinite(losses) & fit.alive & live
-        diverged = torch.where(bad, t, diverged)
-        fit.alive &= ~bad
-        running = [p for p in range(fit.k) if fit.budgets[p] > t]
-        if (t + 1) % fit.log_every == 0:
-            for p, v in enumerate(losses.tolist()):
-                if p in running:
-                    history[p].append((t, {"train/loss": v}))
-        checked = [p for p in running if len(val_rows[p])]
-        if (t + 1) % fit.interval == 0 and checked:
-            for p, val in enumerate(fit.evaluate(fit.pool, fit.y_pool, val_rows, "val")):
-                if p in checked:
-                    last_val[p] = val
-                    history[p].append((t, val))
-                    if best is not None and best[p].update(fit, p, val["val/error"], t + 1):
-                        fit.stop(p, t + 1)
-    if best is not None:  # each point is tested in its best state, as the light loop does
+        if (t + 1) % fit.interval == 0:
+            trace.validated(fit, t, val_rows)
+    return trace.results(fit, data, planned)
+
+
+class _Trace:
+    """What a batched fit records per point as it trains: logged metrics, the last validation,
+    the step it diverged at, its best state under early stopping."""
+
+    def __init__(self, k: int, patience: int | None):
+        self.history: list[list[tuple[int, dict[str, float]]]] = [[] for _ in range(k)]
+        self.last_val: list[dict[str, float]] = [{} for _ in range(k)]
+        self.diverged: list[int | None] = [None] * k
+        self.best = [_Best(patience) for _ in range(k)] if patience is not None else None
+
+    def trained(self, fit: _Problems, t: int, losses: torch.Tensor) -> None:
+        """After step ``t``: divergence (a loss not finite) and the logged training losses."""
+        values = losses.tolist()
+        for p in (p for p in range(fit.k) if fit.budgets[p] > t):
+            if not math.isfinite(values[p]) and fit.alive[p]:
+                self.diverged[p] = t
+                fit.alive[p] = False
+            if (t + 1) % fit.log_every == 0:
+                self.history[p].append((t, {"train/loss": values[p]}))
+
+    def validated(self, fit: _Problems, t: int, val_rows: list) -> None:
+        """The validation check after step ``t`` of the points still training; early stops."""
+        checked = [p for p in range(fit.k) if fit.budgets[p] > t and len(val_rows[p])]
+        if not checked:
+            return
+        for p, val in enumerate(fit.evaluate(fit.pool, fit.y_pool, val_rows, "val")):
+            if p in checked:
+                self.last_val[p] = val
+                self.history[p].append((t, val))
+                if self.best is not None and self.best[p].update(fit, p, val["val/error"], t + 1):
+                    fit.stop(p, t + 1)
+
+    def results(self, fit: _Problems, data: list, planned: list[int]) -> list[dict[str, Any]]:
+        """Each point tested (in its best state under early stopping), as ``fit_suffix_points``
+        returns it."""
+        best = self.best or [None] * fit.k
         for p, b in enumerate(best):
-            if b.state is not None:
+            if b is not None and b.state is not None:
                 fit.load(p, b.state)
-    test_rows = [torch.arange(len(fit.test), device=fit.device)] * fit.k
-    results = []
-    for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, "test")):
-        tst["test/n_test"] = float(len(fit.test))
-        correct = tst.pop("correct")
-        budget = fit.budgets[p]
-        history[p].append((budget, tst))
-        step = int(diverged[p])
-        counts = fit.counts[p] if budget == planned[p] else fit.counts_at(p, data[p], budget)
-        results.append(
-            {
-                "state": fit.state(p) if best is None else best[p].state or fit.state(p),
-                "metrics": {
-                    **last_val[p],
-                    **tst,
-                    **({} if best is None else best[p].metrics()),
-                    "global_steps": budget,
-                    **counts,
-                },  # fmt: skip
-                "history": history[p],
-                "diverged_at": None if step < 0 else step,
-                "outcome_fields": (correct.numpy(), fit.y_test.cpu().numpy()),
-            }
-        )
-    return results
+        test_rows = [torch.arange(len(fit.test), device=fit.device)] * fit.k
+        results = []
+        for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, "test")):
+            tst["test/n_test"] = float(len(fit.test))
+            correct, budget = tst.pop("correct"), fit.budgets[p]
+            self.history[p].append((budget, tst))
+            counts = fit.counts[p] if budget == planned[p] else fit.counts_at(p, data[p], budget)
+            stopped = {} if best[p] is None else best[p].metrics()
+            results.append(
+                {
+                    "state": fit.state(p),
+                    "metrics": {
+                        **self.last_val[p],
+                        **tst,
+                        **stopped,
+                        "global_steps": budget,
+                        **counts,
+                    },  # fmt: skip
+                    "history": self.history[p],
+                    "diverged_at": self.diverged[p],
+                    "outcome_fields": (correct.numpy(), fit.y_test.cpu().numpy()),
+                }
+            )
+        return results
 
 
 def run(job: PointJob, fitted: dict[str, Any] | Exception) -> PointResult:
