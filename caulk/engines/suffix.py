@@ -30,6 +30,7 @@ from torch.func import functional_call, vmap
 from caulk.cache.prefix import PrefixPlan, run_suffix
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.batched import finish_fitted, point_schedules
+from caulk.engines.early_stop import BestState
 from caulk.engines.guards import Diverged
 from caulk.engines.strategy import fast_loop_device
 
@@ -230,8 +231,8 @@ class _Problems:
             self.r_var[p] = state["head.0.running_var"].to(self.device)
             self.tracked[p] = state["head.0.num_batches_tracked"].to(self.device)
 
-    def counts_at(self, p: int, data, steps: int) -> dict[str, int]:
-        """Point ``p``'s epoch counts had its training ended after ``steps`` steps."""
+    def counts_at(self, data, steps: int) -> dict[str, int]:
+        """The epoch counts of the point of ``data`` had its training ended after ``steps``."""
         return point_schedules([data], steps, self.batch)[2][0]
 
     def stop(self, p: int, step: int) -> None:
@@ -250,26 +251,14 @@ class _Problems:
         return state
 
 
-class _Best:
-    """``caulk.engines.early_stop.BestState`` for one point of a batched fit."""
+class _PointView:
+    """Point ``p`` of a batched fit as ``BestState`` sees a module: its trainable tensors."""
 
-    def __init__(self, patience: int):
-        self.patience, self.error, self.step, self.since = patience, math.inf, None, 0
-        self.state: dict[str, torch.Tensor] | None = None
+    def __init__(self, fit: _Problems, p: int):
+        self.fit, self.p = fit, p
 
-    def update(self, fit: _Problems, p: int, error: float, step: int) -> bool:
-        """Record point ``p``'s check at ``step``; whether it should stop."""
-        if error < self.error:
-            self.error, self.step, self.since = float(error), int(step), 0
-            self.state = fit.state(p)
-        else:
-            self.since += 1
-        return self.since >= self.patience
-
-    def metrics(self) -> dict[str, Any]:
-        if self.step is None:
-            return {"best_step": None}
-        return {"best_step": self.step, "val/error": self.error}
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.fit.state(self.p)
 
 
 def fit_suffix_points(
@@ -321,7 +310,7 @@ class _Trace:
         self.history: list[list[tuple[int, dict[str, float]]]] = [[] for _ in range(k)]
         self.last_val: list[dict[str, float]] = [{} for _ in range(k)]
         self.diverged: list[int | None] = [None] * k
-        self.best = [_Best(patience) for _ in range(k)] if patience is not None else None
+        self.best = [BestState(patience) for _ in range(k)] if patience is not None else None
 
     def trained(self, fit: _Problems, t: int, losses: torch.Tensor) -> None:
         """After step ``t``: divergence (a loss not finite) and the logged training losses."""
@@ -342,7 +331,8 @@ class _Trace:
             if p in checked:
                 self.last_val[p] = val
                 self.history[p].append((t, val))
-                if self.best is not None and self.best[p].update(fit, p, val["val/error"], t + 1):
+                view, error = _PointView(fit, p), val["val/error"]
+                if self.best is not None and self.best[p].update(view, error, t + 1):
                     fit.stop(p, t + 1)
 
     def results(self, fit: _Problems, data: list, planned: list[int]) -> list[dict[str, Any]]:
@@ -358,7 +348,7 @@ class _Trace:
             tst["test/n_test"] = float(len(fit.test))
             correct, budget = tst.pop("correct"), fit.budgets[p]
             self.history[p].append((budget, tst))
-            counts = fit.counts[p] if budget == planned[p] else fit.counts_at(p, data[p], budget)
+            counts = fit.counts[p] if budget == planned[p] else fit.counts_at(data[p], budget)
             stopped = {} if best[p] is None else best[p].metrics()
             results.append(
                 {
