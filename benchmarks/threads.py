@@ -34,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -199,8 +200,6 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.seconds)
         return
-    import tempfile
-
     cells: dict = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="caulk-threads-") as tmp:

@@ -15,8 +15,9 @@ __all__ = ["__version__", "load", "run_train"]
 
 # Waiting OpenMP threads sleep rather than spin (caulk.threads: why, and how to opt out). Only
 # here, before torch loads: its OpenMP runtime reads the variable once, at start.
-_unset = not {"OMP_WAIT_POLICY", "torch"} & (set(os.environ) | set(sys.modules))
-if _unset and os.environ.get("CAULK_THREADS") != "off":
+if not {"OMP_WAIT_POLICY", "torch"} & (set(os.environ) | set(sys.modules)) and (
+    os.environ.get("CAULK_THREADS") != "off"
+):
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
