@@ -100,7 +100,7 @@ class CacheSchema:
     features: bool = spec(BOOL)
     disk: bool = spec(BOOL)
     batch_points: bool = spec(BOOL)
-    loop: str = spec("fast or lightning", one_of("fast", "lightning"))
+    loop: str = spec("cached or lightning", one_of("cached", "lightning", "fast"))  # fast: old name
 
 
 @dataclass

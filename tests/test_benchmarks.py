@@ -227,7 +227,7 @@ def test_suffix_smoke(tmp_path):
     assert r["name"] == "batched_suffix_lora_sweep"
     assert_positive(r, "ratio", "per_point_s", "batched_s")
     femto = r["models"]["vit_femto"]
-    assert femto["train_loops"] == ["batched_suffix", "fast"] and femto["points"] == 2
+    assert femto["train_loops"] == ["batched_suffix", "cached"] and femto["points"] == 2
     assert r["same_selected_lr"] and r["max_test_error_diff"] <= 1e-5
 
 
@@ -237,7 +237,7 @@ def test_suffix_throughput_smoke(tmp_path):
     assert set(r["ks"]) == {"2", "4"}
     for k, cell in r["ks"].items():
         assert cell["batched"]["train_loop"] == ["batched_suffix"]
-        assert cell["per_point"]["train_loop"] == ["fast"]
+        assert cell["per_point"]["train_loop"] == ["cached"]
         for engine in ("batched", "per_point"):
             assert cell[engine]["points"] == int(k)
             assert_positive(cell[engine], "seconds", "images_per_s", "peak_mib")

@@ -62,7 +62,7 @@ def test_each_point_trains_its_own_budget(fast_cfg, tmp_path):
     args = [*SMALL, "curve.n=[20,100]", *budget]
     fast = train_curve(fast_cfg(*args, out=tmp_path / "fast"))
     pl = train_curve(fast_cfg(*args, "cache.loop=lightning", out=tmp_path / "pl"))
-    assert {r["train_loop"] for r in fast} == {"fast"}  # not fast_batched: budgets differ
+    assert {r["train_loop"] for r in fast} == {"cached"}  # not batched_heads: budgets differ
     for a, b, steps in zip(fast, pl, (3, 13), strict=True):
         for r in (a, b):
             assert r["step_budget"] == r["global_steps"] == steps
@@ -115,7 +115,7 @@ def test_the_light_loop_and_lightning_stop_at_the_same_best_step(fast_cfg, tmp_p
     args = [*PLANTED, *case, *EARLY, "budget.early_stop.patience=3"]
     fast = train(fast_cfg(*args, out=tmp_path / "fast"))
     pl = train(fast_cfg(*args, "cache.loop=lightning", out=tmp_path / "pl"))
-    assert (fast["train_loop"], pl["train_loop"]) == ("fast", "lightning")
+    assert (fast["train_loop"], pl["train_loop"]) == ("cached", "lightning")
     assert fast["features_cached"] and pl["features_cached"]
     for key in ("best_step", "global_steps", "epochs", "test_error", "n_train_seen"):
         assert fast[key] == pl[key], key

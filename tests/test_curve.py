@@ -22,7 +22,7 @@ def test_curve_writes_one_record_per_point_matching_single_runs(fast_cfg, tmp_pa
     assert (out / "n40_s1" / "checkpoints" / "last.ckpt").is_file()
 
 
-@pytest.mark.parametrize("engine", ["cache.loop=fast", "cache.features=false"])
+@pytest.mark.parametrize("engine", ["cache.loop=cached", "cache.features=false"])
 def test_init_seed_following_the_seed_gives_each_point_its_own_backbone(fast_cfg, tmp_path, engine):
     """``model.init_seed='${seed}'`` is the backbone seed axis: every point is the single run
     with that init, not the first point's backbone reused (records must not claim an init they

@@ -69,7 +69,7 @@ def test_the_fast_loop_reproduces_the_lightning_trainer(fast_cfg, tmp_path, case
     args = [*SMALL, *PREFIX_CASES[case]]
     fast = train(fast_cfg(*args, out=tmp_path / "fast"))
     pl = train(fast_cfg(*args, "cache.loop=lightning", out=tmp_path / "pl"))
-    loop = "fast_batched" if case == "linear" else "fast"
+    loop = "batched_heads" if case == "linear" else "cached"
     assert (fast["train_loop"], pl["train_loop"]) == (loop, "lightning")
     for key in ("test_error", "val_error", "n_train_seen", "train_samples_per_epoch", "n_test"):
         assert fast[key] == pl[key], key
@@ -140,7 +140,7 @@ def test_last_k_blocks_puts_lora_and_adapters_in_the_last_blocks_only():
     "override, message",
     [
         ("peft.last_k_blocks=0", "peft.last_k_blocks must be an integer >= 1, got 0"),
-        ("cache.loop=turbo", "cache.loop must be fast or lightning, got 'turbo'"),
+        ("cache.loop=turbo", "cache.loop must be cached or lightning, got 'turbo'"),
         ("cache.disk=maybe", "cache.disk must be true or false, got 'maybe'"),
         ("cache.batch_points=maybe", "cache.batch_points must be true or false, got 'maybe'"),
         ("compile=yes", "compile must be true or false, got 'yes'"),
@@ -166,8 +166,8 @@ def test_batched_heads_equal_one_fast_loop_per_point(fast_cfg, tmp_path):
     args = ["curve.n=[10,33]", "curve.seeds=[0,1]", *SMALL[2:]]
     batched = train_curve(fast_cfg(*args, out=tmp_path / "batched"))
     single = train_curve(fast_cfg(*args, "cache.batch_points=false", out=tmp_path / "single"))
-    assert {r["train_loop"] for r in batched} == {"fast_batched"}
-    assert {r["train_loop"] for r in single} == {"fast"}
+    assert {r["train_loop"] for r in batched} == {"batched_heads"}
+    assert {r["train_loop"] for r in single} == {"cached"}
     for a, b in zip(batched, single, strict=True):
         for key in ("test_error", "val_error", "n_train_seen", "train_samples_per_epoch"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key

@@ -109,8 +109,8 @@ def test_one_bad_job_does_not_stop_an_in_process_sweep(tmp_path):
     [
         (["peft=full", "peft.lr=10"], "lightning"),
         (["peft=lora", "peft.lr=1e6"], "lightning"),
-        (["peft.lr=1e37", "cache.batch_points=false"], "fast"),
-        (["peft.lr=1e37"], "fast_batched"),
+        (["peft.lr=1e37", "cache.batch_points=false"], "cached"),
+        (["peft.lr=1e37"], "batched_heads"),
     ],
 )
 def test_a_diverged_point_is_recorded_as_diverged_in_strict_json(fast_cfg, overrides, loop):

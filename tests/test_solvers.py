@@ -283,7 +283,7 @@ def test_a_solver_curve_records_its_choice_and_its_adapters_reproduce_it(tmp_pat
     records = train_curve(cfg)
     assert [r["status"] for r in records] == ["ok"] * 4
     for r in records:
-        assert r["train_loop"] == f"solver_{solver}" and r["solver"] == solver
+        assert r["train_loop"] == "solver" and r["solver"] == solver
         assert [c["lambda"] for c in r["candidates"]] == sorted(LAMBDAS)
         best = min(c["val_error"] for c in r["candidates"])
         assert r["selected"]["lambda"] == max(

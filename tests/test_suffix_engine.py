@@ -65,7 +65,7 @@ def test_a_batched_suffix_curve_equals_one_light_loop_per_point(fast_cfg, tmp_pa
     batched = train_curve(fast_cfg(*args, out=tmp_path / "batched"))
     single = train_curve(fast_cfg(*args, "cache.batch_points=false", out=tmp_path / "single"))
     assert {r["train_loop"] for r in batched} == {"batched_suffix"}
-    assert {r["train_loop"] for r in single} == {"fast"}
+    assert {r["train_loop"] for r in single} == {"cached"}
     assert all(r["status"] == "ok" for r in batched)
     _assert_same_points(batched, single, atol)
 
@@ -78,7 +78,7 @@ def test_a_tuned_lora_curve_trains_every_candidate_together_and_picks_the_same_l
     batched = train_curve(fast_cfg(*args, out=tmp_path / "b"))
     looped = train_curve(fast_cfg(*args, "cache.batch_points=false", out=tmp_path / "l"))
     assert {r["train_loop"] for r in batched} == {"batched_suffix"}
-    assert {r["train_loop"] for r in looped} == {"fast"}
+    assert {r["train_loop"] for r in looped} == {"cached"}
     for b, lo in zip(batched, looped, strict=True):
         assert b["selected"] == lo["selected"]
         got = [c["val_error"] for c in b["candidates"]]
@@ -144,7 +144,7 @@ def test_a_curve_the_batched_engine_cannot_train_says_why_in_every_record(
     fast_cfg, tmp_path, extra, reason
 ):
     records = train_curve(fast_cfg(*SMALL, *LORA, *extra, "tune=none", out=tmp_path / "r"))
-    assert {r["train_loop"] for r in records} == {"fast"}
+    assert {r["train_loop"] for r in records} == {"cached"}
     assert {r["engine_reason"] for r in records} == {reason}
     saved = [json.loads((Path(r["output_dir"]) / "record.json").read_text()) for r in records]
     assert {s["engine_reason"] for s in saved} == {reason}

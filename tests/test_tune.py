@@ -122,8 +122,8 @@ def test_batched_grid_equals_a_per_candidate_loop(fast_cfg, tmp_path, monkeypatc
         batched = train_curve(fast_cfg(*grid, *CURVE, out=tmp_path / "b"))
     assert all(r["status"] == "ok" for r in batched)
     looped = train_curve(fast_cfg(*grid, *CURVE, "cache.batch_points=false", out=tmp_path / "l"))
-    assert {r["train_loop"] for r in batched} == {"fast_batched"}
-    assert {r["train_loop"] for r in looped} == {"fast"}
+    assert {r["train_loop"] for r in batched} == {"batched_heads"}
+    assert {r["train_loop"] for r in looped} == {"cached"}
     for b, lo in zip(batched, looped, strict=True):
         assert b["selected"] == lo["selected"]
         got = [c["val_error"] for c in b["candidates"]]

@@ -1,2 +1,2 @@
-"""Engines that train one point (``lightning``, ``cached``, ``batched``) and the ``strategy`` that
-chooses one per curve. Each returns a ``base.PointResult``."""
+"""The engines that train a curve's points, one object each behind ``base.Engine``, by name in
+``registry.ENGINES``, and the ``strategy`` that chooses one per curve."""

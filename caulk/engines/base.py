@@ -1,16 +1,23 @@
-"""What every engine is given (``PointJob``) and what it returns (``PointResult``)."""
+"""The engine interface (``Engine``): what an engine is given for a whole curve (``CurveFit``)
+and for one point (``PointJob``), and what it returns (``PointResult``)."""
 
 from __future__ import annotations
 
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
 from caulk.cache.extract import CachedFeatures
 from caulk.module import TransferModule
 from caulk.outcomes import encode_outcomes, split_digest
+from caulk.progress import progress_stream
+
+log = logging.getLogger("caulk.train")
 
 
 @dataclass
@@ -84,3 +91,79 @@ def checkpoint_names(cfg: DictConfig) -> list[str]:
         for c in (cfg.get("callbacks") or {}).values()
         if c and "ModelCheckpoint" in str(c.get("_target_", ""))
     ]
+
+
+@dataclass
+class CurveFit:
+    """What an engine that trains every pending point of a curve at once is given."""
+
+    cfg: DictConfig  # the curve's config
+    points: list  # the curve's PointPlans, in order (a point's index is its place here)
+    features: CachedFeatures
+    show: bool  # a curve on rank 0: it prints its one-line summary and progress
+    initial_module: Callable[[int], TransferModule]  # point index -> its module before training
+
+    def groups(self) -> dict[int | None, list[int]]:
+        """The pending points' indices per config group (None: the curve's one config; else the
+        candidates of a tuned curve)."""
+        groups: dict[int | None, list[int]] = {}
+        for i, p in enumerate(self.points):
+            if p.done is None:
+                groups.setdefault(p.group, []).append(i)
+        return groups
+
+    def group_cfg(self, key: int | None, indices: list[int]) -> DictConfig:
+        """The config the points ``indices`` of group ``key`` train with."""
+        return self.cfg if key is None else self.points[indices[0]].cfg
+
+    def announce(self, text: str) -> None:
+        """The curve's one line for its batched fit, e.g. ``[caulk] 12 points in one solver fit
+        vit_pico linear`` (printed by a curve on rank 0 only)."""
+        if self.show:
+            label = f"{self.cfg.model.name} {self.cfg.peft.name}"
+            print(f"[caulk] {text}  {label}", file=progress_stream(), flush=True)
+
+
+class FallBack(Exception):
+    """Raised by ``Engine.fit`` when it finds that it cannot train these points after all: they
+    train one at a time with the ``cached`` engine, ``reason`` in their records."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Engine(ABC):
+    """One way to train a curve's points, under one ``name`` (config, record ``train_loop``,
+    progress and docs). ``fit`` trains every pending point of a curve at once (before the points
+    run; engines that train one point at a time fit nothing); ``run`` trains or finishes one
+    point, given what ``fit`` returned for it, and reports it."""
+
+    name: ClassVar[str]
+    generality: ClassVar[int]  # 0 trains any config; higher: more specialised
+    fits_curve: ClassVar[bool] = False  # ``fit`` trains the points before they run
+    shares_module: ClassVar[bool] = False  # the points of one group share one TransferModule
+
+    def fit(self, curve: CurveFit) -> dict[int, Any]:
+        """Point index -> what ``run`` needs of it (an Exception: that point's failure)."""
+        return {}
+
+    @abstractmethod
+    def run(self, job: PointJob, fitted: Any = None) -> PointResult:
+        """The point's trained and tested result."""
+
+
+def fit_groups(curve: CurveFit, name: str, fit: Callable) -> dict[int, Any]:
+    """Each config group's pending points fitted together by ``fit(cfg, datamodules, features)``
+    (one computation per candidate of a tuned curve); a failed computation becomes each of its
+    points' failure (each still gets its record)."""
+    fitted_points: dict[int, Any] = {}
+    for key, pending in curve.groups().items():
+        cfg = curve.group_cfg(key, pending)
+        try:
+            fitted = fit(cfg, [curve.points[i].datamodule for i in pending], curve.features)
+        except Exception as e:
+            log.warning("the %s fit of the curve failed: %s: %s", name, type(e).__name__, e)
+            fitted = [e] * len(pending)
+        fitted_points.update(zip(pending, fitted, strict=True))
+    return fitted_points

@@ -3,6 +3,7 @@ batched computation (the ``batched_heads`` engine)."""
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
@@ -14,10 +15,19 @@ from torch import nn
 
 from caulk.cache.data import CachedFeatureDataModule, IndexedBatches, take_batch
 from caulk.cache.extract import CachedFeatures
-from caulk.engines.base import PointJob, PointResult, outcome_fields
+from caulk.engines.base import (
+    CurveFit,
+    Engine,
+    PointJob,
+    PointResult,
+    fit_groups,
+    outcome_fields,
+)
 from caulk.engines.cached import finish_point, replay_logs
 from caulk.engines.guards import Diverged
 from caulk.engines.strategy import fast_loop_device
+
+log = logging.getLogger("caulk.train")
 
 
 def _index_loader(cached) -> torch.utils.data.DataLoader:
@@ -403,14 +413,42 @@ def train_heads_grid(
     return [heads[rows] for _, rows in optimizers]
 
 
-def run(job: PointJob, head: dict[str, Any]) -> PointResult:
-    """Load the point's head (trained with the other points of its curve) and report it."""
-    if isinstance(head, Exception):
-        raise RuntimeError(f"the batched heads of the curve failed: {head}") from head
-    if head["diverged_at"] is not None:
-        raise Diverged(head["diverged_at"])
-    job.module.head.load_state_dict(head["head_state"])
-    return finish_fitted(job, head)
+class BatchedHeadsEngine(Engine):
+    """A linear probe on cached whole-backbone features: every point's head (and every
+    candidate's, when the tune grid shares the computation) trained as one computation."""
+
+    name, generality = "batched_heads", 3
+    fits_curve = shares_module = True
+
+    def fit(self, curve: CurveFit) -> dict[int, Any]:
+        groups = curve.groups()
+        curve.announce(f"{sum(map(len, groups.values()))} points in one {self.name} fit")
+        cfgs = [curve.group_cfg(key, idx) for key, idx in groups.items()]
+        if len(groups) > 1 and grid_shares_computation(cfgs):
+            return _grid_heads(curve, cfgs, list(groups.values()))
+        return fit_groups(curve, self.name, train_heads)
+
+    def run(self, job: PointJob, fitted: Any = None) -> PointResult:
+        """Load the point's head (trained with the other points of its curve) and report it."""
+        if isinstance(fitted, Exception):
+            raise RuntimeError(f"the batched heads of the curve failed: {fitted}") from fitted
+        if fitted["diverged_at"] is not None:
+            raise Diverged(fitted["diverged_at"])
+        job.module.head.load_state_dict(fitted["head_state"])
+        return finish_fitted(job, fitted)
+
+
+def _grid_heads(curve: CurveFit, cfgs: list, groups: list[list[int]]) -> dict[int, Any]:
+    """The heads of every candidate of a tuned curve, trained as one batched computation."""
+    dms = [[curve.points[i].datamodule for i in idx] for idx in groups]
+    try:
+        fitted = train_heads_grid(list(zip(cfgs, dms, strict=True)), curve.features)
+    except Exception as e:
+        log.warning("the batched fit of the tune grid failed: %s: %s", type(e).__name__, e)
+        fitted = [[e] * len(idx) for idx in groups]
+    return {
+        i: h for idx, hs in zip(groups, fitted, strict=True) for i, h in zip(idx, hs, strict=True)
+    }
 
 
 def finish_fitted(job: PointJob, fitted: dict[str, Any]) -> PointResult:

@@ -22,7 +22,13 @@ from caulk.atomic import write_atomic
 from caulk.budget import early_stop_patience
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.callbacks import log_scaling_point
-from caulk.engines.base import PointJob, PointResult, checkpoint_names, result_from_metrics
+from caulk.engines.base import (
+    Engine,
+    PointJob,
+    PointResult,
+    checkpoint_names,
+    result_from_metrics,
+)
 from caulk.engines.early_stop import BestState
 from caulk.engines.guards import check_loss
 from caulk.engines.strategy import fast_loop_device
@@ -160,7 +166,7 @@ def save_checkpoint(
         "global_step": int(global_step),
         "epoch": int(epochs),
         "pytorch-lightning_version": pl.__version__,
-        "caulk_train_loop": "fast",  # no optimizer state: a cached point is rerun, not resumed
+        "caulk_train_loop": "cached",  # no optimizer state: a cached point is rerun, not resumed
     }
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
@@ -178,8 +184,14 @@ def finish_point(job: PointJob, metrics: dict[str, Any]) -> PointResult:
     return result_from_metrics(metrics, job.module)
 
 
-def run(job: PointJob) -> PointResult:
-    """Fit and test the point in the light loop on its cached prefix outputs."""
-    data = CachedFeatureDataModule(job.datamodule, job.features)
-    patience = early_stop_patience(job.cfg)
-    return finish_point(job, fit_cached(job.module, data, job.cfg.trainer, job.loggers, patience))
+class CachedEngine(Engine):
+    """One point at a time in caulk's light loop on the cached prefix outputs."""
+
+    name, generality = "cached", 1
+
+    def run(self, job: PointJob, fitted: Any = None) -> PointResult:
+        """Fit and test the point in the light loop on its cached prefix outputs."""
+        data = CachedFeatureDataModule(job.datamodule, job.features)
+        patience = early_stop_patience(job.cfg)
+        metrics = fit_cached(job.module, data, job.cfg.trainer, job.loggers, patience)
+        return finish_point(job, metrics)

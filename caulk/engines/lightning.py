@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +19,7 @@ from caulk.cluster import (
     prepare_ddp_children,
     resume_checkpoint,
 )
-from caulk.engines.base import PointJob, PointResult, result_from_metrics
+from caulk.engines.base import Engine, PointJob, PointResult, result_from_metrics
 from caulk.engines.early_stop import BestStateCallback
 from caulk.engines.guards import DivergenceGuard
 from caulk.plan import is_curve
@@ -60,32 +61,37 @@ def _trainer(job: PointJob) -> pl.Trainer:
     )
 
 
-def run(job: PointJob) -> PointResult:
-    """Fit and test the point with a Lightning Trainer (resuming from its last checkpoint)."""
-    trainer = _trainer(job)
-    ckpt_path = resume_checkpoint(job.output_dir, job.resolved)
-    # Lightning unwraps the compiled module and runs the compiled forward
-    module = torch.compile(job.module) if job.compiled else job.module
-    if job.features is None:
-        trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt_path)
-    else:
-        cached = CachedFeatureDataModule(job.datamodule, job.features)
-        train, val = cached.train_dataloader(), cached.val_dataloader() or None
-        trainer.fit(module, train, val, ckpt_path=ckpt_path)
-    val_error = trainer.callback_metrics.get("val/error")
-    if job.features is None:
-        trainer.test(module, datamodule=job.datamodule, verbose=False)
-    else:
-        trainer.test(module, cached.test_dataloader(), verbose=False)
-    metrics = {
-        **{k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")},
-        "val/error": val_error,
-        "global_steps": trainer.global_step,
-        # completed epochs from the step count (Lightning's counter is off by one on resume)
-        "epochs": trainer.global_step // max(1, trainer.num_training_batches),
-    }
-    best = [c for c in trainer.callbacks if isinstance(c, BestStateCallback)]
-    if best:
-        metrics.update(best[0].best.metrics())
-    resumed = None if ckpt_path is None else str(ckpt_path)
-    return result_from_metrics(metrics, job.module, resumed)
+class LightningEngine(Engine):
+    """The Lightning Trainer, on images or on cached prefix outputs: trains any config."""
+
+    name, generality = "lightning", 0
+
+    def run(self, job: PointJob, fitted: Any = None) -> PointResult:
+        """Fit and test the point with a Lightning Trainer (resuming from its last checkpoint)."""
+        trainer = _trainer(job)
+        ckpt_path = resume_checkpoint(job.output_dir, job.resolved)
+        # Lightning unwraps the compiled module and runs the compiled forward
+        module = torch.compile(job.module) if job.compiled else job.module
+        if job.features is None:
+            trainer.fit(module, datamodule=job.datamodule, ckpt_path=ckpt_path)
+        else:
+            cached = CachedFeatureDataModule(job.datamodule, job.features)
+            train, val = cached.train_dataloader(), cached.val_dataloader() or None
+            trainer.fit(module, train, val, ckpt_path=ckpt_path)
+        val_error = trainer.callback_metrics.get("val/error")
+        if job.features is None:
+            trainer.test(module, datamodule=job.datamodule, verbose=False)
+        else:
+            trainer.test(module, cached.test_dataloader(), verbose=False)
+        metrics = {
+            **{k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")},
+            "val/error": val_error,
+            "global_steps": trainer.global_step,
+            # completed epochs from the step count (Lightning's counter is off by one on resume)
+            "epochs": trainer.global_step // max(1, trainer.num_training_batches),
+        }
+        best = [c for c in trainer.callbacks if isinstance(c, BestStateCallback)]
+        if best:
+            metrics.update(best[0].best.metrics())
+        resumed = None if ckpt_path is None else str(ckpt_path)
+        return result_from_metrics(metrics, job.module, resumed)

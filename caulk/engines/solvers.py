@@ -51,7 +51,7 @@ from torch import nn
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.cache.extract import CachedFeatures
 from caulk.config import SOLVERS
-from caulk.engines.base import PointJob, PointResult, outcome_fields
+from caulk.engines.base import CurveFit, Engine, PointJob, PointResult, fit_groups, outcome_fields
 from caulk.engines.cached import finish_point, replay_logs
 from caulk.engines.strategy import fast_loop_device
 from caulk.errors import CaulkConfigError
@@ -666,7 +666,23 @@ def _candidate_log(candidate: dict[str, Any]) -> dict[str, float]:
     return logged
 
 
-def run(job: PointJob, head: dict[str, Any]) -> PointResult:
+class SolverEngine(Engine):
+    """A linear probe with ``peft.solver`` lbfgs or ridge on cached whole-backbone features:
+    every point solved to convergence over a λ grid (the record's ``solver`` says which)."""
+
+    name, generality = "solver", 4
+    fits_curve = shares_module = True
+
+    def fit(self, curve: CurveFit) -> dict[int, Any]:
+        groups = curve.groups()
+        curve.announce(f"{sum(map(len, groups.values()))} points in one {self.name} fit")
+        return fit_groups(curve, self.name, solve_points)
+
+    def run(self, job: PointJob, fitted: Any = None) -> PointResult:
+        return _run(job, fitted)
+
+
+def _run(job: PointJob, head: dict[str, Any]) -> PointResult:
     """Load the point's selected head into its module, then test it (the first read of the test
     split) and report it with its λ candidates."""
     if isinstance(head, Exception):

@@ -28,6 +28,9 @@ from caulk.errors import CaulkConfigError
 log = logging.getLogger("caulk.train")
 
 _ALLOWED_CALLBACKS = ("ModelCheckpoint",)
+#: ``cache.loop`` values that let caulk's own engines train a cached prefix (``fast``: the name
+#: before the engines had one name each)
+CACHED_LOOPS = ("cached", "fast")
 
 
 def fast_loop_unsupported(cfg: Any) -> str | None:
@@ -126,29 +129,15 @@ def batched_suffix_unsupported(cfg: Any) -> str | None:
     return "; ".join(failed) or None
 
 
-#: the record's ``train_loop`` value of each engine
-TRAIN_LOOPS = {
-    "lightning": "lightning",
-    "cached": "fast",
-    "batched_heads": "fast_batched",
-    "batched_suffix": "batched_suffix",
-    "solver": "solver_{solver}",  # solver_lbfgs, solver_ridge
-}
-
-
 @dataclass(frozen=True)
 class Strategy:
     """How a curve's points train: the engine, the cached features it trains on (None: images),
     and why no faster engine applies (None when the fastest one does)."""
 
-    engine: str
+    engine: str  # its name in ``caulk.engines.registry.ENGINES`` (the record's ``train_loop``)
     features: CachedFeatures | None = None
     reason: str | None = None
     solver: str | None = None  # the solver engine's peft.solver
-
-    @property
-    def train_loop(self) -> str:
-        return TRAIN_LOOPS[self.engine].format(solver=self.solver)
 
 
 def choose(
@@ -167,7 +156,7 @@ def choose(
         return Strategy("solver", features, solver=solver)
     if features is None:
         return Strategy("lightning", None, "no cached prefix")
-    if (cfg.get("cache") or {}).get("loop", "fast") != "fast":
+    if (cfg.get("cache") or {}).get("loop", "cached") not in CACHED_LOOPS:
         return Strategy("lightning", features, "cache.loop=lightning")
     why = fast_loop_unsupported(cfg)
     if why:

@@ -19,20 +19,27 @@ Results equal the ``cached`` engine's point by point to floating-point noise (te
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 from torch.func import functional_call, vmap
 
+from caulk.budget import early_stop_patience
+from caulk.cache.data import CachedFeatureDataModule
 from caulk.cache.prefix import PrefixPlan, run_suffix
-from caulk.engines.base import PointJob, PointResult
-from caulk.engines.batched import finish_fitted, point_schedules
+from caulk.engines.base import CurveFit, Engine, FallBack, PointJob, PointResult
+from caulk.engines.batched import finish_fitted, grid_shares_computation, point_schedules
 from caulk.engines.early_stop import BestState
 from caulk.engines.guards import Diverged
 from caulk.engines.strategy import fast_loop_device
+from caulk.progress import Progress
+
+log = logging.getLogger("caulk.train")
 
 #: rows of the val / test split run through the suffix at once
 EVAL_CHUNK = 256
@@ -368,12 +375,81 @@ class _Trace:
         return results
 
 
-def run(job: PointJob, fitted: dict[str, Any] | Exception) -> PointResult:
-    """Load the point's trained tensors (trained with the other points of its curve) and
-    report it."""
-    if isinstance(fitted, Exception):
-        raise RuntimeError(f"the batched suffix fit of the curve failed: {fitted}") from fitted
-    if fitted["diverged_at"] is not None:
-        raise Diverged(fitted["diverged_at"])
-    job.module.load_state_dict(fitted["state"], strict=False)
-    return finish_fitted(job, fitted)
+class BatchedSuffixEngine(Engine):
+    """Every point's trainable suffix after a cached prefix trained as one computation (one per
+    candidate when the candidates' configs or modules differ in more than their optimizers).
+    ``fit`` falls back to the per-point ``cached`` engine (``FallBack``) when a module cannot be
+    batched."""
+
+    name, generality = "batched_suffix", 2
+    fits_curve = True
+
+    def fit(self, curve: CurveFit) -> dict[int, Any]:
+        groups = curve.groups()
+        cfgs = [curve.group_cfg(key, idx) for key, idx in groups.items()]
+        template, states = None, {}
+        for i in (i for idx in groups.values() for i in idx):  # one module at a time: K states
+            module = curve.initial_module(i)
+            template = template or module
+            states[i] = trainable_tensors(module)
+        why = suffix_unsupported(template)
+        if why:
+            raise FallBack(why)
+        shapes = {i: {n: t.shape for n, t in s.items()} for i, s in states.items()}
+        together = grid_shares_computation(cfgs, own=("trainer.max_steps",)) and all(
+            v == shapes[next(iter(shapes))] for v in shapes.values()
+        )
+        parts = [list(groups.values())] if together else [[idx] for idx in groups.values()]
+        curve.announce(f"{len(states)} points in {len(parts)} {self.name} fit(s)")
+        fits: dict[int, Any] = {}
+        for part in parts:
+            fits.update(_fit_part(curve, part, template, states))
+        return fits
+
+    def run(self, job: PointJob, fitted: Any = None) -> PointResult:
+        """Load the point's trained tensors (trained with the other points of its curve) and
+        report it."""
+        if isinstance(fitted, Exception):
+            raise RuntimeError(f"the batched suffix fit of the curve failed: {fitted}") from fitted
+        if fitted["diverged_at"] is not None:
+            raise Diverged(fitted["diverged_at"])
+        job.module.load_state_dict(fitted["state"], strict=False)
+        return finish_fitted(job, fitted)
+
+
+def _fit_part(curve: CurveFit, part: list[list[int]], template, states: dict) -> dict[int, Any]:
+    """One batched_suffix computation over the candidates ``part`` (lists of point indices):
+    one optimizer per candidate and step budget, over contiguous rows. A failure of the
+    computation becomes each of its points' failure."""
+    budget = {i: _point_budget(curve.points[i]) for idx in part for i in idx}
+    order, optimizers = [], []
+    for idx in part:
+        for b in sorted({budget[i] for i in idx}):
+            rows = [i for i in idx if budget[i] == b]
+            factory = instantiate(curve.points[rows[0]].cfg.optimizer)
+            optimizers.append((factory, slice(len(order), len(order) + len(rows)), b))
+            order += rows
+    data = [CachedFeatureDataModule(curve.points[i].datamodule, curve.features) for i in order]
+    labels = (data[0].labels("pool"), data[0].labels("test"))
+    steps, cfg = max(budget.values()), curve.points[order[0]].cfg
+    label = f"{cfg.model.name} {cfg.peft.name}: {len(order)} points"
+    progress = (
+        Progress("batched step", steps, label, every=max(1, steps // 10)) if curve.show else None
+    )
+    try:
+        fitted = fit_suffix_points(
+            template, [states[i] for i in order], data, curve.features, labels, cfg, optimizers,
+            early_stop_patience(cfg), progress,
+        )  # fmt: skip
+    except Exception as e:
+        log.warning("the batched_suffix fit of the curve failed: %s: %s", type(e).__name__, e)
+        fitted = [e] * len(order)
+    finally:
+        if progress is not None:
+            progress.close()
+    return dict(zip(order, fitted, strict=True))
+
+
+def _point_budget(point) -> int:
+    """The point's step budget: its own (``budget.mode=epochs``) or ``trainer.max_steps``."""
+    return int(point.step_budget or point.cfg.trainer.max_steps)

@@ -11,22 +11,21 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from caulk.backbones import Backbone, create_backbone
-from caulk.budget import early_stop_patience
-from caulk.cache.data import CachedFeatureDataModule
 from caulk.cache.extract import CachedFeatures
 from caulk.cache.prefix import plan_prefix
 from caulk.cache.store import load_or_extract
 from caulk.cluster import is_global_zero
-from caulk.engines import batched, solvers, suffix
+from caulk.engines import solvers
+from caulk.engines.base import CurveFit, FallBack
+from caulk.engines.registry import get_engine
 from caulk.engines.strategy import Strategy, choose, fast_loop_device
 from caulk.loggers import init_wandb_run
 from caulk.peft import apply_peft
 from caulk.plan import CurvePlan, PointPlan, curve_seeds, refresh_finished
-from caulk.progress import Progress, progress_stream
+from caulk.progress import Progress
 from caulk.run.guards import job_lock, sigterm_raises
 from caulk.run.point import CurveContext, finish_wandb, initial_module, run_point
 from caulk.run.wandb_curve import curve_run_config, curve_run_name, log_curve_end
@@ -78,10 +77,6 @@ def curve_features(plan: CurvePlan) -> tuple[Backbone, CachedFeatures | None]:
     return backbone, features
 
 
-#: engines from the most general (trains any config) to the most specialised
-_GENERALITY = ("lightning", "cached", "batched_suffix", "batched_heads", "solver")
-
-
 def curve_strategy(plan: CurvePlan, features: CachedFeatures | None) -> Strategy:
     """The engine of the curve: ``choose()`` on its config, or, when its points train several
     configs (the candidates of a tuned curve), the most general engine any of them needs."""
@@ -94,7 +89,7 @@ def curve_strategy(plan: CurvePlan, features: CachedFeatures | None) -> Strategy
         )
         for key, points in groups.items()
     ]
-    strategy = min(strategies, key=lambda s: _GENERALITY.index(s.engine))
+    strategy = min(strategies, key=lambda s: get_engine(s.engine).generality)
     if strategy.engine == "batched_suffix" and len(plan.points) < 2:
         return Strategy("cached", features, "one point: nothing to batch")
     return strategy
@@ -106,121 +101,23 @@ def make_context(plan: CurvePlan) -> CurveContext:
     return CurveContext(plan.cfg, backbone, curve_strategy(plan, features), plan.curve)
 
 
-#: the engines that fit all pending points' heads at once, before the points run
-_CURVE_FITS = ("batched_heads", "solver", "batched_suffix")
-
-
-def _curve_heads(plan: CurvePlan, engine: str, features: CachedFeatures) -> dict[int, Any]:
-    """The pending points' heads, fitted together by ``engine``; a failure of that computation
-    becomes each point's failure (each still gets its record)."""
-    groups: dict[int | None, list[int]] = {}
-    for i, p in enumerate(plan.points):
-        if p.done is None:
-            groups.setdefault(p.group, []).append(i)
-    if plan.curve and is_global_zero():  # one step for all points: one line, no per-point ones
-        what = f"{sum(map(len, groups.values()))} points in one {engine} fit"
-        label = f"{plan.cfg.model.name} {plan.cfg.peft.name}"
-        print(f"[caulk] {what}  {label}", file=progress_stream(), flush=True)
-    fit = batched.train_heads if engine == "batched_heads" else solvers.solve_points
-    cfgs = [plan.cfg if key is None else plan.points[idx[0]].cfg for key, idx in groups.items()]
-    if engine == "batched_heads" and len(groups) > 1 and batched.grid_shares_computation(cfgs):
-        return _grid_heads(plan, cfgs, list(groups.values()), features)
-    heads: dict[int, Any] = {}
-    for key, pending in groups.items():  # else one computation per candidate of a tuned curve
-        cfg = plan.cfg if key is None else plan.points[pending[0]].cfg
-        try:
-            fitted = fit(cfg, [plan.points[i].datamodule for i in pending], features)
-        except Exception as e:
-            log.warning("the %s fit of the curve failed: %s: %s", engine, type(e).__name__, e)
-            fitted = [e] * len(pending)
-        heads.update(zip(pending, fitted, strict=True))
-    return heads
-
-
-def _grid_heads(
-    plan: CurvePlan, cfgs: list, groups: list[list[int]], features: CachedFeatures
-) -> dict[int, Any]:
-    """The heads of every candidate of a tuned curve, trained as one batched computation."""
-    dms = [[plan.points[i].datamodule for i in idx] for idx in groups]
-    try:
-        fitted = batched.train_heads_grid(list(zip(cfgs, dms, strict=True)), features)
-    except Exception as e:
-        log.warning("the batched fit of the tune grid failed: %s: %s", type(e).__name__, e)
-        fitted = [[e] * len(idx) for idx in groups]
-    return {
-        i: h for idx, hs in zip(groups, fitted, strict=True) for i, h in zip(idx, hs, strict=True)
-    }
-
-
-def _suffix_fits(plan: CurvePlan, ctx: CurveContext) -> dict[int, Any]:
-    """The pending points trained as one ``batched_suffix`` computation (one per candidate
-    when the candidates' configs or modules differ in more than their optimizers); the
-    strategy falls back to the per-point ``cached`` engine, with the reason, when a module
-    cannot be batched. A failure of a computation becomes each of its points' failure."""
-    groups: dict[int | None, list[int]] = {}
-    for i, p in enumerate(plan.points):
-        if p.done is None:
-            groups.setdefault(p.group, []).append(i)
-    cfgs = [plan.points[idx[0]].cfg for idx in groups.values()]
-    template, states = None, {}
-    for i in (i for idx in groups.values() for i in idx):  # one module at a time: K states
-        module = initial_module(ctx, plan.points[i])
-        template = template or module
-        states[i] = suffix.trainable_tensors(module)
-    why = suffix.suffix_unsupported(template)
-    if why:
-        log.info("the points train one by one: %s", why)
-        ctx.strategy = dataclasses.replace(ctx.strategy, engine="cached", reason=why)
+def _fit_curve(plan: CurvePlan, ctx: CurveContext) -> dict[int, Any]:
+    """What the curve's engine fits for all pending points at once (nothing for engines that
+    train one point at a time); an engine that finds it cannot batch these points hands them
+    to the per-point ``cached`` engine, with the reason."""
+    engine = get_engine(ctx.strategy.engine)
+    if not engine.fits_curve:
         return {}
-    shapes = {i: {n: t.shape for n, t in s.items()} for i, s in states.items()}
-    together = batched.grid_shares_computation(cfgs, own=("trainer.max_steps",)) and all(
-        v == shapes[next(iter(shapes))] for v in shapes.values()
-    )
-    parts = [list(groups.values())] if together else [[idx] for idx in groups.values()]
-    if plan.curve and is_global_zero():
-        print(f"[caulk] {len(states)} points in {len(parts)} batched_suffix fit(s)  "
-              f"{plan.cfg.model.name} {plan.cfg.peft.name}", file=progress_stream(), flush=True)  # fmt: skip
-    fits: dict[int, Any] = {}
-    for part in parts:
-        fits.update(_suffix_fit(plan, ctx, part, template, states))
-    return fits
-
-
-def _suffix_fit(plan, ctx, part: list[list[int]], template, states: dict) -> dict[int, Any]:
-    """One batched_suffix computation over the candidates ``part`` (lists of point indices):
-    one optimizer per candidate and step budget, over contiguous rows."""
-    features = ctx.strategy.features
-    budget = {i: _point_budget(plan.points[i]) for idx in part for i in idx}
-    order, optimizers = [], []
-    for idx in part:
-        for b in sorted({budget[i] for i in idx}):
-            rows = [i for i in idx if budget[i] == b]
-            factory = instantiate(plan.points[rows[0]].cfg.optimizer)
-            optimizers.append((factory, slice(len(order), len(order) + len(rows)), b))
-            order += rows
-    data = [CachedFeatureDataModule(plan.points[i].datamodule, features) for i in order]
-    labels = (data[0].labels("pool"), data[0].labels("test"))
-    steps, cfg = max(budget.values()), plan.points[order[0]].cfg
-    label = f"{cfg.model.name} {cfg.peft.name}: {len(order)} points"
-    show = plan.curve and is_global_zero()
-    progress = Progress("batched step", steps, label, every=max(1, steps // 10)) if show else None
+    curve = CurveFit(
+        plan.cfg, plan.points, ctx.strategy.features, plan.curve and is_global_zero(),
+        lambda i: initial_module(ctx, plan.points[i]),
+    )  # fmt: skip
     try:
-        fitted = suffix.fit_suffix_points(
-            template, [states[i] for i in order], data, features, labels, cfg, optimizers,
-            early_stop_patience(cfg), progress,
-        )  # fmt: skip
-    except Exception as e:
-        log.warning("the batched_suffix fit of the curve failed: %s: %s", type(e).__name__, e)
-        fitted = [e] * len(order)
-    finally:
-        if progress is not None:
-            progress.close()
-    return dict(zip(order, fitted, strict=True))
-
-
-def _point_budget(point: PointPlan) -> int:
-    """The point's step budget: its own (``budget.mode=epochs``) or ``trainer.max_steps``."""
-    return int(point.step_budget or point.cfg.trainer.max_steps)
+        return engine.fit(curve)
+    except FallBack as e:
+        log.info("the points train one by one: %s", e.reason)
+        ctx.strategy = dataclasses.replace(ctx.strategy, engine="cached", reason=e.reason)
+        return {}
 
 
 class CurvePointsFailed(RuntimeError):
@@ -259,10 +156,7 @@ def run_curve(
         refresh_finished(plan)  # another process may have run points while this one waited
         if not plan.pending:
             return _all_done(plan)
-        if ctx.strategy.engine == "batched_suffix":
-            ctx.heads = _suffix_fits(plan, ctx)
-        elif ctx.strategy.engine in _CURVE_FITS:
-            ctx.heads = _curve_heads(plan, ctx.strategy.engine, ctx.strategy.features)
+        ctx.heads = _fit_curve(plan, ctx)
         records = _run_points(plan, ctx, start)
     failed = [r for r in records if r["status"] != "ok"]
     if plan.curve and failed and strict:
@@ -282,7 +176,7 @@ def _log_curve_end(run, records: list[dict[str, Any]]) -> None:
 def _point_progress(plan: CurvePlan, ctx: CurveContext) -> Progress | None:
     """The progress of a curve's pending points (none for a single point, off rank 0, or when
     their heads were all fitted at once before)."""
-    if not plan.curve or not is_global_zero() or ctx.strategy.engine in _CURVE_FITS:
+    if not plan.curve or not is_global_zero() or get_engine(ctx.strategy.engine).fits_curve:
         return None
     return Progress("point", len(plan.pending))
 

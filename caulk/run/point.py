@@ -19,9 +19,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from caulk import __version__
 from caulk.backbones import Backbone, count_params
 from caulk.cluster import is_global_zero
-from caulk.engines import batched, cached, lightning, solvers, suffix
 from caulk.engines.base import PointJob, PointResult
 from caulk.engines.guards import Diverged, TrainedNothing, check_test_loss
+from caulk.engines.registry import get_engine
 from caulk.engines.strategy import Strategy
 from caulk.loggers import (
     csv_logger,
@@ -50,7 +50,7 @@ class CurveContext:
     strategy: Strategy
     curve: bool
     curve_run: Any = None
-    heads: dict[int, dict[str, Any]] = field(default_factory=dict)  # batched, solver: index -> head
+    heads: dict[int, Any] = field(default_factory=dict)  # index -> what the engine fitted for it
     # batched points share one module per config group (a tuned curve's candidate)
     shared_modules: dict[int | None, tuple[TransferModule, dict[str, int]]] = field(
         default_factory=dict
@@ -91,7 +91,7 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
         features_cached=features is not None,
         cache_prefix=None if features is None else features.plan.tag,
         cache_source=None if features is None else features.source,
-        train_loop=ctx.strategy.train_loop,
+        train_loop=ctx.strategy.engine,
         engine_reason=ctx.strategy.reason,
         solver=cfg.peft.get("solver") if cfg.peft.name == "linear" else None,
         compiled=ctx.strategy.engine == "lightning" and bool(cfg.get("compile", False)),
@@ -121,7 +121,7 @@ def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[Transfer
     """The point's TransferModule and parameter counts (one module for all batched points)."""
     if plan.group in ctx.shared_modules:
         return ctx.shared_modules[plan.group]
-    batched_point = ctx.strategy.engine in ("batched_heads", "solver")
+    batched_point = get_engine(ctx.strategy.engine).shares_module
     features = ctx.strategy.features
     module = TransferModule(
         model,
@@ -148,17 +148,6 @@ def initial_module(ctx: CurveContext, plan: PointPlan) -> TransferModule:
     initial values): what a batched fit stacks (``caulk.engines.suffix``)."""
     model, method = _adapted_backbone(ctx, plan)
     return _module(ctx, plan, model, method)[0]
-
-
-def _train(ctx: CurveContext, job: PointJob, index: int) -> PointResult:
-    engine = ctx.strategy.engine
-    if engine == "batched_suffix":
-        return suffix.run(job, ctx.heads[index])
-    if engine == "batched_heads":
-        return batched.run(job, ctx.heads[index])
-    if engine == "solver":
-        return solvers.run(job, ctx.heads[index])
-    return cached.run(job) if engine == "cached" else lightning.run(job)
 
 
 def _checked(result: PointResult, num_classes: int) -> PointResult:
@@ -194,7 +183,8 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
             plan.cfg, plan.resolved, point, module, plan.datamodule, plan.output_dir, loggers,
             run, ctx.strategy.features, record.compiled,
         )  # fmt: skip
-        result = _checked(_train(ctx, job, index), plan.datamodule.num_classes)
+        trained = get_engine(ctx.strategy.engine).run(job, ctx.heads.get(index))
+        result = _checked(trained, plan.datamodule.num_classes)
         record.adapter_file = str(export_adapter(module, plan.output_dir / ADAPTER_NAME))
         outcome = {**dataclasses.asdict(result), **plan.record_extra}  # tune: its own selection
         if result.selected and "selected" in plan.record_extra:  # and the solver's λ, as holdout

@@ -184,15 +184,27 @@ def check_record(record: Any) -> dict[str, Any]:
     return record
 
 
+#: the ``train_loop`` values records wrote before every engine had one name
+LEGACY_TRAIN_LOOPS = {
+    "fast": "cached",
+    "fast_batched": "batched_heads",
+    "solver_lbfgs": "solver",
+    "solver_ridge": "solver",
+}
+
+
 def record_row(record: dict[str, Any]) -> dict[str, Any]:
     """The scalar fields of a checked record, as one row of the analysis table; a tuned point's
     protocol comes along as ``tune_policy``, ``tune_validation`` and one ``selected.<key>`` column
-    per chosen value (a solver's λ: ``selected.lambda``)."""
+    per chosen value (a solver's λ: ``selected.lambda``). An old ``train_loop`` value is
+    read as its engine's name (``LEGACY_TRAIN_LOOPS``)."""
     row = {
         k: v
         for k, v in check_record(record).items()
         if k not in _NESTED and not isinstance(v, (dict, list))
     }
+    if row.get("train_loop") in LEGACY_TRAIN_LOOPS:
+        row["train_loop"] = LEGACY_TRAIN_LOOPS[row["train_loop"]]
     tune, selected = record.get("tune"), record.get("selected")
     if isinstance(tune, dict):
         row["tune_policy"], row["tune_validation"] = tune.get("policy"), tune.get("validation")
