@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.caulk-deps.stamp
 RUNTIME_STAMP := $(VENV)/.caulk-runtime.stamp
 PYTEST_ARGS ?=
-LINT_PATHS := $(wildcard caulk tests benchmarks notebooks docs/make_figures.py)
+LINT_PATHS := $(wildcard caulk tests benchmarks notebooks docs/make_figures.py docs/make_numbers.py)
 FIGURES_ARGS ?=
 
-.PHONY: venv runtime-venv demo test test-slow test-all notebooks lint format docs figures clean
+.PHONY: venv runtime-venv demo test test-slow test-all notebooks lint format docs figures numbers clean
 
 # The runtime deps only (what `make demo` needs); the full set adds the dev, hf and bench extras.
 $(RUNTIME_STAMP): setup.cfg pyproject.toml
@@ -72,3 +72,7 @@ format: venv
 
 clean:
 	rm -rf logs outputs multirun site .pytest_cache .ruff_cache
+
+# The README's and docs' generated figures (<!-- numbers: NAME --> regions) from docs/numbers/*.json.
+numbers: venv
+	$(BIN)/python docs/make_numbers.py

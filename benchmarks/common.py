@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from caulk.provenance import provenance
 from caulk.threads import current as current_threads
 
 #: the fixed-step recipe the timing benchmarks measure: ``trainer.max_steps`` steps at one lr
@@ -34,15 +35,16 @@ def parse_args(parser: argparse.ArgumentParser, smoke: dict) -> argparse.Namespa
     return args
 
 
-def with_threads(result: dict) -> dict:
-    """``result`` with this process's thread settings (``caulk.threads``) unless it has its own."""
-    return {"threads": current_threads().fields(), **result}
+def stamped(result: dict) -> dict:
+    """``result`` with this process's thread settings (``caulk.threads``, unless it has its own)
+    and where and when it was measured (``caulk.provenance``: machine, commit, date, command)."""
+    return {"threads": current_threads().fields(), "provenance": provenance(), **result}
 
 
 def print_result(result: dict, smoke: bool) -> None:
     """Print the benchmark's result as one JSON line (the last of its output), with this
-    process's thread settings (``with_threads``)."""
-    print(json.dumps({**with_threads(result), "smoke": smoke}), flush=True)
+    process's thread settings and provenance (``stamped``)."""
+    print(json.dumps({**stamped(result), "smoke": smoke}), flush=True)
 
 
 def int_list(text: str) -> list[int]:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,8 +36,9 @@ from scipy.optimize import brentq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import parse_args, print_result, with_threads  # noqa: E402
+from common import parse_args, print_result, stamped  # noqa: E402
 
+from caulk import provenance  # noqa: E402
 from caulk.analysis.answers import sample_complexity  # noqa: E402
 
 NS = np.array([10, 20, 40, 80, 160, 320, 640], float)
@@ -130,21 +129,6 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return table.assign(coverage_answered=by_answered).reset_index()
 
 
-def _machine() -> dict:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {"cpu": cpu, "commit": commit}
-
-
 def main() -> None:
     """Run the design, print the table and the JSON line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -178,10 +162,11 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
         "goal_met": ok,
         "table": json.loads(table.to_json(orient="records")),
-        **_machine(),
+        "cpu": provenance.cpu_model(),
+        "commit": provenance.git_commit(),
     }
     if args.out:
-        args.out.write_text(json.dumps(with_threads(result), indent=2))
+        args.out.write_text(json.dumps(stamped(result), indent=2))
     print_result(result, args.smoke)
 
 

@@ -60,8 +60,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -73,7 +71,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
 
-from benchmarks.common import int_list, parse_args, print_result, with_threads
+from benchmarks.common import int_list, parse_args, print_result, stamped
+from caulk import provenance
 from caulk.analysis.answers import sample_complexity
 
 REPO = Path(__file__).resolve().parent.parent
@@ -363,37 +362,12 @@ def table(metrics: dict) -> str:
 
 
 def machine() -> dict:
-    """Where it ran: CPU model (/proc/cpuinfo), cores, Python, the git commit, lcdb's version."""
-    cpu = platform.processor()
-    try:
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    git = ["git", "-C", str(REPO)]
-    try:
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-        commit += "-dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    """Where it ran (``caulk.provenance.machine``), the git commit and lcdb's version."""
     try:
         lcdb = importlib.metadata.version("lcdb")
     except importlib.metadata.PackageNotFoundError:
         lcdb = "unknown"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "commit": commit,
-        "lcdb": lcdb,
-    }
+    return {**provenance.machine(), "commit": provenance.git_commit(), "lcdb": lcdb}
 
 
 def main() -> None:
@@ -474,7 +448,7 @@ def main() -> None:
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        out = {**with_threads(result), "smoke": args.smoke}
+        out = {**stamped(result), "smoke": args.smoke}
         args.out.write_text(json.dumps(out, indent=1) + "\n")
         rows.to_csv(args.out.with_suffix(".cases.csv"), index=False)  # every answer, per case
     print_result(result, args.smoke)

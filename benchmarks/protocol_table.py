@@ -32,12 +32,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks.common import int_list, parse_args, print_result
-from benchmarks.tuned_curve import cpu_model
 from caulk.analysis.fits import fit_offset_power_law
 from caulk.api import compose_train
 from caulk.cache.data import CachedFeatureDataModule
 from caulk.engines import solvers
 from caulk.plan import make_plan
+from caulk.provenance import cpu_model
 from caulk.run.curve import curve_features
 from caulk.train import train_curve
 

@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
 
-from benchmarks.common import parse_args, print_result, with_threads  # noqa: E402
+from benchmarks.common import parse_args, print_result, stamped  # noqa: E402
 from benchmarks.extrapolation import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -222,7 +222,7 @@ def main() -> None:
         "command": "python benchmarks/threads.py " + " ".join(sys.argv[1:]),
     }
     if args.out:
-        out = {**with_threads(result), "smoke": args.smoke}
+        out = {**stamped(result), "smoke": args.smoke}
         args.out.write_text(json.dumps(out, indent=1) + "\n")
     print_result(result, args.smoke)
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 import torch
 
 from benchmarks.common import int_list, parse_args, print_result
-from benchmarks.tuned_curve import cpu_model
 from caulk.api import compose_train
 from caulk.engines import batched
 from caulk.plan import make_plan
+from caulk.provenance import cpu_model
 from caulk.run.curve import curve_features
 from caulk.tune import candidate_cfg, candidates
 

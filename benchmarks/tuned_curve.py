@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +44,7 @@ from caulk.cache.data import CachedFeatureDataModule
 from caulk.engines import solvers
 from caulk.engines.strategy import fast_loop_device
 from caulk.plan import make_plan
+from caulk.provenance import cpu_model
 from caulk.run.curve import curve_features
 
 NS = [10, 20, 40, 80, 160, 320, 640, 1000]
@@ -58,16 +57,6 @@ SMOKE = {
     "tol": 1e-3,
     "max_iter": 100,
 }
-
-
-def cpu_model() -> str:
-    """The CPU's model name as ``lscpu`` gives it (else the platform's processor string)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor()
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    return names[0] if names else platform.processor()
 
 
 def setup(args):

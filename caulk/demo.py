@@ -31,10 +31,12 @@ from omegaconf.errors import OmegaConfBaseException
 from caulk.analysis.console import format_analysis
 from caulk.analysis.options import Questions
 from caulk.analysis.pipeline import analyze
+from caulk.atomic import write_json_atomic
 from caulk.cli import CONFIG_DIR, check_group_overrides, take_rejected
 from caulk.errors import CaulkConfigError, check_writable, one_line
 from caulk.plan import validate_config
 from caulk.progress import progress_to
+from caulk.provenance import provenance
 from caulk.train import hydra_main
 
 MODELS = ("vit_femto", "vit_pico", "vit_nano")
@@ -57,6 +59,8 @@ SMALL_N = 100  # "small n": the demo's claims are checked at n <= 100
 #: where the demo's offline W&B runs are, under its root: the curve jobs', then the aggregate's
 OFFLINE_RUN_GLOBS = ("*/*/wandb/offline-run-*", "analysis/wandb/offline-run-*")
 GROUP_KEY = "logger.wandb.group"
+#: the demo's timing and provenance, in its root (the source of the docs' demo figures)
+TIMING_FILE = "demo.json"
 #: ``--help``: plain text, kept as written
 HELP_DESCRIPTION = """\
 The demo behind make demo: caulk's zoo backbones of three sizes (pre-trained on the
@@ -313,6 +317,19 @@ def parse_source_m(text: str) -> list[int]:
     return sizes
 
 
+def zoo_dir(extra: list[str]) -> Path:
+    """The zoo the demo's sweeps use: ``paths.zoo_dir=`` among the overrides, else the default
+    (``$CAULK_CACHE/zoo``, ``~/.cache/caulk/zoo``)."""
+    given = [o.split("=", 1)[1] for o in extra if o.startswith("paths.zoo_dir=")]
+    cache = Path(os.environ.get("CAULK_CACHE", Path.home() / ".cache" / "caulk"))
+    return Path(given[-1]) if given else cache / "zoo"
+
+
+def zoo_entries(zoo: Path) -> int:
+    """How many pre-trained entries the zoo holds (0: the demo pre-trains every one it needs)."""
+    return len(list(zoo.glob("*.safetensors"))) if zoo.is_dir() else 0
+
+
 def demo_root(out: str | None) -> Path:
     """The demo's dir: ``out``, else ``$CAULK_ROOT/logs/demo/<time>``; CaulkConfigError (one line,
     nothing created) unless a dir can be made there."""
@@ -371,14 +388,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"caulk: error: {e}", file=sys.stderr)
         return 2
     root.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, zoo = time.perf_counter(), zoo_dir(args.overrides)
+    timing = {"zoo_entries_before": zoo_entries(zoo), "sweeps_s": {}}
     group = demo_group(root, args.overrides)
     for name, overrides in sweeps.items():
         print(
             f"[demo] sweep {name}: caulk.train -m experiment=demo {' '.join(overrides)}", flush=True
         )
         seconds = run_sweep(name, [*overrides, group_override(group)], root, args.overrides)
+        timing["sweeps_s"][name] = round(seconds, 1)
         print(f"[demo]   done in {seconds:.0f} s (log: {root / name}.log)", flush=True)
+    analysis_start = time.perf_counter()
     result = analyze(
         [root],
         out=root / "analysis",
@@ -386,14 +406,19 @@ def main(argv: list[str] | None = None) -> int:
         wandb_group=group,
         questions=questions,
     )
+    timing["analysis_s"] = round(time.perf_counter() - analysis_start, 1)
     print(format_analysis(result), flush=True)
     for line in format_findings(result.table):
         print(f"[demo] {line}", flush=True)
     hint = sync_hint(root)
     if hint:
         print(f"[demo] W&B runs (group {group}) logged offline; upload them with: {hint}")
+    timing.update(total_s=round(time.perf_counter() - start, 1), zoo_entries_after=zoo_entries(zoo))
+    command = ["python", "-m", "caulk.demo", *(sys.argv[1:] if argv is None else argv)]
+    write_json_atomic(root / TIMING_FILE, {**provenance(command), **timing})
     print(
-        f"[demo] total {time.perf_counter() - start:.0f} s; report: {root / 'analysis' / 'report.html'}"
+        f"[demo] total {timing['total_s']:.0f} s; report: {root / 'analysis' / 'report.html'}; "
+        f"timing: {root / TIMING_FILE}"
     )
     return 0
 

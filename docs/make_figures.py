@@ -31,6 +31,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from caulk.provenance import cpu_model, git_commit
+
 REPO = Path(__file__).resolve().parent.parent
 #: the report's figures the docs show: file in the demo's analysis dir -> file in the docs
 FIGURES = {
@@ -39,35 +41,6 @@ FIGURES = {
     "exponents.png": "demo_exponents.png",
 }
 SMALL_N = 100  # the demo's own "small n" (caulk.demo.SMALL_N)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def git_commit(repo: Path = REPO) -> str:
-    """The checkout's commit (``+dirty`` when tracked files differ), or ``unknown``."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-        )
-    except OSError:
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def zoo_threads(table: pd.DataFrame, zoo_dir: Path) -> dict[str, int | None]:

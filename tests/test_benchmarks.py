@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,9 @@ def run_smoke(name: str, tmp_path, *args: str) -> dict:
         pytest.fail(f"{name}.py --smoke: last line is not JSON ({e}): {lines[-1][:500]!r}")
     assert isinstance(result, dict), lines[-1]
     assert result.get("smoke") is True, result
+    stamp = result["provenance"]  # every benchmark says where, when and how it was measured
+    assert stamp["machine"]["cores"] >= 1 and stamp["commit"] and stamp["date"].endswith("Z")
+    assert stamp["command"] == shlex.join(["python", f"benchmarks/{name}.py", "--smoke", *args])
     return result
 
 

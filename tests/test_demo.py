@@ -152,6 +152,14 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert "[caulk] batched step 1/" in proc.stderr
     for log in out.glob("*.log"):
         assert b"\r" not in log.read_bytes() and b"it/s" not in log.read_bytes(), log
+    # the run's timing and provenance, the source the docs quote the demo's figures from
+    timing = json.loads((out / "demo.json").read_text())
+    assert set(timing["sweeps_s"]) == {"linear", "lora", "source_m"}
+    assert timing["total_s"] >= sum(timing["sweeps_s"].values()) + timing["analysis_s"] > 0
+    assert (timing["zoo_entries_before"], timing["zoo_entries_after"]) == (0, 2)
+    assert timing["command"].startswith("python -m caulk.demo --models vit_femto")
+    assert timing["machine"]["cores"] >= 1 and timing["machine"]["torch_threads"] >= 1
+    assert timing["commit"] and timing["date"].endswith("Z")
 
 
 def test_findings_say_whether_pretraining_helps_and_error_falls_with_m():

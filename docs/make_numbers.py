@@ -1,0 +1,141 @@
+"""The measured numbers the README and docs quote, written from their sources.
+
+    python docs/make_numbers.py           # rewrite every generated region from docs/numbers/
+    python docs/make_numbers.py --check   # exit 1, one line per stale region, if any differs
+
+A source is a JSON file in ``docs/numbers/`` that a measurement wrote: the demo's ``demo.json``
+or a benchmark's result (``--out`` file or last line). Each carries where, when and how it was
+measured (``caulk.provenance``: ``machine``, ``commit``, ``date``, ``command``). A generated
+region of a Markdown file is ``<!-- numbers: NAME -->TEXT<!-- /numbers -->``, inline in a
+sentence or around whole lines, TEXT rendered from the sources by ``RENDERERS[NAME]``,
+so a quoted figure is never typed by hand: re-measure, copy the JSON into ``docs/numbers/``, run
+this script. ``tests/test_numbers.py`` runs ``--check`` and fails on a stale region, a region
+with no renderer, a source without its provenance, or a timing in the README outside a region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = REPO / "docs" / "numbers"
+#: the Markdown files that hold generated regions
+PAGES = ("README.md", "docs/zoo-and-demo.md")
+PROVENANCE = ("machine", "commit", "date", "command")
+REGION = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
+
+
+def load(name: str, sources: Path = SOURCES) -> dict:
+    """The source ``name`` (``docs/numbers/<name>.json``), checked for its provenance."""
+    data = json.loads((sources / f"{name}.json").read_text())
+    stamp = data.get("provenance", data)  # benchmarks nest it, the demo writes it at the top
+    missing = [k for k in PROVENANCE if not stamp.get(k)]
+    if missing:
+        raise ValueError(f"docs/numbers/{name}.json has no {', '.join(missing)}")
+    return {**data, **{k: stamp[k] for k in PROVENANCE}}
+
+
+def where(src: dict) -> str:
+    """``2026-12-03, commit `527f10e`, 2-core AMD EPYC, 2 torch threads``."""
+    m = src["machine"]
+    return (
+        f"{src['date'][:10]}, commit `{src['commit']}`, {m['cores']}-core {m['cpu']}, "
+        f"{m['torch_threads']} torch threads"
+    )
+
+
+def readme_demo(sources: Path) -> str:
+    empty, cached = load("demo_empty_zoo", sources), load("demo_zoo_cached", sources)
+    return (
+        f"The whole demo took {empty['total_s']:.0f} s with an empty zoo (pre-training included) "
+        f"and {cached['total_s']:.0f} s with the zoo cached ({where(cached)}; the first venv "
+        "build adds 2–3 minutes; [timings and results](docs/zoo-and-demo.md#time))."
+    )
+
+
+def demo_time(sources: Path) -> str:
+    lines = [""]
+    for name, what in (("demo_empty_zoo", "an empty zoo"), ("demo_zoo_cached", "the zoo cached")):
+        src = load(name, sources)
+        stages = ", ".join(f"{k} sweep {v:.0f} s" for k, v in src["sweeps_s"].items())
+        lines.append(
+            f"- **{src['total_s']:.0f} s with {what}** ({src['zoo_entries_before']} zoo entries "
+            f"before, {src['zoo_entries_after']} after): {stages}, analysis "
+            f"{src['analysis_s']:.0f} s; {where(src)}; `{src['command']}`."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def readme_lcdb(sources: Path) -> str:
+    src = load("lcdb", sources)
+    auto = src["metrics"]["4x"]["auto"]
+    return (
+        f"{auto['coverage']:.0%} at 4x on {src['curves']} real LCDB curves (`{src['command']}`, "
+        f"{where(src)})"
+    )
+
+
+def readme_tune_grid(sources: Path) -> str:
+    src = load("tune_grid", sources)
+    return (
+        f"{src['points']} points × {src['candidates']} candidates trains as one computation: "
+        f"{src['grid_s']:.2f} s, against {src['one_fit_s']:.2f} s for the untuned fit "
+        f"(`{src['command']}`, {where(src)})."
+    )
+
+
+#: region name -> its text, from the sources
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "readme-demo": readme_demo,
+    "demo-time": demo_time,
+    "readme-lcdb": readme_lcdb,
+    "readme-tune-grid": readme_tune_grid,
+}
+
+
+def render(text: str, sources: Path = SOURCES) -> tuple[str, list[str]]:
+    """``text`` with every region rewritten from the sources, and the names of those that
+    changed. An unknown region name is a ValueError."""
+    changed: list[str] = []
+
+    def fill(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in RENDERERS:
+            raise ValueError(f"no renderer for the region 'numbers: {name}'")
+        body = RENDERERS[name](sources)
+        if body != match.group(3):
+            changed.append(name)
+        return match.group(1) + body + match.group(4)
+
+    return REGION.sub(fill, text), changed
+
+
+def outside_regions(text: str) -> str:
+    """``text`` without its generated regions (what is typed by hand)."""
+    return REGION.sub("", text)
+
+
+def main(argv: list[str] | None = None, root: Path = REPO) -> int:
+    """Rewrite (or, with ``--check``, only compare) the generated regions of ``PAGES``."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if a region is stale")
+    args = p.parse_args(argv)
+    stale = []
+    for page in PAGES:
+        path = root / page
+        text, changed = render(path.read_text(), root / "docs" / "numbers")
+        stale += [f"{page}: region '{name}' differs from its source" for name in changed]
+        if changed and not args.check:
+            path.write_text(text)
+    for line in stale:
+        print(("stale: " if args.check else "rewrote: ") + line, file=sys.stderr)
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Numbers that cannot go stale: the figures the README and docs quote are generated from
+measurement files in docs/numbers/ (``docs/make_numbers.py``), each with its machine, commit,
+date and command; a stale region, a region without a renderer, a source without provenance and a
+timing typed by hand into the README each fail here."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "docs"))
+
+import make_numbers  # noqa: E402
+
+#: a measured time or ratio: "264 s", "0.83 s", "1.48x", "5×"
+TIMING = re.compile(r"\b\d+(?:\.\d+)?\s?(?:s|ms|min)\b|\b\d+(?:\.\d+)?[x×](?!\w)")
+#: what TIMING also matches in the README that is a setting, not a measurement ("at 4x beyond
+#: the largest n": the extrapolation factor asked about)
+SETTINGS = ("4x",)
+
+
+def _copy(tmp_path: Path) -> Path:
+    for page in make_numbers.PAGES:
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / page, tmp_path / page)
+    shutil.copytree(make_numbers.SOURCES, tmp_path / "docs" / "numbers")
+    return tmp_path
+
+
+def test_every_generated_region_matches_its_source():
+    proc = subprocess.run(
+        [sys.executable, "docs/make_numbers.py", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = {
+        m.group(2)
+        for p in make_numbers.PAGES
+        for m in make_numbers.REGION.finditer((REPO / p).read_text())
+    }
+    assert names == set(make_numbers.RENDERERS)  # every renderer is used, every region has one
+
+
+def test_a_changed_measurement_makes_its_regions_stale_until_regenerated(tmp_path, capsys):
+    root = _copy(tmp_path)
+    src = root / "docs" / "numbers" / "demo_zoo_cached.json"
+    data = json.loads(src.read_text())
+    src.write_text(json.dumps({**data, "total_s": 1234.4}))
+    assert make_numbers.main(["--check"], root=root) == 1
+    err = capsys.readouterr().err
+    assert "README.md: region 'readme-demo' differs" in err
+    assert "docs/zoo-and-demo.md: region 'demo-time' differs" in err
+    assert make_numbers.main([], root=root) == 0
+    assert "and 1234 s with the zoo cached" in (root / "README.md").read_text()
+    assert "**1234 s with the zoo cached**" in (root / "docs" / "zoo-and-demo.md").read_text()
+    assert make_numbers.main(["--check"], root=root) == 0
+
+
+def test_a_source_without_provenance_and_an_unknown_region_are_refused(tmp_path):
+    root = _copy(tmp_path)
+    src = root / "docs" / "numbers" / "demo_empty_zoo.json"
+    data = json.loads(src.read_text())
+    src.write_text(json.dumps({k: v for k, v in data.items() if k != "commit"}))
+    with pytest.raises(ValueError, match="demo_empty_zoo.json has no commit"):
+        make_numbers.main(["--check"], root=root)
+    with pytest.raises(ValueError, match="no renderer for the region 'numbers: typo'"):
+        make_numbers.render("a <!-- numbers: typo -->1 s<!-- /numbers --> b")
+
+
+def test_every_source_names_its_machine_commit_date_and_command():
+    for path in sorted(make_numbers.SOURCES.glob("*.json")):
+        src = make_numbers.load(path.stem)
+        assert src["machine"]["cpu"] and src["machine"]["cores"] >= 1, path
+        assert re.fullmatch(r"[0-9a-f]{7,}(\+dirty|-dirty)?", src["commit"]), path
+        assert src["command"].startswith("python "), path
+
+
+def test_the_readme_quotes_no_timing_typed_by_hand():
+    readme = (REPO / "README.md").read_text()
+    by_hand = TIMING.findall(make_numbers.outside_regions(readme))
+    assert sorted(set(by_hand)) == sorted(SETTINGS), by_hand
