@@ -154,7 +154,7 @@ def test_reduced_demo_end_to_end(tmp_path):
         assert b"\r" not in log.read_bytes() and b"it/s" not in log.read_bytes(), log
     # the run's timing and provenance, the source the docs quote the demo's figures from
     timing = json.loads((out / "demo.json").read_text())
-    assert set(timing["sweeps_s"]) == {"linear", "lora", "source_m"}
+    assert set(timing["sweeps_s"]) == {"linear", "lora"}  # m = 0, 4000 only: no m sweep
     assert timing["total_s"] >= sum(timing["sweeps_s"].values()) + timing["analysis_s"] > 0
     assert (timing["zoo_entries_before"], timing["zoo_entries_after"]) == (0, 2)
     assert timing["command"].startswith("python -m caulk.demo --models vit_femto")
