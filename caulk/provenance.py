@@ -28,15 +28,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: what a measurement runs: ``+dirty`` when one of these differs from the commit (an edited
+#: README or doc page does not change a number)
+CODE_PATHS = ("caulk", "benchmarks", "conf", "setup.cfg", "pyproject.toml", "environment.yml")
+
+
 def git_commit(repo: Path = REPO) -> str:
-    """The checkout's short commit (``+dirty`` when tracked files differ), or ``unknown``."""
+    """The checkout's short commit (``+dirty`` when tracked code or config differs:
+    ``CODE_PATHS``), or ``unknown``."""
     git = ["git", "-C", str(repo)]
     try:
         head = subprocess.run(
             [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         )
         dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+            capture_output=True,
+            text=True,
         )
     except OSError:
         return "unknown"

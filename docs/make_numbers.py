@@ -49,12 +49,20 @@ def where(src: dict) -> str:
     )
 
 
+def source(name: str) -> str:
+    """A README link to the measurement file (machine, commit, date, command inside)."""
+    return f"[source](docs/numbers/{name}.json)"
+
+
 def readme_demo(sources: Path) -> str:
     empty, cached = load("demo_empty_zoo", sources), load("demo_zoo_cached", sources)
+    m = cached["machine"]
     return (
         f"The whole demo took {empty['total_s']:.0f} s with an empty zoo (pre-training included) "
-        f"and {cached['total_s']:.0f} s with the zoo cached ({where(cached)}; the first venv "
-        "build adds 2–3 minutes; [timings and results](docs/zoo-and-demo.md#time))."
+        f"and {cached['total_s']:.0f} s with the zoo cached, on a {m['cores']}-core {m['cpu']} "
+        f"({cached['date'][:10]}; sources: [empty zoo](docs/numbers/demo_empty_zoo.json), "
+        "[zoo cached](docs/numbers/demo_zoo_cached.json); the "
+        "first venv build adds 2–3 minutes; [timings and results](docs/zoo-and-demo.md#time))."
     )
 
 
@@ -76,10 +84,7 @@ def demo_time(sources: Path) -> str:
 def readme_lcdb(sources: Path) -> str:
     src = load("lcdb", sources)
     auto = src["metrics"]["4x"]["auto"]
-    return (
-        f"{auto['coverage']:.0%} at 4x on {src['curves']} real LCDB curves (`{src['command']}`, "
-        f"{where(src)})"
-    )
+    return f"{auto['coverage']:.0%} at 4x on {src['curves']} real LCDB curves ({source('lcdb')})"
 
 
 def readme_tune_grid(sources: Path) -> str:
@@ -87,8 +92,64 @@ def readme_tune_grid(sources: Path) -> str:
     return (
         f"{src['points']} points × {src['candidates']} candidates trains as one computation: "
         f"{src['grid_s']:.2f} s, against {src['one_fit_s']:.2f} s for the untuned fit "
-        f"(`{src['command']}`, {where(src)})."
+        f"(`{src['command']}`, {source('tune_grid')})."
     )
+
+
+def _span(values: list[float]) -> str:
+    """``96–98%`` (or ``97%`` when they agree)."""
+    lo, hi = (f"{v:.0%}".rstrip("%") for v in (min(values), max(values)))
+    return f"{lo}%" if lo == hi else f"{lo}–{hi}%"
+
+
+def readme_planted(sources: Path) -> str:
+    src = load("coverage", sources)
+    pooled = [r for r in src["table"] if r["truth"] == "pooled"]
+    inside = _span([r["coverage"] for r in pooled if r["target"] == "in range"])
+    beyond = _span([r["coverage"] for r in pooled if r["target"] == "4x beyond"])
+    return (
+        f"{inside} coverage inside the measured range and {beyond} at 4x beyond it on planted "
+        f"curves ({source('coverage')})"
+    )
+
+
+def readme_splits(sources: Path) -> str:
+    src = load("split_coverage", sources)
+    arms = {r["arm"]: r for r in src["table"]}
+    both, seeds = arms["test rows + seeds"], arms["seeds only"]
+    return (
+        f"{round(both['coverage'] * both['cases'])} of {both['cases']} on digits' test splits "
+        "against a truth from other splits, where seeds alone covered "
+        f"{round(seeds['coverage'] * seeds['cases'])} ({source('split_coverage')})"
+    )
+
+
+#: the README's name of each arm of ``benchmarks/protocol_table.py``
+PROTOCOL_ARMS = {
+    "fixed": "fixed: 300 SGD steps, lr 1e-2 (old default)",
+    "sgd_tuned": "SGD, budget grows with n, lr tuned per point",
+    "ridge": "**ridge, λ per point (default)**",
+    "sklearn": "scikit-learn L2-logistic, C per point (oracle)",
+}
+PROTOCOL_NS = (10, 160, 1047)
+
+
+def readme_protocol(sources: Path) -> str:
+    src = load("protocol_table", sources)
+    cols = [src["ns"].index(n) for n in PROTOCOL_NS]
+    rows = [
+        f"It was measured with `{src['command']}` ({where(src)}; {source('protocol_table')}):",
+        "",
+        "| recipe | " + " | ".join(f"n={n}" for n in PROTOCOL_NS) + " | pow3 fit a / c | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, label in PROTOCOL_ARMS.items():
+        r = src["arms"][arm]
+        errs = " | ".join(f"{r['mean_error'][i]:.3f}" for i in cols)
+        rows.append(f"| {label} | {errs} | a={r['a']}, c={r['c']} | {r['seconds']:.1f} |")
+    fixed_a = src["arms"]["fixed"]["a"]
+    rows += ["", f"With the fixed recipe the curve levels off at a={fixed_a:.2f}."]
+    return "\n" + "\n".join(rows)
 
 
 def suffix_table(sources: Path) -> str:
@@ -117,6 +178,9 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "readme-lcdb": readme_lcdb,
     "readme-tune-grid": readme_tune_grid,
     "suffix-table": suffix_table,
+    "readme-planted": readme_planted,
+    "readme-splits": readme_splits,
+    "readme-protocol": readme_protocol,
 }
 
 

@@ -17,6 +17,8 @@ sys.path.insert(0, str(REPO / "docs"))
 
 import make_numbers  # noqa: E402
 
+from caulk import provenance  # noqa: E402
+
 #: a measured time or ratio: "264 s", "0.83 s", "1.48x", "5×"
 TIMING = re.compile(r"\b\d+(?:\.\d+)?\s?(?:s|ms|min)\b|\b\d+(?:\.\d+)?[x×](?!\w)")
 #: what TIMING also matches in the README that is a setting, not a measurement ("at 4x beyond
@@ -86,3 +88,20 @@ def test_the_readme_quotes_no_timing_typed_by_hand():
     readme = (REPO / "README.md").read_text()
     by_hand = TIMING.findall(make_numbers.outside_regions(readme))
     assert sorted(set(by_hand)) == sorted(SETTINGS), by_hand
+
+
+def test_the_commit_is_dirty_when_code_differs_not_when_a_doc_does(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    (tmp_path / "caulk").mkdir()
+    (tmp_path / "caulk" / "x.py").write_text("a = 1\n")
+    (tmp_path / "README.md").write_text("264 s\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    clean = provenance.git_commit(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{7,}", clean)
+    (tmp_path / "README.md").write_text("280 s\n")
+    assert provenance.git_commit(tmp_path) == clean
+    (tmp_path / "caulk" / "x.py").write_text("a = 2\n")
+    assert provenance.git_commit(tmp_path) == clean + "+dirty"
+    assert provenance.git_commit(tmp_path / "nowhere") == "unknown"
