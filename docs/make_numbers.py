@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "docs" / "numbers"
 #: the Markdown files that hold generated regions
-PAGES = ("README.md", "docs/zoo-and-demo.md", "docs/performance.md")
+PAGES = ("README.md", "docs/zoo-and-demo.md", "docs/performance.md", "docs/analysis.md")
 PROVENANCE = ("machine", "commit", "date", "command")
 REGION = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
 
@@ -152,6 +152,33 @@ def readme_protocol(sources: Path) -> str:
     return "\n" + "\n".join(rows)
 
 
+def lcdb_table(sources: Path) -> str:
+    src = load("lcdb", sources)
+    lcdb = json.loads((sources / "lcdb.json").read_text())["machine"]["lcdb"]  # its own field
+    walked, trivial = src["skipped_curves"], src["skipped_trivial_targets"]
+    rows = [
+        "",
+        f"`{src['command']}` ({where(src)}, lcdb {lcdb}, "
+        f"{src['timing']['total_s']:.0f} s; {walked['walked']} curves walked: "
+        f"{walked['both_targets_trivial']} with both targets met at or below the cut, "
+        f"{walked['fewer_than_4_sizes_below_cut']} with fewer than 4 sizes below it; "
+        f"{trivial['4x']['reached_at_or_below_cut']} (4x) and "
+        f"{trivial['8x']['reached_at_or_below_cut']} (8x) trivial targets skipped):",
+        "",
+        "| setting | method | cases | median \\|log2(n\\*/n)\\| | within 2x | 95% coverage "
+        "| unreachable | at least | no upper end |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for setting, methods in src["metrics"].items():
+        for method, m in methods.items():
+            rows.append(
+                f"| {setting} | {method} | {m['cases']} | {m['median_abs_log2']:.2f} "
+                f"| {m['within_2x']:.0%} | {m['coverage']:.0%} ({m['with_interval']}) "
+                f"| {m['unreachable']:.0%} | {m['at_least']:.0%} | {m['unbounded_above']:.0%} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
 def suffix_table(sources: Path) -> str:
     src = load("suffix", sources)
     rows = [
@@ -181,6 +208,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "readme-planted": readme_planted,
     "readme-splits": readme_splits,
     "readme-protocol": readme_protocol,
+    "lcdb-table": lcdb_table,
 }
 
 
