@@ -55,6 +55,7 @@ def source(name: str) -> str:
 
 
 def readme_demo(sources: Path) -> str:
+    """The README's demo times (empty zoo, zoo cached)."""
     empty, cached = load("demo_empty_zoo", sources), load("demo_zoo_cached", sources)
     m = cached["machine"]
     return (
@@ -67,6 +68,7 @@ def readme_demo(sources: Path) -> str:
 
 
 def demo_time(sources: Path) -> str:
+    """docs/zoo-and-demo.md#time: each demo run's stages, judged against its goal."""
     lines = [""]
     runs = (("demo_empty_zoo", "an empty zoo", 360), ("demo_zoo_cached", "the zoo cached", 90))
     for name, what, goal_s in runs:
@@ -82,12 +84,14 @@ def demo_time(sources: Path) -> str:
 
 
 def readme_lcdb(sources: Path) -> str:
+    """The README's LCDB coverage at 4x."""
     src = load("lcdb", sources)
     auto = src["metrics"]["4x"]["auto"]
     return f"{auto['coverage']:.0%} at 4x on {src['curves']} real LCDB curves ({source('lcdb')})"
 
 
 def readme_tune_grid(sources: Path) -> str:
+    """The README's cost of the tuned linear-probe grid against one fit."""
     src = load("tune_grid", sources)
     return (
         f"{src['points']} points × {src['candidates']} candidates trains as one computation: "
@@ -103,6 +107,7 @@ def _span(values: list[float]) -> str:
 
 
 def readme_planted(sources: Path) -> str:
+    """The README's coverage spans on planted curves (pooled over truths)."""
     src = load("coverage", sources)
     pooled = [r for r in src["table"] if r["truth"] == "pooled"]
     inside = _span([r["coverage"] for r in pooled if r["target"] == "in range"])
@@ -114,6 +119,7 @@ def readme_planted(sources: Path) -> str:
 
 
 def readme_splits(sources: Path) -> str:
+    """The README's coverage on digits' test splits, with and without the test rows."""
     src = load("split_coverage", sources)
     arms = {r["arm"]: r for r in src["table"]}
     both, seeds = arms["test rows + seeds"], arms["seeds only"]
@@ -135,6 +141,7 @@ PROTOCOL_NS = (10, 160, 1047)
 
 
 def readme_protocol(sources: Path) -> str:
+    """The README's protocol table (mean test error per recipe) and its floor."""
     src = load("protocol_table", sources)
     cols = [src["ns"].index(n) for n in PROTOCOL_NS]
     rows = [
@@ -153,6 +160,7 @@ def readme_protocol(sources: Path) -> str:
 
 
 def lcdb_table(sources: Path) -> str:
+    """docs/analysis.md#lcdb: the pooled LCDB table."""
     src = load("lcdb", sources)
     lcdb = json.loads((sources / "lcdb.json").read_text())["machine"]["lcdb"]  # its own field
     walked, trivial = src["skipped_curves"], src["skipped_trivial_targets"]
@@ -180,6 +188,7 @@ def lcdb_table(sources: Path) -> str:
 
 
 def suffix_table(sources: Path) -> str:
+    """docs/performance.md#batched-suffix: per-point vs batched LoRA curves."""
     src = load("suffix", sources)
     rows = [
         "",
