@@ -31,11 +31,11 @@ from torch.func import functional_call, vmap
 
 from caulk.budget import early_stop_patience
 from caulk.cache.data import CachedFeatureDataModule
-from caulk.cache.prefix import PrefixPlan, run_suffix
 from caulk.engines.base import CurveFit, Engine, FallBack, PointJob, PointResult
 from caulk.engines.batched import finish_fitted, grid_shares_computation, point_schedules
 from caulk.engines.early_stop import BestState
 from caulk.engines.guards import Diverged
+from caulk.engines.lean_suffix import LeanSuffix
 from caulk.engines.strategy import fast_loop_device
 from caulk.progress import Progress
 
@@ -45,18 +45,6 @@ log = logging.getLogger("caulk.train")
 EVAL_CHUNK = 256
 #: every point (an index of the stacked tensors)
 ALL = slice(None)
-
-
-class _Suffix(nn.Module):
-    """What follows the cached prefix in a TransferModule: its backbone's suffix (parameter
-    names as the module's, ``backbone.…``)."""
-
-    def __init__(self, backbone: nn.Module, plan: PrefixPlan):
-        super().__init__()
-        self.backbone, self.plan = backbone, plan
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_suffix(self.backbone, self.plan, x)
 
 
 def trainable_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -92,7 +80,7 @@ class _Problems:
         for m in self.template.modules():  # vmap has no batching rule for CPU flash attention
             if hasattr(m, "fused_attn"):
                 m.fused_attn = False
-        self.suffix = _Suffix(self.template.backbone, self.template.cached_prefix)
+        self.suffix = LeanSuffix(self.template.backbone, self.template.cached_prefix)
         self.head_norm = isinstance(self.template.head[0], nn.BatchNorm1d)
         self.names = list(trainable_tensors(template))
         self.params = {n: torch.stack([s[n] for s in states]).to(device) for n in self.names}
@@ -107,6 +95,8 @@ class _Problems:
             for o, b in (self.optimizers if cosine else [])
         ]
         self.pool, self.test = features.pool.to(device), features.test.to(device)
+        self.pool_qkv = self.suffix.first_block_qkv(self.pool)
+        self.test_qkv = self.suffix.first_block_qkv(self.test)
         self.y_pool, self.y_test = labels[0].to(device), labels[1].to(device)
         self.k = len(states)
         self.batch = max(int(d.dm.cfg.batch_size) for d in data)
@@ -130,15 +120,15 @@ class _Problems:
             views.append(part)
         return views
 
-    def features(self, x: torch.Tensor, sel) -> torch.Tensor:
+    def features(self, x: torch.Tensor, sel, qkv: torch.Tensor | None) -> torch.Tensor:
         """(k, B, F) the suffix's output for points ``sel`` (an index tensor or ``ALL``) on
-        their rows ``x`` (k, B, tokens, dim)."""
+        their rows ``x`` (k, B, tokens, dim); ``qkv`` the rows' ``first_block_qkv`` or None."""
         inner = {n: t[sel] for n, t in self.params.items() if n.startswith("backbone.")}
 
-        def one(params: dict, rows: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.suffix, params, (rows,))
+        def one(params: dict, *rows: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.suffix, params, rows)
 
-        return vmap(one)(inner, x)
+        return vmap(one)(inner, x) if qkv is None else vmap(one)(inner, x, qkv)
 
     def _standardize(self, h: torch.Tensor, sel, train: bool) -> torch.Tensor:
         """The head's BatchNorm (no affine) of points ``sel`` on their batches ``h`` (k, B, F):
@@ -159,9 +149,10 @@ class _Problems:
             self.tracked[sel] += live[:, 0].long()
         return (h - mean[:, None]) / torch.sqrt(var[:, None] + self.eps)
 
-    def logits(self, x: torch.Tensor, sel, train: bool) -> torch.Tensor:
-        """(k, B, classes) the logits of points ``sel`` on their rows ``x``."""
-        h = self._standardize(self.features(x, sel), sel, train)
+    def logits(self, x: torch.Tensor, sel, train: bool, qkv=None) -> torch.Tensor:
+        """(k, B, classes) the logits of points ``sel`` on their rows ``x`` (``qkv``: see
+        ``features``)."""
+        h = self._standardize(self.features(x, sel, qkv), sel, train)
         w, b = self.params["head.1.weight"][sel], self.params["head.1.bias"][sel]
         return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
@@ -183,7 +174,7 @@ class _Problems:
         total = torch.zeros((), device=self.device)
         for length, sel in self._groups(t):
             rows = self.idx[t][sel, :length]
-            logits = self.logits(self.pool[rows], sel, train=True)
+            logits = self.logits(self.pool[rows], sel, True, _rows(self.pool_qkv, rows))
             ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[rows], reduction="none")
             loss = ce.mean(1)
             keep = torch.isfinite(loss) & self.alive[sel]
@@ -201,8 +192,11 @@ class _Problems:
         return losses
 
     @torch.no_grad()
-    def evaluate(self, x_all, y_all, rows_per_point: list[torch.Tensor], split: str) -> list:
-        """Error and mean loss of every point on its rows (``correct`` too for the test)."""
+    def evaluate(self, split: str, rows_per_point: list[torch.Tensor]) -> list:
+        """Error and mean loss of every point on its rows of ``split``: ``val`` (rows of the
+        pool) or ``test`` (``correct`` too)."""
+        x_all, y_all = (self.pool, self.y_pool) if split == "val" else (self.test, self.y_test)
+        qkv_all = self.pool_qkv if split == "val" else self.test_qkv
         self.template.eval()
         width = max(len(r) for r in rows_per_point)
         rows = torch.zeros(self.k, width, dtype=torch.long, device=self.device)  # 0: padding
@@ -211,7 +205,7 @@ class _Problems:
         right, ce = [], []
         for lo in range(0, width, EVAL_CHUNK):
             r = rows[:, lo : lo + EVAL_CHUNK]
-            logits = self.logits(x_all[r], ALL, train=False)
+            logits = self.logits(x_all[r], ALL, False, _rows(qkv_all, r))
             right.append(logits.argmax(2) == y_all[r])
             ce.append(F.cross_entropy(logits.transpose(1, 2), y_all[r], reduction="none"))
         self.template.train()
@@ -256,6 +250,10 @@ class _Problems:
             state["head.0.running_var"] = self.r_var[p].cpu().clone()
             state["head.0.num_batches_tracked"] = self.tracked[p].cpu().clone()
         return state
+
+
+def _rows(qkv: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    return None if qkv is None else qkv[rows]
 
 
 class _PointView:
@@ -334,7 +332,7 @@ class _Trace:
         checked = [p for p in range(fit.k) if fit.budgets[p] > t and len(val_rows[p])]
         if not checked:
             return
-        for p, val in enumerate(fit.evaluate(fit.pool, fit.y_pool, val_rows, "val")):
+        for p, val in enumerate(fit.evaluate("val", val_rows)):
             if p in checked:
                 self.last_val[p] = val
                 self.history[p].append((t, val))
@@ -351,7 +349,7 @@ class _Trace:
                 fit.load(p, b.state)
         test_rows = [torch.arange(len(fit.test), device=fit.device)] * fit.k
         results = []
-        for p, tst in enumerate(fit.evaluate(fit.test, fit.y_test, test_rows, "test")):
+        for p, tst in enumerate(fit.evaluate("test", test_rows)):
             tst["test/n_test"] = float(len(fit.test))
             correct, budget = tst.pop("correct"), fit.budgets[p]
             self.history[p].append((budget, tst))
@@ -382,7 +380,7 @@ class BatchedSuffixEngine(Engine):
     batched."""
 
     name, generality = "batched_suffix", 2
-    fits_curve = True
+    fits_curve = shares_module = True  # run() loads each point's trained tensors into one module
 
     def fit(self, curve: CurveFit) -> dict[int, Any]:
         groups = curve.groups()

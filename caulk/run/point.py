@@ -105,10 +105,16 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
 
 
 def _adapted_backbone(ctx: CurveContext, plan: PointPlan):
-    """(model, method): the point's copy of the backbone with its PEFT method applied."""
+    """(model, method): the point's copy of the backbone with its PEFT method applied (its
+    group's shared module's under an engine whose points share one)."""
     if plan.group in ctx.shared_modules:
         module = ctx.shared_modules[plan.group][0]
         return module.backbone, module.method
+    return _fresh_backbone(ctx, plan)
+
+
+def _fresh_backbone(ctx: CurveContext, plan: PointPlan):
+    """(model, method) built for the point alone, seeded by it (its initial values)."""
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     features = ctx.strategy.features
     # a linear probe on cached features never runs or changes the backbone: no copy needed
@@ -118,16 +124,26 @@ def _adapted_backbone(ctx: CurveContext, plan: PointPlan):
 
 
 def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[TransferModule, dict]:
-    """The point's TransferModule and parameter counts (one module for all batched points)."""
+    """The point's TransferModule and parameter counts (one module for all the points of a
+    group under an engine that ``shares_module``)."""
     if plan.group in ctx.shared_modules:
         return ctx.shared_modules[plan.group]
-    batched_point = get_engine(ctx.strategy.engine).shares_module
+    built = _new_module(ctx, plan, model, method)
+    if get_engine(ctx.strategy.engine).shares_module:
+        ctx.shared_modules[plan.group] = built
+    return built
+
+
+def _new_module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[TransferModule, dict]:
+    """A new TransferModule around ``model`` and its parameter counts (no optimizer under an
+    engine that trains the curve's points together)."""
+    fitted = get_engine(ctx.strategy.engine).fits_curve
     features = ctx.strategy.features
     module = TransferModule(
         model,
         method,
         plan.datamodule.num_classes,
-        optimizer=None if batched_point else instantiate(plan.cfg.optimizer),
+        optimizer=None if fitted else instantiate(plan.cfg.optimizer),
         scheduler=plan.cfg.scheduler,
         head_norm=bool(plan.cfg.peft.get("head_norm", True)),
         hparams=plan.resolved,
@@ -138,16 +154,14 @@ def _module(ctx: CurveContext, plan: PointPlan, model, method) -> tuple[Transfer
         "total_params": count_params(module),
         "backbone_params": count_params(ctx.backbone.model),
     }
-    if batched_point:
-        ctx.shared_modules[plan.group] = (module, params)
     return module, params
 
 
 def initial_module(ctx: CurveContext, plan: PointPlan) -> TransferModule:
-    """The point's TransferModule as this engine builds it before training (same seed, same
-    initial values): what a batched fit stacks (``caulk.engines.suffix``)."""
-    model, method = _adapted_backbone(ctx, plan)
-    return _module(ctx, plan, model, method)[0]
+    """The point's TransferModule as the per-point engines build it before training (same
+    seed, same initial values, never a shared one): what a batched fit stacks
+    (``caulk.engines.suffix``)."""
+    return _new_module(ctx, plan, *_fresh_backbone(ctx, plan))[0]
 
 
 def _checked(result: PointResult, num_classes: int) -> PointResult:

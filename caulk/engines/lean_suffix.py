@@ -1,0 +1,126 @@
+"""The suffix after a cached ViT prefix, computing only what the classifier reads.
+
+Two exact shortcuts over ``caulk.cache.prefix.run_suffix`` (same outputs and gradients to
+floating-point noise, tested against it):
+
+- **class token only in the last block.** A timm VisionTransformer with ``global_pool='token'``
+  reads the class token alone after its last block, and every module after that block's
+  attention acts on each token separately (LayerNorm, MLP, LoRA, adapters, SSF), so the last
+  block needs the queries, attention output, projection and MLP of token 0 only (keys and values
+  of every token). On caulk's 17-token ViTs that block costs about a third of the full one.
+- **the first block's frozen qkv computed once.** When the first trained block's ``norm1`` is
+  frozen and its ``attn.qkv`` is a frozen Linear or a LoRA layer over one, the base projection of
+  every cached row is computed once (``first_block_qkv``); each step adds only the low-rank update.
+
+The batched_suffix engine trains K points over the same rows for many steps, so both shortcuts
+pay there; the per-point engines keep the plain module forward (their oracle in the tests).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers.attention import Attention
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from caulk.cache.prefix import PrefixPlan, run_suffix
+from caulk.peft.lora import LoRALayer
+
+#: the largest frozen-qkv cache (bytes) kept for a split; larger splits compute qkv per step
+QKV_CACHE_BYTES = 2 * 2**30
+#: rows per chunk when computing the frozen qkv of a split
+QKV_CHUNK = 512
+
+
+def _frozen(module: nn.Module) -> bool:
+    return not any(p.requires_grad for p in module.parameters())
+
+
+def _plain_attention(block: nn.Module) -> bool:
+    attn = getattr(block, "attn", None)
+    return type(attn) is Attention and attn.gate is None
+
+
+def reads_class_token_only(backbone: nn.Module) -> bool:
+    """Whether the backbone's head reads token 0 alone after its last block."""
+    return getattr(backbone, "attn_pool", None) is None and backbone.global_pool == "token"
+
+
+def qkv_base(block: nn.Module) -> nn.Linear | None:
+    """The frozen Linear whose output on a block's cached input can be computed once, or None:
+    ``norm1`` frozen and ``attn.qkv`` a frozen Linear or an unmerged LoRA layer over one."""
+    if type(block) is not Block or not _plain_attention(block) or not _frozen(block.norm1):
+        return None
+    qkv = block.attn.qkv
+    if isinstance(qkv, LoRALayer) and not qkv.merged and isinstance(qkv.dropout, nn.Identity):
+        qkv = qkv.base
+    return qkv if type(qkv) is nn.Linear and _frozen(qkv) else None
+
+
+class LeanSuffix(nn.Module):
+    """``run_suffix(backbone, plan, x)`` with the shortcuts of the module doc where they apply
+    (``class_token_only``, ``cached_qkv``); parameter names are the backbone's (``backbone.…``)."""
+
+    def __init__(self, backbone: nn.Module, plan: PrefixPlan):
+        super().__init__()
+        self.backbone, self.plan = backbone, plan
+        blocks = list(backbone.blocks[plan.depth :]) if plan.depth is not None else []
+        self.lean = bool(blocks) and all(type(b) is Block for b in blocks)
+        self.class_token_only = self.lean and reads_class_token_only(backbone)
+        self.cached_qkv = self.lean and qkv_base(blocks[0]) is not None
+
+    @torch.no_grad()
+    def first_block_qkv(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The first trained block's frozen qkv projection of cached rows ``x`` (N, tokens,
+        dim), or None when it does not apply or would exceed ``QKV_CACHE_BYTES``."""
+        if not self.cached_qkv:
+            return None
+        block = self.backbone.blocks[self.plan.depth]
+        base = qkv_base(block)
+        if x.shape[0] * x.shape[1] * base.out_features * x.element_size() > QKV_CACHE_BYTES:
+            return None
+        chunks = [base(block.norm1(x[i : i + QKV_CHUNK])) for i in range(0, len(x), QKV_CHUNK)]
+        return torch.cat(chunks)
+
+    def forward(self, x: torch.Tensor, qkv: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's output from cached rows ``x``; ``qkv`` their ``first_block_qkv``."""
+        if not self.lean:
+            return run_suffix(self.backbone, self.plan, x)
+        blocks = self.backbone.blocks[self.plan.depth :]
+        last = len(blocks) - 1
+        for i, block in enumerate(blocks):
+            x = _block(block, x, self.class_token_only and i == last, qkv if i == 0 else None)
+        return self.backbone.forward_head(self.backbone.norm(x))
+
+
+def _block(block: Block, x: torch.Tensor, class_token_only: bool, qkv) -> torch.Tensor:
+    """timm's ``Block.forward``; with ``class_token_only`` its output at token 0 alone."""
+    h = block.norm1(x)
+    if _plain_attention(block):
+        a = _attention(block.attn, h, class_token_only, qkv)
+    else:
+        a = block.attn(h)[:, :1] if class_token_only else block.attn(h)
+    if class_token_only:
+        x = x[:, :1]
+    x = x + block.drop_path1(block.ls1(a))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+def _attention(attn: Attention, h: torch.Tensor, class_token_only: bool, base) -> torch.Tensor:
+    """timm's ``Attention.forward`` (unfused, no mask) on normed tokens ``h``; ``base``: the
+    qkv Linear's precomputed output, to which a LoRA layer adds its update."""
+    batch, tokens, _ = h.shape
+    if base is None:
+        qkv = attn.qkv(h)
+    elif isinstance(attn.qkv, LoRALayer):
+        qkv = torch.add(base, attn.qkv.update(h, base), alpha=attn.qkv.scaling)
+    else:
+        qkv = base
+    qkv = qkv.reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    if class_token_only:
+        q = q[:, :, :1]
+    weights = attn.attn_drop(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
+    out = (weights @ v).transpose(1, 2).reshape(batch, q.shape[2], attn.attn_dim)
+    return attn.proj_drop(attn.proj(attn.norm(out)))
