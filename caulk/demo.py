@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import shlex
@@ -330,6 +331,16 @@ def zoo_entries(zoo: Path) -> int:
     return len(list(zoo.glob("*.safetensors"))) if zoo.is_dir() else 0
 
 
+#: what demo.json keeps of each zoo entry (its metadata file's fields)
+ZOO_FIELDS = ("arch", "source_m", "num_params", "source_accuracy", "wall_time_s", "torch_threads")
+
+
+def zoo_summary(zoo: Path) -> list[dict]:
+    """Each zoo entry's architecture, m, size, source accuracy and pre-training seconds."""
+    metas = (json.loads(p.read_text()) for p in sorted(zoo.glob("*.json"))) if zoo.is_dir() else ()
+    return [{k: m.get(k) for k in ZOO_FIELDS} for m in metas]
+
+
 def demo_root(out: str | None) -> Path:
     """The demo's dir: ``out``, else ``$CAULK_ROOT/logs/demo/<time>``; CaulkConfigError (one line,
     nothing created) unless a dir can be made there."""
@@ -414,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     if hint:
         print(f"[demo] W&B runs (group {group}) logged offline; upload them with: {hint}")
     timing.update(total_s=round(time.perf_counter() - start, 1), zoo_entries_after=zoo_entries(zoo))
+    timing["zoo"] = zoo_summary(zoo)
     command = ["python", "-m", "caulk.demo", *(sys.argv[1:] if argv is None else argv)]
     write_json_atomic(root / TIMING_FILE, {**provenance(command), **timing})
     print(

@@ -157,6 +157,9 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert set(timing["sweeps_s"]) == {"linear", "lora"}  # m = 0, 4000 only: no m sweep
     assert timing["total_s"] >= sum(timing["sweeps_s"].values()) + timing["analysis_s"] > 0
     assert (timing["zoo_entries_before"], timing["zoo_entries_after"]) == (0, 2)
+    zoo = {e["source_m"]: e for e in timing["zoo"]}  # the entries it pre-trained, as built
+    assert set(zoo) == {0, 4000} and {e["arch"] for e in zoo.values()} == {"caulk_vit_femto"}
+    assert zoo[4000]["wall_time_s"] > 0 and 0 <= zoo[4000]["source_accuracy"] <= 1
     assert timing["command"].startswith("python -m caulk.demo --models vit_femto")
     assert timing["machine"]["cores"] >= 1 and timing["machine"]["torch_threads"] >= 1
     assert timing["commit"] and timing["date"].endswith("Z")
