@@ -83,14 +83,33 @@ class RunSchema:
     scheduler: str = spec("cosine or none", one_of("cosine", "none"))
 
 
+def _sizes_or_auto(value: Any) -> bool:
+    if isinstance(value, str):
+        return value == "auto"
+    return isinstance(value, list) and len(value) > 0 and all(is_int(v) and v >= 1 for v in value)
+
+
+def _errors(value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return len(values) > 0 and all(is_number(v) and 0 < v < 1 for v in values)
+
+
 @dataclass
 class CurveSchema:
     """``curve``: the grid of n (and seeds) one process runs; null = the single point.
 
     A single int for ``curve.seeds`` is read as a one-seed list (``check_config`` rewrites it)."""
 
-    n: list[int] | None = spec("a non-empty list of sizes, e.g. [10,20,40]", each(at_least(1)))
+    n: Any = spec("a non-empty list of sizes, e.g. [10,20,40], or auto", _sizes_or_auto)
     seeds: list[int] | None = spec("a non-empty list of integer seeds, e.g. [0,1,2]", each(is_int))
+    # read with n=auto only (caulk.adaptive)
+    target_error: Any = spec("an error in (0, 1) or a non-empty list of them", _errors)
+    n_range: list[int] | None = spec(
+        "[lo, hi]: two sizes, lo >= 1 and hi > lo", lambda v: len(v) == 2 and 1 <= v[0] < v[1]
+    )
+    precision: float | None = spec("a number > 1 (n*_hi / n*_lo)", lambda v: v > 1)
+    max_points: int | None = spec(POSITIVE_INT, at_least(1))
+    max_seconds: float | None = spec("a positive number of seconds", positive)
 
 
 @dataclass
@@ -311,6 +330,7 @@ def check_config(cfg: DictConfig) -> None:
     for section in SCHEMAS:
         check_section(section, cfg if section == "" else OmegaConf.select(cfg, section))
     _check_data_n_beside_curve(cfg)
+    _check_adaptive_curve(cfg)
     _check_optimizer(cfg)
     _check_budget(cfg)
 
@@ -338,12 +358,33 @@ def check_accelerator_available(cfg: DictConfig) -> None:
         )
 
 
+#: the keys of ``curve`` that only ``curve.n=auto`` reads (``precision`` has a default)
+ADAPTIVE_KEYS = ("target_error", "n_range", "max_points", "max_seconds")
+
+
+def _check_adaptive_curve(cfg: DictConfig) -> None:
+    """``curve.n=auto`` needs a target; the adaptive keys need ``curve.n=auto``."""
+    curve = cfg.get("curve") or {}
+    if curve.get("n") != "auto":
+        given = [k for k in ADAPTIVE_KEYS if curve.get(k) is not None]
+        if given:
+            raise CaulkConfigError(
+                f"curve.{given[0]} is set but curve.n is not auto: it is read only when caulk "
+                "chooses the n (curve.n=auto)"
+            )
+    elif curve.get("target_error") is None:
+        raise CaulkConfigError(
+            "curve.n=auto needs curve.target_error: the error E whose n*(E) the run pins down, "
+            "e.g. curve.target_error=0.1"
+        )
+
+
 def _check_data_n_beside_curve(cfg: DictConfig) -> None:
     """``data.n`` set beside ``curve.n`` is an error: the curve would silently replace it."""
     curve, data = cfg.get("curve") or {}, cfg.get("data") or {}
     if curve.get("n") is not None and data.get("n") is not None:
         raise CaulkConfigError(
-            f"data.n={data['n']} is set beside curve.n={list(curve['n'])}: a curve sets each "
+            f"data.n={data['n']} is set beside curve.n={_plain(curve['n'])}: a curve sets each "
             f"point's n; drop data.n (or curve.n to run the single point)"
         )
 

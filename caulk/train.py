@@ -15,11 +15,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from caulk.adaptive import is_adaptive, run_adaptive
 from caulk.cli import CONFIG_DIR, announce_job, reject_job, run_cli
 from caulk.cluster import is_global_zero
 from caulk.console import quiet_console
 from caulk.errors import CaulkConfigError
-from caulk.plan import backbone_plans, is_curve, make_plan
+from caulk.plan import backbone_plans, is_curve, make_plan, validate_config
 from caulk.run.curve import CurvePointsFailed, run_curve
 from caulk.run.record import format_curve_summary, format_summary
 from caulk.run.tuned import run_tuned
@@ -50,6 +51,9 @@ def train_curve(cfg: DictConfig) -> list[dict[str, Any]]:
     and log all points to one W&B run with n as x-axis. Every point is validated before any
     training. A failed point leaves a failed record, the others still run, and the job then raises.
     """
+    if is_adaptive(cfg):  # caulk chooses the n: rounds of ordinary curves
+        validate_config(cfg)
+        return run_adaptive(cfg, train_curve)
     start = time.perf_counter()
     configure_threads()  # this process's share of the CPUs (caulk.threads)
     run = run_tuned if is_tuned(cfg) else run_curve

@@ -25,7 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "docs" / "numbers"
 #: the Markdown files that hold generated regions
-PAGES = ("README.md", "docs/zoo-and-demo.md", "docs/performance.md", "docs/analysis.md")
+PAGES = (
+    "README.md",
+    "docs/zoo-and-demo.md",
+    "docs/performance.md",
+    "docs/analysis.md",
+    "docs/protocol.md",
+)
 PROVENANCE = ("machine", "commit", "date", "command")
 REGION = re.compile(r"(<!-- numbers: ([\w-]+) -->)(.*?)(<!-- /numbers -->)", re.S)
 
@@ -207,6 +213,396 @@ def suffix_table(sources: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _goal(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def _perf_row(label: str, src: dict, result: str, goal: str) -> str:
+    return f"| {label} | `{src['command']}` | {result} | {goal} | {src['date'][:10]}, `{src['commit']}` |"
+
+
+def _floor_result(src: dict) -> str:
+    return (
+        f"{src['cached_s']:.2f} s vs {src['extraction_pass_s']:.2f} s: "
+        f"**{src['cached_over_extraction']:.2f}x** the pass"
+    )
+
+
+def performance_table(sources: Path) -> str:
+    """docs/performance.md: the table of the speed benchmarks, each against its goal."""
+    curve, sweep, overhead = (load(n, sources) for n in ("curve", "sweep", "overhead"))
+    partial = load("partial_k", sources)
+    floors = {m: load(f"floor_{m}", sources) for m in ("vit_t", "vit_micro", "vit_nano")}
+    m = curve["machine"]
+    rows = [
+        "",
+        f"Machine for every row: {m['cores']}-core {m['cpu']}, {m['torch_threads']} torch "
+        f"threads, no GPU, nothing else running; each row gives its command, date and commit.",
+        "",
+        "| benchmark | command | result | goal | measured |",
+        "|---|---|---|---|---|",
+        _perf_row(
+            f"1. linear-probe curve, {curve['points']} points, {curve['steps_per_point']} "
+            f"steps/point, {curve['model']}: cached (batched heads) vs uncached",
+            curve,
+            f"{curve['cached_s']:.2f} s (runs {', '.join(map(str, curve['cached_runs_s']))}) vs "
+            f"{curve['uncached_s']:.1f} s: **{curve['ratio']:.0f}x**; max test-error diff "
+            f"{curve['max_test_error_diff']:.0e}",
+            f"≥ 20x: {_goal(curve['ratio'] >= 20)}",
+        ),
+    ]
+    for i, (model, src) in enumerate(floors.items()):
+        label = "1b. the cached curve against one extraction pass (the floor)" if i == 0 else ""
+        goal = f"≤ 1.5x: {_goal(src['cached_over_extraction'] <= 1.5)}"
+        rows.append(_perf_row(label or f"1b, {model}", src, _floor_result(src), goal))
+    rows.append(
+        _perf_row(
+            f"1b, {curve['model']} (row 1)",
+            curve,
+            _floor_result(curve),
+            f"≤ 1.5x: {_goal(curve['cached_over_extraction'] <= 1.5)}",
+        )  # fmt: skip
+    )
+    for key, label, goal in (
+        ("partial", f"2. `peft=partial` k={partial['k']}, {partial['model']}", 3.0),
+        ("lora_last_k", "2b. `peft=lora peft.last_k_blocks=1`, same curve", None),
+    ):
+        r = partial[key]
+        rows.append(
+            _perf_row(
+                f"{label}: cached prefix ({r['train_loop']}) vs uncached",
+                partial,
+                f"{r['cached_s']:.1f} s vs {r['uncached_s']:.1f} s: **{r['ratio']:.2f}x**; max "
+                f"test-error diff {r['max_test_error_diff']:.0e}",
+                "—" if goal is None else f"≥ {goal:.0f}x: {_goal(r['ratio'] >= goal)}",
+            )
+        )
+    rows.append(
+        _perf_row(
+            f"3. LoRA (every block) through caulk/Lightning vs a bare PyTorch loop, "
+            f"{overhead['model']}, batch {overhead['batch_size']}",
+            overhead,
+            f"{overhead['caulk_images_per_s']:.1f} vs {overhead['bare_images_per_s']:.1f} "
+            f"images/s: **{overhead['ratio']:.2f}x**",
+            f"≥ 0.9x: {_goal(overhead['ratio'] >= 0.9)}",
+        )
+    )
+    rows.append(
+        _perf_row(
+            f"4. {sweep['points']}-point grid, {sweep['steps_per_point']} steps/point, "
+            f"{sweep['peft']}: one curve process vs one process per point",
+            sweep,
+            f"{sweep['curve_process_s']:.1f} s vs {sweep['process_per_point_s']:.1f} s: "
+            f"**{sweep['ratio']:.1f}x**",
+            "—",
+        )
+    )
+    return "\n".join(rows) + "\n"
+
+
+#: the docs' names of benchmarks/threads.py's workloads and settings
+THREAD_WORKLOADS = {
+    "train": "train step (ViT-Pico, batch 64, AdamW)",
+    "extract": "extraction (256 images, no grad)",
+    "ridge": "ridge path (8 points, 400 rows, 12 λ)",
+    "caulk": "`python -m caulk.train` (Lightning)",
+}
+THREAD_SETTINGS = {
+    "default": "torch default",
+    "passive": "2 threads, `OMP_WAIT_POLICY=PASSIVE`",
+    "one": "1 thread",
+    "caulk": "**caulk**",
+}
+
+
+def threads_table(sources: Path) -> str:
+    """docs/performance.md#threads: seconds per step alone and shared, per setting."""
+    src = load("threads", sources)
+    rows = [
+        "",
+        f"`{src['command']}` ({where(src)}, {src['total_s']:.0f} s; `caulk`: wall time of "
+        f"`python -m caulk.train peft=full data.n=50 budget.mode=fixed tune=none "
+        f"trainer.max_steps={src['steps']}`, start-up included; the others: median seconds per "
+        f"step over {src['seconds']:g} s):",
+        "",
+        "| workload | setting | alone | two at once, each | together vs alone |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for workload, by_setting in src["cells"].items():
+        for i, (setting, c) in enumerate(by_setting.items()):
+            alone, shared = c["alone"]["each_s"], c["shared"]["each_s"]
+            unit = " s" if workload == "caulk" else ""
+            name = THREAD_WORKLOADS.get(workload, workload) if i == 0 else ""
+            rows.append(
+                f"| {name} | {THREAD_SETTINGS.get(setting, setting)} | {alone:.4g}{unit} "
+                f"| {shared:.4g}{unit} | {2 * alone / shared:.2f}x |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def threads_summary(sources: Path) -> str:
+    """docs/performance.md#threads: what the defaults and caulk's setting do, from the table."""
+    cells = load("threads", sources)["cells"]
+
+    def together(c: dict) -> float:
+        return 2 * c["alone"]["each_s"] / c["shared"]["each_s"]
+
+    worst = min(cells, key=lambda w: together(cells[w]["default"]))
+    alone_cost = [
+        c["caulk"]["alone"]["each_s"] / c["default"]["alone"]["each_s"] for c in cells.values()
+    ]
+    shared = [
+        c["caulk"]["shared"]["each_s"] / c["caulk"]["alone"]["each_s"] for c in cells.values()
+    ]
+    pair = [together(c["caulk"]) for c in cells.values()]
+    default_shared = max(
+        c["default"]["shared"]["each_s"] / c["default"]["alone"]["each_s"] for c in cells.values()
+    )
+    return (
+        f"with torch's defaults the pair did as little as {together(cells[worst]['default']):.2f}x "
+        f"the work of one process alone ({THREAD_WORKLOADS.get(worst, worst)}), each process up to "
+        f"{default_shared:.0f}x slower than alone; with caulk's setting, alone costs "
+        f"{min(alone_cost):.2f}–{max(alone_cost):.2f}x torch's default time, and shared each process "
+        f"is {min(shared):.2f}–{max(shared):.2f}x slower than alone (a fair share is 2x), the pair "
+        f"doing {min(pair):.2f}–{max(pair):.2f}x the work of one alone."
+    )
+
+
+def compile_check(sources: Path) -> str:
+    """docs/performance.md: the CPU check of the compiled path against eager."""
+    src = load("overhead_compile", sources)
+    return (
+        f"`{src['command']}` ({where(src)}): the compiled and eager losses of the first "
+        f"{src['compile_loss_steps_checked']} steps differ by at most {src['compile_max_loss_diff']:.1e}; compiled "
+        f"caulk {src['caulk_images_per_s']:.0f} images/s, compiled bare loop "
+        f"{src['bare_images_per_s']:.0f}, eager bare loop {src['bare_eager_images_per_s']:.0f} "
+        f"({src['timed_steps']} timed steps each)."
+    )
+
+
+def suffix_goal(sources: Path) -> str:
+    """docs/performance.md#batched-suffix: the sweep's ratio against the 5x goal."""
+    src = load("suffix", sources)
+    met = "met" if src["ratio"] >= 5 else "**not met** on this CPU"
+    return f"The goal is ≥ 5x over the three models: {src['ratio']:.2f}x, {met}."
+
+
+#: width × depth of caulk's zoo architectures (``caulk/zoo/models.py``)
+ZOO_SHAPES = {"caulk_vit_femto": "32 × 3", "caulk_vit_pico": "64 × 4", "caulk_vit_nano": "128 × 6"}
+
+
+def zoo_table(sources: Path) -> str:
+    """docs/zoo-and-demo.md: the m=4000 entries the demo pre-trained with an empty zoo."""
+    src = load("demo_empty_zoo", sources)
+    entries = sorted(
+        (e for e in src["zoo"] if e["source_m"] == 4000), key=lambda e: e["num_params"]
+    )
+    rows = [
+        "",
+        f"From `demo.json` of the empty-zoo demo ({where(src)}; `{src['command']}`):",
+        "",
+        "| `model=` | params (backbone) | width × depth | pre-training at m=4000 "
+        "| source accuracy (256 classes) |",
+        "|---|---|---|---|---|",
+    ]
+    for e in entries:
+        rows.append(
+            f"| `{e['arch'].removeprefix('caulk_')}` | {e['num_params']:,} "
+            f"| {ZOO_SHAPES.get(e['arch'], '?')} | {e['wall_time_s']:.1f} s "
+            f"| {e['source_accuracy']:.3f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def split_coverage_table(sources: Path) -> str:
+    """docs/analysis.md#test-rows: coverage of a truth from other splits, per arm."""
+    rows = [
+        "",
+        "| command | splits (independent cases) | seeds seen | arm | coverage of 80 "
+        "| median log2 width | measured |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for name in ("split_coverage", "split_coverage_12"):
+        src = load(name, sources)
+        for i, r in enumerate(src["table"]):
+            head = (
+                f"`{src['command']}` ({src['seconds']:.0f} s) | {r['cases']} | {src['k']}"
+                if i == 0
+                else " | |"
+            )
+            rows.append(
+                f"| {head} | {r['arm']} | {r['coverage']:.2f} | {r['median_log2_width']:.2f} "
+                f"| {where(src) if i == 0 else ''} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def analysis_speed(sources: Path) -> str:
+    """docs/analysis.md#speed: the whole analysis of a planted sweep."""
+    src = load("analysis_speed", sources)
+    met = "met" if src["goal_met"] else "**not met**"
+    return (
+        f"`{src['command']}`: {src['records']} records in {src['seconds']:.1f} s, "
+        f"{src['ms_per_record']:.0f} ms per record, goal {met} ({where(src)})."
+    )
+
+
+TRUTHS = ("pow2", "pow3", "pow4", "exp3", "mmf4")
+
+
+def _coverage_rows(table: list[dict]) -> list[str]:
+    rows = [
+        "| target | seeds | pooled coverage | per truth: "
+        + " / ".join(TRUTHS)
+        + " | median \\|log2(n\\*/truth)\\| | not determinable or at least |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    cells = {(r["target"], r["seeds"], r["truth"]): r for r in table}
+    for target, seeds in sorted(
+        {(r["target"], r["seeds"]) for r in table}, key=lambda k: (k[0] != "in range", k[1])
+    ):
+        pooled = cells[(target, seeds, "pooled")]
+        per = " / ".join(f"{cells[(target, seeds, t)]['coverage']:.2f}" for t in TRUTHS)
+        rows.append(
+            f"| {target} | {seeds} | {pooled['coverage']:.2f} | {per} | "
+            f"{pooled['median_log2']:.2f} | {pooled['not_determinable'] + pooled['at_least']:.0%} |"
+        )
+    return rows
+
+
+def coverage_table(sources: Path) -> str:
+    """docs/analysis.md#coverage: planted-curve coverage per target, seeds and truth."""
+    src = load("coverage", sources)
+    head = f"`{src['command']}` ({where(src)}, {src['seconds']:.0f} s, {src['trials']} trials per truth):"
+    return "\n".join(["", head, "", *_coverage_rows(src["table"])]) + "\n"
+
+
+def coverage_rerun(sources: Path) -> str:
+    """docs/analysis.md#coverage: the pooled 3-seed cells with more trials, one sentence."""
+    src = load("coverage_3seeds_40", sources)
+    pooled = {r["target"]: r for r in src["table"] if r["truth"] == "pooled"}
+    parts = [f"{t} {r['coverage']:.2f}" for t, r in pooled.items()]
+    return f"`{src['command']}` ({where(src)}, {src['seconds']:.0f} s): pooled {', '.join(parts)}."
+
+
+def probe_seeds_table(sources: Path) -> str:
+    """docs/analysis.md#probe-seeds: k-seed subsets of a real 20-seed ridge-probe curve."""
+    src = load("probe_seeds", sources)
+    rows = [
+        "",
+        f"`{src['command']}` ({where(src)}, {src['seconds']:.0f} s):",
+        "",
+        "| target | seeds | coverage | median \\|log2\\| | no n\\* (not determinable / at least) "
+        "| coverage of the answered |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in src["table"]:
+        med = "–" if r["median_log2"] != r["median_log2"] else f"{r['median_log2']:.2f}"
+        answered = r["coverage_answered"]
+        ans = "–" if answered is None or answered != answered else f"{answered:.2f}"
+        rows.append(
+            f"| {r['target']} | {r['seeds']} | {r['coverage']:.2f} | {med} | "
+            f"{r['not_determinable'] + r['at_least']:.0%} | {ans} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def lcdb_goals(sources: Path) -> str:
+    """docs/analysis.md#lcdb: the paired medians and the goals, from the pooled run."""
+    src = load("lcdb", sources)
+    m, paired = src["metrics"], src["paired_medians"]
+    pairs = "; ".join(
+        f"{s} "
+        + ", ".join(
+            f"{p['auto']:.2f} vs {fam} {p[fam]:.2f} ({p['cases']} curves)"
+            for fam, p in fams.items()
+        )
+        for s, fams in paired.items()
+    )
+    wins = sum(p["auto"] <= p[fam] for fams in paired.values() for fam, p in fams.items())
+    total = sum(len(fams) for fams in paired.values())
+    a4, a8 = m["4x"]["auto"], m["8x"]["auto"]
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "not met"
+
+    return (
+        f"\nOn the curves both answer (`paired_medians`), auto's median |log2| is at or below the "
+        f"fixed family's in {wins} of {total} pairs: {pairs}.\n\n"
+        f"Against the goals, pooled: coverage {a4['coverage']:.1%} at 4x "
+        f"({round(a4['coverage'] * a4['with_interval'])} of {a4['with_interval']}; goal 90%: "
+        f"{ok(a4['coverage'] >= 0.9)}) and {a8['coverage']:.1%} at 8x (goal 85%: "
+        f'{ok(a8["coverage"] >= 0.85)}); "unreachable" for a reached target '
+        f"{a4['unreachable']:.1%} at 4x and {a8['unreachable']:.1%} at 8x (goal 2%: "
+        f"{ok(a4['unreachable'] <= 0.02)} / {ok(a8['unreachable'] <= 0.02)}); abstentions, all "
+        f'"at least" lower bounds, {a4["at_least"] + a4["not_determinable"]:.0%} at 4x and '
+        f"{a8['at_least'] + a8['not_determinable']:.0%} at 8x (goal 25%: "
+        f"{ok(a4['at_least'] + a4['not_determinable'] <= 0.25)} / "
+        f"{ok(a8['at_least'] + a8['not_determinable'] <= 0.25)}); auto's own median, over the "
+        f"cases it answers, {a4['median_abs_log2']:.2f} at 4x against pow4's "
+        f"{m['4x']['pow4']['median_abs_log2']:.2f} and {a8['median_abs_log2']:.2f} at 8x against "
+        f"{m['8x']['pow4']['median_abs_log2']:.2f}.\n"
+    )
+
+
+#: docs/protocol.md's name of each arm of ``benchmarks/protocol_table.py``
+PROTOCOL_DOC_ARMS = {
+    "fixed": "fixed: sgd, 300 steps, lr 1e-2 (the old default)",
+    "sgd_tuned": "sgd, `budget.mode=epochs`, `tune=grid` over lr",
+    "ridge": "**ridge, λ per point (the default)**",
+    "sklearn": "scikit-learn L2-logistic, C per point (oracle)",
+}
+
+
+def protocol_table(sources: Path) -> str:
+    """docs/protocol.md: every recipe's mean test error per n, fit and seconds."""
+    src = load("protocol_table", sources)
+    rows = [
+        "",
+        f"`{src['command']}` ({where(src)}):",
+        "",
+        "| recipe | " + " | ".join(f"n={n}" for n in src["ns"]) + " | fit a / c | seconds |",
+        "|---|" + "---|" * len(src["ns"]) + "---|---|",
+    ]
+    for arm, label in PROTOCOL_DOC_ARMS.items():
+        r = src["arms"].get(arm)
+        if r is None:
+            continue
+        errs = " | ".join(f"{e:.3f}" for e in r["mean_error"])
+        rows.append(f"| {label} | {errs} | a={r['a']}, c={r['c']} | {r['seconds']:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def tune_grid_cost(sources: Path) -> str:
+    """docs/protocol.md#tune: one fit, the grid as one computation, the per-candidate loop."""
+    src = load("tune_grid", sources)
+    return (
+        f"one untuned fit {src['one_fit_s']:.2f} s, the {src['candidates']}-candidate grid as one "
+        f"computation {src['grid_s']:.2f} s ({src['grid_over_one_fit']:.1f}x one fit), the "
+        f"per-candidate loop {src['loop_s']:.2f} s (`{src['command']}`, {where(src)})."
+    )
+
+
+def tuned_curve_table(sources: Path) -> str:
+    """docs/protocol.md#converged-linear-probes: caulk's lbfgs curve vs scikit-learn's grid."""
+    rows = [
+        "",
+        "| command | caulk `lbfgs` | scikit-learn grid | ratio (goal ≥ 50) | same λ "
+        "| max \\|Δ test error\\| (goal ≤ 0.005) | one extraction pass "
+        "| curve / extraction (goal ≤ 3) | measured |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("tuned_curve_vit_t", "tuned_curve_vit_pico"):
+        src = load(name, sources)
+        rows.append(
+            f"| `{src['command']}` (D = {src['feature_dim']}) | {src['caulk_s']:.1f} s "
+            f"| {src['sklearn_s']:.1f} s | {src['ratio']:.2f}x | {src['same_lambda']} of "
+            f"{src['points']} | {src['max_abs_test_error_diff']:.3f} | {src['extraction_s']:.1f} s "
+            f"| {src['curve_over_extraction']:.2f}x | {where(src)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 #: region name -> its text, from the sources
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "readme-demo": readme_demo,
@@ -218,6 +614,21 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "readme-splits": readme_splits,
     "readme-protocol": readme_protocol,
     "lcdb-table": lcdb_table,
+    "performance-table": performance_table,
+    "threads-table": threads_table,
+    "threads-summary": threads_summary,
+    "compile-check": compile_check,
+    "suffix-goal": suffix_goal,
+    "zoo-table": zoo_table,
+    "split-coverage-table": split_coverage_table,
+    "analysis-speed": analysis_speed,
+    "coverage-table": coverage_table,
+    "coverage-rerun": coverage_rerun,
+    "probe-seeds-table": probe_seeds_table,
+    "lcdb-goals": lcdb_goals,
+    "protocol-table": protocol_table,
+    "tune-grid-cost": tune_grid_cost,
+    "tuned-curve-table": tuned_curve_table,
 }
 
 

@@ -1,0 +1,167 @@
+"""Benchmark: adaptive curves (``curve.n=auto``, ``caulk.adaptive``) on planted curves, against
+fixed log grids, measured in one run.
+
+    python benchmarks/adaptive.py [--trials 20] [--truths pow2,pow3,pow4,exp3,mmf4]
+                                  [--precision 1.3] [--seed 0] [--out r.json] [--smoke]
+
+Each trial plants a curve with the truth known (``benchmarks/coverage.py``'s truths and seed
+noise, sd 0.03 at n = 10 falling as n^-0.3), asks for n* at the error the truth reaches at n =
+200, over the range [10, 5120], and runs the adaptive loop on it (each point's error drawn
+afresh from the truth and the noise). Reported per truth and pooled: how often the final 95% n*
+interval covers the true n* (optional stopping must not break it: the goal is 90-99%), the share
+that reached the precision asked, and the compute spent. Compute is counted two ways: points,
+and examples (the sum of the points' n: a training budget that grows with n, as LoRA's does; a
+cached probe is nearly flat in n). The same trials are also answered by fixed log grids of 3
+seeds: the 7-n grid over the range, and the smallest grid (k log-spaced n, k = 4 … 12) whose
+answer reaches the precision; the ratios say how much less the adaptive run spent.
+``--smoke``: one truth, one trial, loose precision (seconds; numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.common import parse_args, print_result, stamped  # noqa: E402
+from benchmarks.coverage import TRUTHS, seed_sd, true_n_star  # noqa: E402
+from caulk.adaptive import AdaptiveSpec, Trace, adaptive_loop, fit_answers  # noqa: E402
+
+N_RANGE = (10, 5120)
+TARGET_N = 200.0
+SEEDS = (0, 1, 2)
+GRID_SIZES = range(4, 13)
+SMOKE = {"trials": 1, "truths": "pow3", "precision": 2.0}
+
+
+def planted_train(truth: str, rng: np.random.Generator):
+    """A ``train`` for ``adaptive_loop``: each (n, seed) point's error from the planted truth and
+    its own noise draw (kept, so a point asked twice answers the same)."""
+    drawn: dict[tuple[int, int], float] = {}
+
+    def train(points: list[tuple[int, int]]) -> list[dict]:
+        out = []
+        for n, seed in points:
+            if (n, seed) not in drawn:
+                noise = seed_sd(np.array(float(n))) * rng.standard_normal()
+                drawn[(n, seed)] = float(TRUTHS[truth](float(n)) + noise)
+            out.append({"n": n, "seed": seed, "status": "ok", "test_error": drawn[(n, seed)]})
+        return out
+
+    return train
+
+
+def spec_for(truth: str, precision: float, max_points: int = 60) -> AdaptiveSpec:
+    """The question of a trial: n* at the truth's error at ``TARGET_N``."""
+    target = float(TRUTHS[truth](TARGET_N))
+    return AdaptiveSpec((target,), *N_RANGE, precision, max_points, None, SEEDS)
+
+
+def _outcome(answer: dict, true_n: float, points: list[tuple[int, int]], precision: float):
+    lo, hi = answer.get("n_star_lo"), answer.get("n_star_hi")
+    finite = lo is not None and np.isfinite(lo) and hi is not None
+    return {
+        "covered": bool(finite and lo <= true_n <= hi),
+        "precise": bool(finite and np.isfinite(hi) and hi / lo <= precision),
+        "points": len(points),
+        "examples": int(sum(n for n, _ in points)),
+        "status": answer["status"],
+    }
+
+
+def adaptive_trial(truth: str, precision: float, rng) -> dict:
+    """One adaptive run on a planted curve."""
+    spec = spec_for(truth, precision)
+    trace = Trace(None, spec)
+    records = adaptive_loop(spec, planted_train(truth, rng), trace)
+    points = [(r["n"], r["seed"]) for r in records]
+    result = _outcome(trace.final[0], true_n_star(truth, spec.targets[0]), points, precision)
+    return {**result, "rounds": len(trace.rounds), "stop": trace.rounds[-1]["stop"]}
+
+
+def grid_trial(truth: str, k: int, precision: float, rng) -> dict:
+    """A fixed grid of ``k`` log-spaced n x 3 seeds over the range, answered once."""
+    spec = spec_for(truth, precision)
+    ns = sorted({int(round(v)) for v in np.geomspace(*N_RANGE, k)})
+    points = [(n, s) for n in ns for s in SEEDS]
+    answer = fit_answers(planted_train(truth, rng)(points), spec)[0]
+    return _outcome(answer, true_n_star(truth, spec.targets[0]), points, precision)
+
+
+def smallest_precise_grid(truth: str, precision: float, rng) -> dict:
+    """The smallest k whose grid reaches the precision (the last one tried when none does)."""
+    for k in GRID_SIZES:
+        out = grid_trial(truth, k, precision, rng)
+        if out["precise"]:
+            return {**out, "k": k}
+    return {**out, "k": None}
+
+
+def summarise(rows: pd.DataFrame) -> dict:
+    """Coverage, precision reached and mean compute per arm."""
+    out = {}
+    for arm, g in rows.groupby("arm", sort=False):
+        out[arm] = {
+            "trials": len(g),
+            "coverage": round(float(g["covered"].mean()), 3),
+            "precise": round(float(g["precise"].mean()), 3),
+            "mean_points": round(float(g["points"].mean()), 1),
+            "mean_examples": round(float(g["examples"].mean()), 1),
+        }
+    return out
+
+
+def main() -> None:
+    """Run the trials; print the table and the JSON result line."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--truths", default=",".join(TRUTHS))
+    p.add_argument("--precision", type=float, default=1.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+    args = parse_args(p, SMOKE)
+    start, rows = time.perf_counter(), []
+    for truth in args.truths.split(","):
+        for trial in range(args.trials):
+            seed = [args.seed, trial, sorted(TRUTHS).index(truth)]
+            arms = {
+                "adaptive": adaptive_trial(truth, args.precision, np.random.default_rng(seed)),
+                "grid 7 n": grid_trial(truth, 7, args.precision, np.random.default_rng(seed)),
+                "smallest precise grid": smallest_precise_grid(
+                    truth, args.precision, np.random.default_rng(seed)
+                ),
+            }
+            rows += [{"truth": truth, "trial": trial, "arm": a, **r} for a, r in arms.items()]
+    table = pd.DataFrame(rows)
+    pooled = summarise(table)
+    per_truth = {t: summarise(g) for t, g in table.groupby("truth", sort=False)}
+    ad, small = pooled["adaptive"], pooled["smallest precise grid"]
+    result = {
+        "name": "adaptive_planted",
+        "precision": args.precision,
+        "trials_per_truth": args.trials,
+        "n_range": list(N_RANGE),
+        "pooled": pooled,
+        "per_truth": per_truth,
+        "examples_ratio_vs_smallest_grid": round(small["mean_examples"] / ad["mean_examples"], 2),
+        "points_ratio_vs_smallest_grid": round(small["mean_points"] / ad["mean_points"], 2),
+        "seconds": round(time.perf_counter() - start, 1),
+        "command": "python benchmarks/adaptive.py " + " ".join(sys.argv[1:]),
+    }
+    for arm, s in pooled.items():
+        print(f"{arm:>22}: coverage {s['coverage']:.2f}, precise {s['precise']:.2f}, "
+              f"{s['mean_points']:.1f} points, {s['mean_examples']:.0f} examples")  # fmt: skip
+    if args.out:
+        args.out.write_text(json.dumps({**stamped(result), "smoke": args.smoke}, indent=1) + "\n")
+    print_result(result, args.smoke)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""Adaptive curves (``curve.n=auto``): caulk chooses the next n until n*(E) is known.
+
+The question is config: ``curve.target_error`` (one E or a list), ``curve.n_range`` (default: the
+number of classes to the pool size), ``curve.precision`` (stop once n*_hi / n*_lo is at most this
+for every target) and a budget (``curve.max_points``, ``curve.max_seconds``). A run goes in rounds:
+
+1. **initial design**: 4 log-spaced n over the lower half of the range (in log), at every seed of
+   ``curve.seeds`` (default 0, 1, 2): cheap points first, since most questions are answered
+   below the pool size and a LoRA point costs more as n grows;
+2. after each round the curve's averaged model (``caulk.analysis``, the same model and 95% n*
+   interval every report shows) answers every target, and **the rule** (``propose``) picks the
+   next round, target by target:
+
+   - n* inside the measured range, interval too wide: measure **at n\\*** (the point with the
+     most leverage on where the line crosses E); when n* is already measured there, the width
+     is seed noise, so add **seeds** at the measured n nearest n*;
+   - n* beyond the largest n measured (or only a lower bound, ``at_least``; or no answer yet):
+     **pin the tail**, one step toward it: min(n*, 4 x the largest n), within the range;
+   - ``unreachable`` (the curve levels off above E with 95% confidence): that target is settled;
+
+3. it stops with a reason: ``precision`` (every target within ``curve.precision``), ``budget``
+   (points or seconds spent), ``pool`` (the range's top is measured and the answer still lies
+   beyond it: an extrapolation), or ``settled`` (nothing left to measure for any target).
+
+Each round's points train as an ordinary curve (``caulk.train.train_curve``: same records, engines
+and resume), so a relaunch replays the rounds from the finished records without retraining and,
+the fits being seeded, reaches the same decisions. The trace goes to ``<output_dir>/adaptive.json``
+(every round's points, answers, decision and why, the cost so far), written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from caulk.analysis.answers import sample_complexity
+from caulk.atomic import write_json_atomic
+from caulk.config import ADAPTIVE_KEYS
+from caulk.data import build_datamodule
+from caulk.errors import CaulkConfigError
+
+log = logging.getLogger("caulk.train")
+
+TRACE_FILE = "adaptive.json"
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_MAX_POINTS = 60
+INITIAL_NS = 4
+#: the longest step the rule takes past the largest measured n (progressive sampling's doubling,
+#: twice over: the fit can say where the curve goes from a few points beyond the data)
+TAIL_STEP = 4.0
+#: a proposed n within this factor of a measured one counts as measured
+SAME_N = 1.1
+REPLICATES = 200
+
+
+@dataclass(frozen=True)
+class AdaptiveSpec:
+    """What an adaptive curve asks (see the module doc), with the range resolved."""
+
+    targets: tuple[float, ...]
+    n_lo: int
+    n_hi: int
+    precision: float
+    max_points: int
+    max_seconds: float | None
+    seeds: tuple[int, ...]
+
+
+def is_adaptive(cfg: DictConfig) -> bool:
+    """Whether the job asks caulk to choose its n (``curve.n=auto``)."""
+    return str((cfg.get("curve") or {}).get("n")) == "auto"
+
+
+def adaptive_spec(cfg: DictConfig, num_classes: int, pool_size: int) -> AdaptiveSpec:
+    """The question of ``cfg`` (``curve.n=auto``, its keys checked by ``caulk.config``) with its
+    range resolved against the data: a range outside the pool or below the classes is an error."""
+    curve = cfg.curve
+    targets = curve.target_error
+    targets = [targets] if not OmegaConf.is_list(targets) else list(targets)
+    n_range = curve.get("n_range")
+    lo, hi = (num_classes, pool_size) if n_range is None else (int(n_range[0]), int(n_range[1]))
+    if hi > pool_size:
+        raise CaulkConfigError(
+            f"curve.n_range={[lo, hi]} reaches past the pool: {cfg.data.name} has {pool_size} "
+            "training examples"
+        )
+    if lo < num_classes:
+        raise CaulkConfigError(
+            f"curve.n_range={[lo, hi]} starts below the {num_classes} classes: every class needs "
+            "an example"
+        )
+    if hi < lo * 2:
+        raise CaulkConfigError(
+            f"curve.n_range={[lo, hi]} is too narrow to learn a curve from: its top must be at "
+            "least twice its bottom"
+        )
+    seeds = curve.get("seeds")
+    return AdaptiveSpec(
+        targets=tuple(sorted(float(t) for t in targets)),
+        n_lo=lo,
+        n_hi=hi,
+        precision=float(curve.get("precision") or 1.3),
+        max_points=int(curve.get("max_points") or DEFAULT_MAX_POINTS),
+        max_seconds=curve.get("max_seconds"),
+        seeds=tuple(DEFAULT_SEEDS if seeds is None else (int(s) for s in seeds)),
+    )
+
+
+def initial_ns(spec: AdaptiveSpec) -> list[int]:
+    """``INITIAL_NS`` log-spaced n from the range's bottom to its middle (in log)."""
+    top = math.sqrt(spec.n_lo * spec.n_hi)
+    return sorted({int(round(v)) for v in np.geomspace(spec.n_lo, top, INITIAL_NS)})
+
+
+@dataclass
+class Decision:
+    """The rule's choice after a round: the next points, or why the run stops."""
+
+    points: list[tuple[int, int]] = field(default_factory=list)
+    why: list[str] = field(default_factory=list)
+    stop: str | None = None
+
+
+def _measured_near(n: float, measured: list[int]) -> int | None:
+    near = min(measured, key=lambda m: abs(math.log(m / n)))
+    return near if max(near / n, n / near) <= SAME_N else None
+
+
+def _more_seeds(n: int, done: set[tuple[int, int]], count: int) -> list[tuple[int, int]]:
+    """``count`` new seeds at ``n``: the smallest seeds not yet measured there."""
+    have = {s for m, s in done if m == n}
+    new, s = [], 0
+    while len(new) < count:
+        if s not in have:
+            new.append((n, s))
+        s += 1
+    return new
+
+
+def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]):
+    """(points, why) for one target, or (None, why) when it needs nothing more."""
+    target, status = answer["target"], answer["status"]
+    lo, hi, n_star = answer.get("n_star_lo"), answer.get("n_star_hi"), answer.get("n_star")
+    top = max(measured)
+    if status == "unreachable":
+        return None, f"E={target:g}: unreachable (the curve levels off above it)"
+    if status == "ok" and np.isfinite(lo) and np.isfinite(hi) and hi / lo <= spec.precision:
+        return None, f"E={target:g}: n* {n_star:,.0f} [{lo:,.0f}, {hi:,.0f}] within precision"
+    if status == "ok" and n_star <= top * SAME_N:
+        near = _measured_near(n_star, measured)
+        if near is None:
+            n = int(min(max(round(n_star), spec.n_lo), spec.n_hi))
+            return [(n, s) for s in spec.seeds], f"E={target:g}: measure at n*≈{n}"
+        return _more_seeds(near, done, len(spec.seeds)), (
+            f"E={target:g}: n*≈{n_star:,.0f} is measured; its interval is seed noise: more seeds "
+            f"at n={near}"
+        )
+    if top >= spec.n_hi:
+        return None, f"E={target:g}: the answer lies beyond the range's top n={spec.n_hi}"
+    reach = (
+        n_star
+        if status == "ok" and np.isfinite(n_star)
+        else (lo if status == "at_least" else np.nan)
+    )
+    step = TAIL_STEP * top if not np.isfinite(reach) else min(reach, TAIL_STEP * top)
+    n = int(min(max(round(step), top + 1), spec.n_hi))
+    return [(n, s) for s in spec.seeds], f"E={target:g}: {status}; pin the tail at n={n}"
+
+
+def propose(answers: list[dict], spec: AdaptiveSpec, done: set[tuple[int, int]]) -> Decision:
+    """The next round's points from this round's answers (one per target); ``done``: every
+    (n, seed) measured so far. Stops when no target needs a point."""
+    measured = sorted({n for n, _ in done})
+    decision = Decision()
+    beyond = False
+    for answer in answers:
+        points, why = _target_step(answer, spec, done, measured)
+        decision.why.append(why)
+        beyond |= "beyond the range's top" in why
+        for p in points or []:
+            if p not in done and p not in decision.points:
+                decision.points.append(p)
+    if not decision.points:
+        precise = all("within precision" in w for w in decision.why)
+        decision.stop = "precision" if precise else ("pool" if beyond else "settled")
+    return decision
+
+
+def fit_answers(records: list[dict], spec: AdaptiveSpec) -> list[dict]:
+    """Every target's answer from the ok records so far (the analysis' averaged model)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    points = pd.DataFrame(
+        {
+            "curve": "adaptive",
+            "n": [r["n"] for r in ok],
+            "seed": [r["seed"] for r in ok],
+            "test_error": [r["test_error"] for r in ok],
+        }
+    )
+    table = sample_complexity(
+        points, ["curve"], "test_error", list(spec.targets), replicates=REPLICATES
+    )
+    keep = ["target", "n_star", "n_star_lo", "n_star_hi", "status", "family", "note"]
+    return [{k: _plain(row[k]) for k in keep} for _, row in table.iterrows()]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _round_cfg(cfg: DictConfig, points: list[tuple[int, int]]) -> DictConfig:
+    """The curve config of one round's points (its ns x its seeds; a round's points are a grid)."""
+    out = cfg.copy()
+    with open_dict(out):
+        out.curve.n = sorted({n for n, _ in points})
+        out.curve.seeds = sorted({s for _, s in points})
+        for key in ADAPTIVE_KEYS:
+            out.curve[key] = None
+    return out
+
+
+def _grid_rounds(points: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``points`` as curves that are full grids: one per distinct seed set."""
+    by_seeds: dict[tuple, list[int]] = {}
+    for n in sorted({n for n, _ in points}):
+        seeds = tuple(sorted(s for m, s in points if m == n))
+        by_seeds.setdefault(seeds, []).append(n)
+    return [[(n, s) for n in ns for s in seeds] for seeds, ns in by_seeds.items()]
+
+
+def _data_size(cfg: DictConfig) -> tuple[int, int]:
+    """(classes, pool size) of the job's dataset."""
+    data = cfg.data.copy()
+    with open_dict(data):
+        data.n = None
+    dm = build_datamodule(data, int(cfg.get("seed", 0)))
+    return dm.num_classes, dm.pool_size
+
+
+def run_adaptive(cfg: DictConfig, train_curve: Callable[[DictConfig], list[dict]]) -> list[dict]:
+    """Run the rounds of an adaptive curve (see the module doc); returns every point's record.
+    ``train_curve``: trains one round's curve (``caulk.train.train_curve``)."""
+    spec = adaptive_spec(cfg, *_data_size(cfg))
+    trace = Trace(Path(cfg.paths.output_dir) / TRACE_FILE, spec)
+
+    def train(points: list[tuple[int, int]]) -> list[dict]:
+        return [r for grid in _grid_rounds(points) for r in train_curve(_round_cfg(cfg, grid))]
+
+    records = adaptive_loop(spec, train, trace)
+    print(trace.summary(), flush=True)
+    return records
+
+
+def adaptive_loop(
+    spec: AdaptiveSpec,
+    train: Callable[[list[tuple[int, int]]], list[dict]],
+    trace: Trace | None = None,
+) -> list[dict]:
+    """The rounds: train the initial design, then fit, ``propose`` and train again until the
+    decision stops; ``train`` trains (or finds) (n, seed) points and returns their records."""
+    records: dict[tuple[int, int], dict] = {}
+    points = [(n, s) for n in initial_ns(spec) for s in spec.seeds]
+    while True:
+        for r in train(points):
+            records[(r["n"], r["seed"])] = r
+        answers = fit_answers(list(records.values()), spec)
+        decision = propose(answers, spec, set(records))
+        decision.stop = decision.stop or _budget_spent(spec, records, decision.points)
+        if trace is not None:
+            trace.add(points, answers, decision, list(records.values()))
+        log.info("[adaptive] %s", "; ".join(decision.why))
+        if decision.stop:
+            return list(records.values())
+        points = decision.points
+
+
+def _budget_spent(spec: AdaptiveSpec, records: dict, next_points: list) -> str | None:
+    """``budget`` when the next round would exceed ``max_points`` or the training seconds so far
+    reached ``max_seconds``."""
+    spent_s = sum(float(r.get("wall_time_s") or 0) for r in records.values())
+    if len(records) + len(next_points) > spec.max_points:
+        return "budget"
+    if spec.max_seconds is not None and spent_s >= spec.max_seconds:
+        return "budget"
+    return None
+
+
+#: why a run stopped, as its summary says it
+STOPS = {
+    "precision": "every target within the precision asked",
+    "budget": "budget spent",
+    "pool": "the range's top n is measured and the answer lies beyond it: an extrapolation",
+    "settled": "nothing left to measure (unreachable or beyond the range)",
+}
+
+
+class Trace:
+    """``adaptive.json``: the question, then per round its new points, the answers, the rule's
+    decision and why, and the cost so far (points, training seconds)."""
+
+    def __init__(self, path: Path | None, spec: AdaptiveSpec):
+        self.path, self.spec, self.rounds = path, spec, []
+
+    def add(self, points: list, answers: list[dict], decision: Decision, records: list) -> None:
+        """Record one round and rewrite the file."""
+        self.rounds.append(
+            {
+                "round": len(self.rounds) + 1,
+                "points": [list(p) for p in points],
+                "answers": answers,
+                "next": [list(p) for p in decision.points],
+                "why": decision.why,
+                "stop": decision.stop,
+                "points_so_far": len(records),
+                "train_seconds_so_far": round(
+                    sum(float(r.get("wall_time_s") or 0) for r in records), 2
+                ),
+            }
+        )
+        if self.path is not None:
+            write_json_atomic(self.path, {"spec": asdict(self.spec), "rounds": self.rounds})
+
+    @property
+    def final(self) -> list[dict]:
+        """The last round's answers (one per target)."""
+        return self.rounds[-1]["answers"]
+
+    def summary(self) -> str:
+        """One line per target: ``n*(0.10) = 520 [430, 610] after 21 points (35 s); stop: ...``."""
+        last = self.rounds[-1]
+        lines = []
+        for a in last["answers"]:
+            if a["status"] == "ok" and a["n_star"] is not None and np.isfinite(a["n_star"]):
+                ans = f"n*({a['target']:g}) = {a['n_star']:,.0f} [{a['n_star_lo']:,.0f}, {a['n_star_hi']:,.0f}]"
+            else:
+                ans = f"n*({a['target']:g}): {a['status']} ({a['note']})"
+            lines.append(
+                f"[adaptive] {ans} after {last['points_so_far']} points "
+                f"({last['train_seconds_so_far']:.0f} s of training); stop: {STOPS[last['stop']]}"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Adaptive curves (``curve.n=auto``): the rule's choices, one-line errors for a bad question,
+the loop on planted curves with the truth known (its final interval must keep its coverage under
+optional stopping), and a real run end to end, resumed without retraining."""
+
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caulk.adaptive import AdaptiveSpec, Trace, adaptive_loop, initial_ns, propose
+from caulk.errors import CaulkConfigError
+from caulk.train import train_curve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.adaptive import adaptive_trial, planted_train, spec_for  # noqa: E402
+from benchmarks.coverage import true_n_star  # noqa: E402
+
+SPEC = AdaptiveSpec((0.2,), 10, 1000, 1.3, 60, None, (0, 1, 2))
+
+
+def _answer(status="ok", n_star=100.0, lo=50.0, hi=200.0, target=0.2):
+    return {"target": target, "status": status, "n_star": n_star, "n_star_lo": lo, "n_star_hi": hi}
+
+
+def _done(ns, seeds=(0, 1, 2)):
+    return {(n, s) for n in ns for s in seeds}
+
+
+def test_the_initial_design_is_four_log_spaced_n_over_the_lower_half_of_the_range():
+    assert initial_ns(SPEC) == [10, 22, 46, 100]  # 10 .. sqrt(10 * 1000), log-spaced
+
+
+def test_a_wide_answer_inside_the_range_is_measured_at_its_n_star():
+    d = propose([_answer(n_star=70.0)], SPEC, _done([10, 22, 46, 100]))
+    assert d.stop is None and d.points == [(70, 0), (70, 1), (70, 2)]
+    assert "measure at n*≈70" in d.why[0]
+
+
+def test_when_n_star_is_already_measured_the_width_is_seed_noise_so_seeds_are_added():
+    d = propose([_answer(n_star=97.0)], SPEC, _done([10, 22, 46, 100]))
+    assert d.points == [(100, 3), (100, 4), (100, 5)]
+    assert "more seeds at n=100" in d.why[0]
+
+
+def test_an_answer_beyond_the_data_pins_the_tail_one_bounded_step_at_a_time():
+    far = propose([_answer(n_star=5000.0, lo=900.0, hi=9000.0)], SPEC, _done([10, 22, 46, 100]))
+    assert far.points == [(400, 0), (400, 1), (400, 2)]  # at most 4x the largest n measured
+    near = propose([_answer(status="at_least", n_star=np.nan, lo=150.0, hi=np.inf)], SPEC,
+                   _done([10, 22, 46, 100]))  # fmt: skip
+    assert near.points == [(150, 0), (150, 1), (150, 2)]  # the lower bound, when closer
+    capped = propose([_answer(n_star=5000.0, lo=900.0, hi=9000.0)], SPEC, _done([100, 400]))
+    assert capped.points == [(1000, 0), (1000, 1), (1000, 2)]  # never past the range
+
+
+def test_it_stops_with_a_reason():
+    done = _done([10, 22, 46, 100])
+    assert propose([_answer(lo=90.0, hi=110.0)], SPEC, done).stop == "precision"
+    pool = propose([_answer(n_star=5000.0, lo=900.0, hi=9000.0)], SPEC, _done([100, 1000]))
+    assert pool.stop == "pool" and "beyond the range's top n=1000" in pool.why[0]
+    floor = propose([_answer(status="unreachable", n_star=np.inf, lo=np.nan, hi=np.nan)], SPEC,
+                    done)  # fmt: skip
+    assert floor.stop == "settled"
+    both = [_answer(lo=90.0, hi=110.0), _answer(target=0.1, n_star=70.0)]
+    assert propose(both, SPEC, done).points == [(70, 0), (70, 1), (70, 2)]  # one still open
+
+
+def test_the_loop_on_a_planted_curve_reaches_the_precision_and_covers_the_truth():
+    spec = spec_for("pow3", 1.3)
+    trace = Trace(None, spec)
+    records = adaptive_loop(spec, planted_train("pow3", np.random.default_rng(3)), trace)
+    last = trace.rounds[-1]
+    assert last["stop"] == "precision" and len(trace.rounds) >= 2
+    answer = trace.final[0]
+    assert answer["n_star_hi"] / answer["n_star_lo"] <= 1.3
+    assert answer["n_star_lo"] <= true_n_star("pow3", spec.targets[0]) <= answer["n_star_hi"]
+    assert len(records) == last["points_so_far"] <= spec.max_points
+    seen = [tuple(p) for r in trace.rounds for p in r["points"]]
+    assert len(seen) == len(set(seen))  # no point is trained twice
+
+
+def test_the_budget_stops_the_loop_before_it_is_exceeded():
+    spec = dataclasses.replace(spec_for("pow3", 1.01), max_points=15)
+    trace = Trace(None, spec)
+    records = adaptive_loop(spec, planted_train("pow3", np.random.default_rng(0)), trace)
+    assert trace.rounds[-1]["stop"] == "budget" and len(records) <= 15
+
+
+@pytest.mark.slow
+def test_the_final_interval_of_adaptive_runs_covers_the_truth_90_to_99_percent():
+    """Optional stopping must not break the intervals: 5 truths x 12 trials, seeded."""
+    rows = [
+        adaptive_trial(truth, 1.3, np.random.default_rng([7, t, i]))
+        for i, truth in enumerate(("pow2", "pow3", "pow4", "exp3", "mmf4"))
+        for t in range(12)
+    ]
+    coverage = np.mean([r["covered"] for r in rows])
+    assert 0.85 <= coverage <= 1.0, coverage  # 60 runs: a true 0.95 lands in [0.88, 1.0]
+
+
+BAD = [
+    (["curve.n=auto"], "curve.n=auto needs curve.target_error"),
+    (["curve.n=auto", "curve.target_error=1.5"], "curve.target_error must be an error in (0, 1)"),
+    (["curve.n=auto", "curve.target_error=0"], "curve.target_error must be an error in (0, 1)"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.precision=1.0"], "curve.precision must be a number > 1"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[100,50]"], "curve.n_range must be [lo, hi]"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[]"], "curve.n_range must be [lo, hi]"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.max_points=0"], "curve.max_points must be a positive integer"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.max_seconds=0"], "curve.max_seconds must be a positive number"),
+    (["curve.n=[10,20]", "curve.target_error=0.2"], "curve.target_error is set but curve.n is not auto"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[10,99999]"], "reaches past the pool"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[2,100]"], "starts below the 10 classes"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides, message", BAD, ids=[m for _, m in BAD])
+def test_a_bad_question_is_one_line_before_any_work(fast_cfg, tmp_path, overrides, message):
+    out = tmp_path / "run"
+    with pytest.raises(CaulkConfigError, match=re.escape(message)) as e:
+        train_curve(fast_cfg(*overrides, out=out))
+    assert "\n" not in str(e.value)
+    assert not out.exists()
+
+
+def test_an_adaptive_probe_curve_answers_and_a_relaunch_retrains_nothing(
+    fast_cfg, tmp_path, capsys
+):
+    args = ["peft=linear", "curve.n=auto", "curve.target_error=0.3", "curve.precision=1.6"]
+    cfg = fast_cfg(*args, "++peft.solver=ridge", "budget.mode=epochs", out=tmp_path / "run")
+    records = train_curve(cfg)
+    trace = json.loads((tmp_path / "run" / "adaptive.json").read_text())
+    rounds = trace["rounds"]
+    assert trace["spec"]["targets"] == [0.3] and trace["spec"]["n_lo"] == 10  # digits' classes
+    assert rounds[-1]["stop"] in ("precision", "pool", "settled", "budget")
+    assert (
+        len(records) == rounds[-1]["points_so_far"] == len({(r["n"], r["seed"]) for r in records})
+    )
+    assert all(r["status"] == "ok" for r in records)
+    n_hi = trace["spec"]["n_hi"]  # digits' pool
+    first = sorted({n for n, _ in rounds[0]["points"]})
+    assert first == sorted({round(v) for v in np.geomspace(10, (10 * n_hi) ** 0.5, 4)})
+    out = capsys.readouterr().out
+    assert "[adaptive] n*(0.3)" in out and "stop:" in out
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").glob("n*_s*/record.json")}
+    again = train_curve(cfg)
+    assert {(r["n"], r["seed"]) for r in again} == {(r["n"], r["seed"]) for r in records}
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained
+    assert json.loads((tmp_path / "run" / "adaptive.json").read_text())["rounds"] == rounds
