@@ -43,9 +43,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk.analysis.answers import sample_complexity
 from caulk.atomic import write_json_atomic
+from caulk.cluster import is_global_zero
 from caulk.config import ADAPTIVE_KEYS
 from caulk.data import build_datamodule
 from caulk.errors import CaulkConfigError
+from caulk.loggers import init_wandb_run
+from caulk.run.point import finish_wandb
+from caulk.run.wandb_curve import curve_run_config, curve_run_name
 
 log = logging.getLogger("caulk.train")
 
@@ -256,7 +260,47 @@ def run_adaptive(cfg: DictConfig, train_curve: Callable[[DictConfig], list[dict]
 
     records = adaptive_loop(spec, train, trace)
     print(trace.summary(), flush=True)
+    if is_global_zero():
+        log_trace_to_wandb(_round_cfg(cfg, [(r["n"], r["seed"]) for r in records]), trace)
     return records
+
+
+def wandb_rows(trace: Trace) -> list[dict[str, Any]]:
+    """One W&B history row per round: per target E its n* and interval
+    (``adaptive/E<E>/n_star``, ``…/n_star_lo``, ``…/n_star_hi``), the points and training seconds
+    so far, all against ``adaptive/round``."""
+    rows = []
+    for r in trace.rounds:
+        row = {
+            "adaptive/round": r["round"],
+            "adaptive/points": r["points_so_far"],
+            "adaptive/train_seconds": r["train_seconds_so_far"],
+        }
+        for a in r["answers"]:
+            key = f"adaptive/E{a['target']:g}".replace(".", "_")
+            for field_ in ("n_star", "n_star_lo", "n_star_hi"):
+                value = a.get(field_)
+                row[f"{key}/{field_}"] = value if value is not None and np.isfinite(value) else None
+        rows.append(row)
+    return rows
+
+
+def log_trace_to_wandb(cfg: DictConfig, trace: Trace) -> None:
+    """Add the rounds (``wandb_rows``) and the final answers to the curve's W&B run (the rounds'
+    run: its id follows the output dir), when W&B logs."""
+    ns = sorted(set(cfg.curve.n))
+    run = init_wandb_run(
+        cfg.get("logger"), Path(cfg.paths.output_dir), curve_run_name(cfg),
+        curve_run_config(cfg, ns, list(cfg.curve.seeds)),
+    )  # fmt: skip
+    if run is None:
+        return
+    run.define_metric("adaptive/round", summary="none")
+    run.define_metric("adaptive/*", step_metric="adaptive/round", summary="none")
+    for row in wandb_rows(trace):
+        run.log({k: v for k, v in row.items() if v is not None})
+    run.summary["adaptive"] = {"stop": trace.rounds[-1]["stop"], "answers": trace.final}
+    finish_wandb(run, failed=False)
 
 
 def adaptive_loop(

@@ -14,6 +14,8 @@ import pytest
 from caulk.adaptive import AdaptiveSpec, Trace, adaptive_loop, initial_ns, propose
 from caulk.errors import CaulkConfigError
 from caulk.train import train_curve
+from tests.conftest import compose_cfg
+from tests.wandb_files import history, of_type, wandb_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.adaptive import adaptive_trial, planted_train, spec_for  # noqa: E402
@@ -149,3 +151,29 @@ def test_an_adaptive_probe_curve_answers_and_a_relaunch_retrains_nothing(
     assert {(r["n"], r["seed"]) for r in again} == {(r["n"], r["seed"]) for r in records}
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained
     assert json.loads((tmp_path / "run" / "adaptive.json").read_text())["rounds"] == rounds
+
+
+def test_the_rounds_reach_the_curves_wandb_run(tmp_path):
+    out = tmp_path / "run"
+    args = ["peft=linear", "curve.n=auto", "curve.target_error=0.3", "curve.precision=1.6"]
+    cfg = compose_cfg([*args, "trainer.enable_progress_bar=false", "logger=default"], out)
+    train_curve(cfg)
+    trace = json.loads((out / "adaptive.json").read_text())
+    # offline, each round's and the trace's log open the one run again (its id follows the
+    # output dir): one file each, which `wandb sync` merges into that run
+    files = [wandb_records(d) for d in sorted((out / "wandb").glob("offline-run-*"))]
+    assert len(files) == len(trace["rounds"]) + 1
+    assert len({of_type(f, "run")[0]["run_id"] for f in files}) == 1
+    records = [r for f in files for r in f]
+    rows = [r for r in history(records) if "adaptive/round" in r]
+    assert [r["adaptive/round"] for r in rows] == [r["round"] for r in trace["rounds"]]
+    for row, rnd in zip(rows, trace["rounds"], strict=True):
+        (answer,) = rnd["answers"]
+        assert row["adaptive/points"] == rnd["points_so_far"]
+        assert row["adaptive/E0_3/n_star"] == pytest.approx(answer["n_star"])
+        if answer["n_star_hi"] is not None:
+            assert row["adaptive/E0_3/n_star_hi"] == pytest.approx(answer["n_star_hi"])
+    summary = {k: v for s in of_type(records, "summary") for k, v in s["update"].items()}
+    assert summary["adaptive"]["stop"] == trace["rounds"][-1]["stop"]
+    points = [r for r in history(records) if "scaling/error" in r]  # the rounds' points, one run
+    assert len(points) == trace["rounds"][-1]["points_so_far"]
