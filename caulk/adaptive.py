@@ -42,6 +42,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk.analysis.answers import sample_complexity
+from caulk.analysis.collect import ADAPTIVE_TRACE
 from caulk.atomic import write_json_atomic
 from caulk.cluster import is_global_zero
 from caulk.config import ADAPTIVE_KEYS
@@ -53,7 +54,6 @@ from caulk.run.wandb_curve import curve_run_config, curve_run_name
 
 log = logging.getLogger("caulk.train")
 
-TRACE_FILE = "adaptive.json"
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_MAX_POINTS = 60
 INITIAL_NS = 4
@@ -253,7 +253,7 @@ def run_adaptive(cfg: DictConfig, train_curve: Callable[[DictConfig], list[dict]
     """Run the rounds of an adaptive curve (see the module doc); returns every point's record.
     ``train_curve``: trains one round's curve (``caulk.train.train_curve``)."""
     spec = adaptive_spec(cfg, *_data_size(cfg))
-    trace = Trace(Path(cfg.paths.output_dir) / TRACE_FILE, spec)
+    trace = Trace(Path(cfg.paths.output_dir) / ADAPTIVE_TRACE, spec)
 
     def train(points: list[tuple[int, int]]) -> list[dict]:
         return [r for grid in _grid_rounds(points) for r in train_curve(_round_cfg(cfg, grid))]

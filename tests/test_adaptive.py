@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from caulk.adaptive import AdaptiveSpec, Trace, adaptive_loop, initial_ns, propose
+from caulk.analysis.pipeline import analyze
 from caulk.errors import CaulkConfigError
 from caulk.train import train_curve
 from tests.conftest import compose_cfg
@@ -151,6 +152,12 @@ def test_an_adaptive_probe_curve_answers_and_a_relaunch_retrains_nothing(
     assert {(r["n"], r["seed"]) for r in again} == {(r["n"], r["seed"]) for r in records}
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing retrained
     assert json.loads((tmp_path / "run" / "adaptive.json").read_text())["rounds"] == rounds
+
+    report = analyze([tmp_path / "run"], out=tmp_path / "analysis").files["report.html"]
+    section = report.read_text().split("<section id='adaptive'>")[1].split("</section>")[0]
+    assert f"stopped after round {len(rounds)}: <b>{rounds[-1]['stop']}</b>" in section
+    assert section.count("<tr><td>") == len(rounds)
+    assert "; ".join(rounds[-1]["why"]) in section.replace("&#x27;", "'")
 
 
 def test_the_rounds_reach_the_curves_wandb_run(tmp_path):

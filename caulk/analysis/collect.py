@@ -42,6 +42,10 @@ class Collection:
         return ok[[not reasons[i] for i in ok.index]], skipped
 
 
+#: the trace an adaptive curve job writes into its dir (``caulk.adaptive``)
+ADAPTIVE_TRACE = "adaptive.json"
+
+
 def _why_not_a_point(row: pd.Series, metric: str) -> str:
     """Why an ok record's row is no point of a ``metric`` curve ("" if it is one)."""
     for key in ("seed", metric):

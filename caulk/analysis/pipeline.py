@@ -8,6 +8,7 @@ asked); ``analyze(...)`` is the same with keyword arguments. ``python -m caulk.a
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from caulk.analysis.answers import INTERVALS, ratios, sample_complexity
-from caulk.analysis.collect import Collection, check_sweep_dirs, collect_records
+from caulk.analysis.collect import ADAPTIVE_TRACE, Collection, check_sweep_dirs, collect_records
 from caulk.analysis.fits import CurveFit, fit_groups, seed_means
 from caulk.analysis.models import curve_models, model_table
 from caulk.analysis.options import (
@@ -30,6 +31,8 @@ from caulk.analysis.report import write_report
 from caulk.analysis.transfer import effective_data_transferred, fit_transfer_law
 from caulk.atomic import write_atomic
 from caulk.errors import CaulkConfigError
+
+log = logging.getLogger("caulk.analyze")
 
 #: seed-bootstrap refits of pow3's a, b, c (fits.csv's secondary view; the answers use the model)
 POW3_REPLICATES = 20
@@ -112,6 +115,18 @@ def run_analysis(sweep_dirs: list[str | Path], options: AnalysisOptions) -> Anal
     return result
 
 
+def adaptive_traces(sweep_dirs: list[Path]) -> dict[str, dict]:
+    """Every adaptive job's trace under the sweep dirs (``adaptive.json``), by its dir."""
+    traces = {}
+    for root in sweep_dirs:
+        for path in sorted(root.rglob(ADAPTIVE_TRACE)):
+            try:
+                traces[str(path.parent)] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                log.warning("unreadable %s: %s", path, e)
+    return traces
+
+
 def _read_points(
     sweep_dirs: list[Path], options: AnalysisOptions
 ) -> tuple[Collection, pd.DataFrame, list[dict[str, str]], list[str], str]:
@@ -154,6 +169,7 @@ def _write_analysis(work: Path, sweep_dirs: list[Path], options: AnalysisOptions
         points=ok,
         answers=answers,
         ratios=ratio_table,
+        adaptive=adaptive_traces(sweep_dirs),
     )
     files["summary.json"] = write_atomic(
         work / "summary.json",

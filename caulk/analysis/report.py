@@ -196,6 +196,47 @@ def _comparisons_section(summary: dict[str, Any], points: pd.DataFrame | None) -
     )
 
 
+def _adaptive_round(r: dict[str, Any]) -> str:
+    answers = "; ".join(
+        f"E={a['target']:g}: "
+        + (
+            f"{_number(a['n_star'])} [{_number(a['n_star_lo'])}, {_number(a['n_star_hi'])}]"
+            if a["status"] == "ok"
+            else a["status"]
+        )
+        for a in r["answers"]
+    )
+    added = sorted({n for n, _ in r["points"]})
+    return (
+        f"<tr><td>{r['round']}</td><td>{len(r['points'])} (n = {', '.join(map(str, added))})</td>"
+        f"<td>{r['points_so_far']}</td><td>{r['train_seconds_so_far']:.1f}</td>"
+        f"<td>{html.escape(answers)}</td><td>{html.escape('; '.join(r['why']))}</td></tr>"
+    )
+
+
+def adaptive_section(traces: dict[str, dict[str, Any]]) -> str:
+    """The report's "Adaptive" section: per adaptive job (``adaptive.json``), its question, each
+    round (points added, cost so far, n* per target, the rule's choice and why) and why it
+    stopped."""
+    if not traces:
+        return ""
+    parts = ["<section id='adaptive'><h2>Adaptive curves (curve.n=auto)</h2>"]
+    for where, trace in traces.items():
+        spec, last = trace["spec"], trace["rounds"][-1]
+        targets = ", ".join(f"{t:g}" for t in spec["targets"])
+        parts.append(
+            f"<h3>{html.escape(where)}</h3><p>n*(E) for E = {targets}, n in [{spec['n_lo']}, "
+            f"{spec['n_hi']}], until n*_hi / n*_lo ≤ {spec['precision']:g} (at most "
+            f"{spec['max_points']} points); stopped after round {last['round']}: "
+            f"<b>{html.escape(str(last['stop']))}</b>.</p>"
+            "<table><tr><th>round</th><th>points added</th><th>points so far</th>"
+            "<th>training s so far</th><th>n* [95%]</th><th>the rule's choice</th></tr>"
+            + "".join(_adaptive_round(r) for r in trace["rounds"])
+            + "</table>"
+        )
+    return "".join(parts) + "</section>"
+
+
 def write_report(
     out: Path,
     summary: dict[str, Any],
@@ -209,13 +250,15 @@ def write_report(
     answers: pd.DataFrame | None = None,
     ratios: pd.DataFrame | None = None,
     points: pd.DataFrame | None = None,
+    adaptive: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``report.html`` (no external files needed to view it) and return its path.
 
     Its order: the answers in plain words (n* per curve from ``answers``, ratios from
     ``ratios``, the D_T law, the fitted rates), the sweep's counts and problems, compact per-n
     tables of the curves in ``points`` that differ in one key only, the figures, and the full
-    fits table. Sections without data are left out.
+    fits table; then the adaptive curves' traces (``adaptive``: job dir -> its
+    ``adaptive.json``). Sections without data are left out.
     """
     parts = [
         f"<html><head><meta charset='utf-8'><title>caulk report</title><style>{_STYLE}</style></head><body>",
@@ -228,6 +271,7 @@ def write_report(
         _problems(summary, failed, missing),
         _comparisons_section(summary, points),
         "<h2>Figures</h2>" + "".join(_img(f) for f in figures),
+        adaptive_section(adaptive or {}),
     ]
     if by_source_m is not None and not by_source_m.empty:
         parts.append(
