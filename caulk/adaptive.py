@@ -378,16 +378,29 @@ class Trace:
         return self.rounds[-1]["answers"]
 
     def summary(self) -> str:
-        """One line per target: ``n*(0.10) = 520 [430, 610] after 21 points (35 s); stop: ...``."""
+        """One line per target: ``n*(0.10) = 520 [430, 610] after 21 points (35 s of training);
+        stop: ...``, saying so when the answer lies beyond the range's top (an extrapolation)."""
         last = self.rounds[-1]
-        lines = []
-        for a in last["answers"]:
-            if a["status"] == "ok" and a["n_star"] is not None and np.isfinite(a["n_star"]):
-                ans = f"n*({a['target']:g}) = {a['n_star']:,.0f} [{a['n_star_lo']:,.0f}, {a['n_star_hi']:,.0f}]"
-            else:
-                ans = f"n*({a['target']:g}): {a['status']} ({a['note']})"
-            lines.append(
-                f"[adaptive] {ans} after {last['points_so_far']} points "
-                f"({last['train_seconds_so_far']:.0f} s of training); stop: {STOPS[last['stop']]}"
-            )
-        return "\n".join(lines)
+        cost = f"after {last['points_so_far']} points ({last['train_seconds_so_far']:.0f} s of training)"
+        return "\n".join(
+            f"[adaptive] {_answer_text(a, self.spec.n_hi)} {cost}; stop: {STOPS[last['stop']]}"
+            for a in last["answers"]
+        )
+
+
+def _answer_text(a: dict, n_hi: int) -> str:
+    """``n*(E) = x [lo, hi]``, with the extrapolation said; else the status and its note."""
+    n_star = a["n_star"]
+    if a["status"] != "ok" or n_star is None or not np.isfinite(n_star):
+        return f"n*({a['target']:g}): {a['status']} ({a['note']})"
+    lo, hi = (_count(a[k]) for k in ("n_star_lo", "n_star_hi"))
+    text = f"n*({a['target']:g}) = {n_star:,.0f} [{lo}, {hi}]"
+    if n_star > n_hi:
+        text += f" (the range ends at n={n_hi}: this answer is an extrapolation)"
+    return text
+
+
+def _count(value: float | None) -> str:
+    return (
+        "?" if value is None or np.isnan(value) else ("inf" if np.isinf(value) else f"{value:,.0f}")
+    )

@@ -15,7 +15,7 @@ from caulk.adaptive import AdaptiveSpec, Trace, adaptive_loop, initial_ns, propo
 from caulk.analysis.pipeline import analyze
 from caulk.errors import CaulkConfigError
 from caulk.train import train_curve
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, run_cli
 from tests.wandb_files import history, of_type, wandb_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -184,3 +184,36 @@ def test_the_rounds_reach_the_curves_wandb_run(tmp_path):
     assert summary["adaptive"]["stop"] == trace["rounds"][-1]["stop"]
     points = [r for r in history(records) if "scaling/error" in r]  # the rounds' points, one run
     assert len(points) == trace["rounds"][-1]["points_so_far"]
+
+
+@pytest.mark.slow
+def test_each_job_of_a_multirun_adapts_on_its_own(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        [
+            "-m",
+            "model=vit_femto,vit_pico",
+            "curve.n=auto",
+            "curve.target_error=0.4",
+            "curve.precision=2",
+            "logger=csv",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        recipe=(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    traces = {d.name: json.loads((d / "adaptive.json").read_text()) for d in sweep.glob("[0-9]")}
+    assert set(traces) == {"0", "1"}
+    for job, trace in traces.items():
+        records = [json.loads(p.read_text()) for p in (sweep / job).glob("n*_s*/record.json")]
+        assert len(records) == trace["rounds"][-1]["points_so_far"]
+        assert {r["model"] for r in records} == {("vit_femto", "vit_pico")[int(job)]}
+    assert proc.stdout.count("[adaptive] n*(0.4)") == 2
+
+
+def test_a_target_beyond_the_range_stops_at_its_top_and_says_it_is_an_extrapolation():
+    spec = dataclasses.replace(spec_for("pow3", 1.3), n_lo=10, n_hi=100)  # E is met near n=200
+    trace = Trace(None, spec)
+    records = adaptive_loop(spec, planted_train("pow3", np.random.default_rng(1)), trace)
+    assert max(r["n"] for r in records) == 100 and trace.rounds[-1]["stop"] == "pool"
+    assert "(the range ends at n=100: this answer is an extrapolation)" in trace.summary()
