@@ -116,6 +116,7 @@ BAD = [
     (["curve.n=[10,20]", "curve.target_error=0.2"], "curve.target_error is set but curve.n is not auto"),
     (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[10,99999]"], "reaches past the pool"),
     (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[2,100]"], "starts below the 10 classes"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[10,15]"], "is too narrow to learn a curve from"),
 ]  # fmt: skip
 
 
