@@ -628,7 +628,29 @@ def adaptive_table(sources: Path) -> str:
         f"{src['examples_ratio_vs_smallest_grid']:.2f}x fewer examples (goal: ≥ 3x less compute "
         f"with the coverage kept).",
     ]
+    if src.get("real"):
+        rows += [
+            "",
+            f"On real probe curves (digits, ridge, n\\* at E = {src['real_target']:g}; the truth "
+            "unknown, so compute only):",
+            "",
+            "| curve | adaptive: points, training s, n\\* [95%] | smallest precise grid: k n, "
+            "points, training s | grid / adaptive, training s |",
+            "|---|---|---|---:|",
+        ]
+        for name, r in src["real"].items():
+            a, g = r["adaptive"], r["smallest_precise_grid"]
+            ans = a["answer"]
+            rows.append(
+                f"| {name} | {a['points']}, {a['train_s']:.1f} s, {_n(ans['n_star'])} "
+                f"[{_n(ans['n_star_lo'])}, {_n(ans['n_star_hi'])}] | {g['k']}, {g['points']}, "
+                f"{g['train_s']:.1f} s | {r['train_s_ratio']:.2f}x |"
+            )
     return "\n".join(rows) + "\n"
+
+
+def _n(value) -> str:
+    return "–" if value is None else f"{value:,.0f}"
 
 
 #: region name -> its text, from the sources
