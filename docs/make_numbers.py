@@ -137,7 +137,7 @@ def readme_splits(sources: Path) -> str:
     )
 
 
-#: the README's name of each arm of ``benchmarks/protocol_table.py``
+#: the README's and docs/protocol.md's name of each arm of ``benchmarks/protocol_table.py``
 PROTOCOL_ARMS = {
     "fixed": "fixed: 300 SGD steps, lr 1e-2 (old default)",
     "sgd_tuned": "SGD, budget grows with n, lr tuned per point",
@@ -546,15 +546,6 @@ def lcdb_goals(sources: Path) -> str:
     )
 
 
-#: docs/protocol.md's name of each arm of ``benchmarks/protocol_table.py``
-PROTOCOL_DOC_ARMS = {
-    "fixed": "fixed: sgd, 300 steps, lr 1e-2 (the old default)",
-    "sgd_tuned": "sgd, `budget.mode=epochs`, `tune=grid` over lr",
-    "ridge": "**ridge, λ per point (the default)**",
-    "sklearn": "scikit-learn L2-logistic, C per point (oracle)",
-}
-
-
 def protocol_table(sources: Path) -> str:
     """docs/protocol.md: every recipe's mean test error per n, fit and seconds."""
     src = load("protocol_table", sources)
@@ -565,7 +556,7 @@ def protocol_table(sources: Path) -> str:
         "| recipe | " + " | ".join(f"n={n}" for n in src["ns"]) + " | fit a / c | seconds |",
         "|---|" + "---|" * len(src["ns"]) + "---|---|",
     ]
-    for arm, label in PROTOCOL_DOC_ARMS.items():
+    for arm, label in PROTOCOL_ARMS.items():
         r = src["arms"].get(arm)
         if r is None:
             continue
