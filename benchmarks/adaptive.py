@@ -7,7 +7,8 @@ fixed log grids, measured in one run.
 Each trial plants a curve with the truth known (``benchmarks/coverage.py``'s truths and seed
 noise, sd 0.03 at n = 10 falling as n^-0.3), asks for n* at the error the truth reaches at n =
 200, over the range [10, 5120], and runs the adaptive loop on it (each point's error drawn
-afresh from the truth and the noise). Reported per truth and pooled: how often the final 95% n*
+afresh from the truth and the noise), once with caulk's rule (a too-wide answer inside the range
+is measured at n*) and once with the bracket rule (at both ends of its interval). Reported per truth and pooled: how often the final 95% n*
 interval covers the true n* (optional stopping must not break it: the goal is 90-99%), the share
 that reached the precision asked, and the compute spent. Compute is counted two ways: points,
 and examples (the sum of the points' n: a training budget that grows with n, as LoRA's does; a
@@ -66,10 +67,10 @@ def planted_train(truth: str, rng: np.random.Generator):
     return train
 
 
-def spec_for(truth: str, precision: float, max_points: int = 60) -> AdaptiveSpec:
+def spec_for(truth: str, precision: float, rule: str = "n_star") -> AdaptiveSpec:
     """The question of a trial: n* at the truth's error at ``TARGET_N``."""
     target = float(TRUTHS[truth](TARGET_N))
-    return AdaptiveSpec((target,), *N_RANGE, precision, max_points, None, SEEDS)
+    return AdaptiveSpec((target,), *N_RANGE, precision, 60, None, SEEDS, rule)
 
 
 def _outcome(answer: dict, true_n: float, points: list[tuple[int, int]], precision: float):
@@ -84,9 +85,9 @@ def _outcome(answer: dict, true_n: float, points: list[tuple[int, int]], precisi
     }
 
 
-def adaptive_trial(truth: str, precision: float, rng) -> dict:
+def adaptive_trial(truth: str, precision: float, rng, rule: str = "n_star") -> dict:
     """One adaptive run on a planted curve."""
-    spec = spec_for(truth, precision)
+    spec = spec_for(truth, precision, rule)
     trace = Trace(None, spec)
     records = adaptive_loop(spec, planted_train(truth, rng), trace)
     points = [(r["n"], r["seed"]) for r in records]
@@ -182,6 +183,9 @@ def main() -> None:
             seed = [args.seed, trial, sorted(TRUTHS).index(truth)]
             arms = {
                 "adaptive": adaptive_trial(truth, args.precision, np.random.default_rng(seed)),
+                "adaptive, bracket rule": adaptive_trial(
+                    truth, args.precision, np.random.default_rng(seed), "bracket"
+                ),
                 "grid 7 n": grid_trial(truth, 7, args.precision, np.random.default_rng(seed)),
                 "smallest precise grid": smallest_precise_grid(
                     truth, args.precision, np.random.default_rng(seed)

@@ -76,6 +76,9 @@ class AdaptiveSpec:
     max_points: int
     max_seconds: float | None
     seeds: tuple[int, ...]
+    #: where a too-wide answer inside the range is measured next: at n* (the default) or at its
+    #: interval's ends (``bracket``, compared in ``benchmarks/adaptive.py``)
+    rule: str = "n_star"
 
 
 def is_adaptive(cfg: DictConfig) -> bool:
@@ -159,14 +162,7 @@ def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int
     if status == "ok" and np.isfinite(lo) and np.isfinite(hi) and hi / lo <= spec.precision:
         return None, f"E={target:g}: n* {n_star:,.0f} [{lo:,.0f}, {hi:,.0f}] within precision"
     if status == "ok" and n_star <= top * SAME_N:
-        near = _measured_near(n_star, measured)
-        if near is None:
-            n = int(min(max(round(n_star), spec.n_lo), spec.n_hi))
-            return [(n, s) for s in spec.seeds], f"E={target:g}: measure at n*≈{n}"
-        return _more_seeds(near, done, len(spec.seeds)), (
-            f"E={target:g}: n*≈{n_star:,.0f} is measured; its interval is seed noise: more seeds "
-            f"at n={near}"
-        )
+        return _inside_step(answer, spec, done, measured)
     if top >= spec.n_hi:
         return None, f"E={target:g}: the answer lies beyond the range's top n={spec.n_hi}"
     reach = (
@@ -177,6 +173,24 @@ def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int
     step = TAIL_STEP * top if not np.isfinite(reach) else min(reach, TAIL_STEP * top)
     n = int(min(max(round(step), top + 1), spec.n_hi))
     return [(n, s) for s in spec.seeds], f"E={target:g}: {status}; pin the tail at n={n}"
+
+
+def _inside_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]):
+    """(points, why) for an answer inside the measured range whose interval is too wide: new n
+    where the rule looks (``n_star``: at n*; ``bracket``: at the interval's ends), else more
+    seeds at the measured n nearest n*."""
+    target, n_star = answer["target"], answer["n_star"]
+    spots = [n_star] if spec.rule == "n_star" else [answer["n_star_lo"], answer["n_star_hi"]]
+    clipped = {int(min(max(round(x), spec.n_lo), spec.n_hi)) for x in spots if np.isfinite(x)}
+    new = sorted(n for n in clipped if _measured_near(n, measured) is None)
+    if new:
+        where = ", ".join(map(str, new))
+        return [(n, s) for n in new for s in spec.seeds], f"E={target:g}: measure at n={where}"
+    near = min(measured, key=lambda m: abs(math.log(m / n_star)))
+    return _more_seeds(near, done, len(spec.seeds)), (
+        f"E={target:g}: n*≈{n_star:,.0f} is measured; its interval is seed noise: more seeds "
+        f"at n={near}"
+    )
 
 
 def propose(answers: list[dict], spec: AdaptiveSpec, done: set[tuple[int, int]]) -> Decision:

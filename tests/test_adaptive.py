@@ -40,7 +40,13 @@ def test_the_initial_design_is_four_log_spaced_n_over_the_lower_half_of_the_rang
 def test_a_wide_answer_inside_the_range_is_measured_at_its_n_star():
     d = propose([_answer(n_star=70.0)], SPEC, _done([10, 22, 46, 100]))
     assert d.stop is None and d.points == [(70, 0), (70, 1), (70, 2)]
-    assert "measure at n*≈70" in d.why[0]
+    assert "measure at n=70" in d.why[0]
+
+
+def test_the_bracket_rule_measures_at_both_ends_of_the_interval():
+    bracket = dataclasses.replace(SPEC, rule="bracket")
+    d = propose([_answer(n_star=70.0, lo=40.0, hi=90.0)], bracket, _done([10, 22, 46, 100]))
+    assert d.points == [(40, s) for s in (0, 1, 2)] + [(90, s) for s in (0, 1, 2)]
 
 
 def test_when_n_star_is_already_measured_the_width_is_seed_noise_so_seeds_are_added():

@@ -251,7 +251,12 @@ def test_adaptive_smoke(tmp_path):
     out = tmp_path / "r.json"
     r = run_smoke("adaptive", tmp_path, "--out", str(out))
     assert r["name"] == "adaptive_planted" and r["trials_per_truth"] == 1
-    assert set(r["pooled"]) == {"adaptive", "grid 7 n", "smallest precise grid"}
+    assert set(r["pooled"]) == {
+        "adaptive",
+        "adaptive, bracket rule",
+        "grid 7 n",
+        "smallest precise grid",
+    }
     for arm in r["pooled"].values():
         assert arm["trials"] == 1 and 0 <= arm["coverage"] <= 1 and arm["mean_points"] > 0
     assert_positive(r, "examples_ratio_vs_smallest_grid", "points_ratio_vs_smallest_grid")
