@@ -52,7 +52,7 @@ def where(src: dict) -> str:
     m = src["machine"]
     return (
         f"{src['date'][:10]}, commit `{src['commit']}`, {m['cores']}-core {m['cpu']}, "
-        f"{m['torch_threads']} torch threads"
+        f"{m['torch_threads']} torch thread{'s' if m['torch_threads'] != 1 else ''}"
     )
 
 
@@ -419,17 +419,18 @@ def split_coverage_table(sources: Path) -> str:
     """docs/analysis.md#test-rows: coverage of a truth from other splits, per arm."""
     rows = [
         "",
-        "| command | splits (independent cases) | seeds seen | arm | coverage of 80 "
+        "| command | splits (independent test sets) | answers | seeds seen | arm | coverage of 80 "
         "| median log2 width | measured |",
-        "|---|---:|---:|---|---:|---:|---|",
+        "|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for name in ("split_coverage", "split_coverage_12"):
         src = load(name, sources)
         for i, r in enumerate(src["table"]):
             head = (
-                f"`{src['command']}` ({src['seconds']:.0f} s) | {r['cases']} | {src['k']}"
+                f"`{src['command']}` ({src['seconds']:.0f} s) | {src['test_sets']} | {r['cases']} "
+                f"| {src['k']}"
                 if i == 0
-                else " | |"
+                else " | | |"
             )
             rows.append(
                 f"| {head} | {r['arm']} | {r['coverage']:.2f} | {r['median_log2_width']:.2f} "
@@ -497,7 +498,8 @@ def probe_seeds_table(sources: Path) -> str:
         "| coverage of the answered |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for r in src["table"]:
+    order = ("in range", "2x beyond", "4x beyond")
+    for r in sorted(src["table"], key=lambda r: (order.index(r["target"]), r["seeds"])):
         med = "–" if r["median_log2"] != r["median_log2"] else f"{r['median_log2']:.2f}"
         answered = r["coverage_answered"]
         ans = "–" if answered is None or answered != answered else f"{answered:.2f}"
@@ -614,10 +616,10 @@ def adaptive_table(sources: Path) -> str:
         )
     rows += [
         "",
-        f"Against the smallest fixed grid that reaches the precision, the adaptive runs spent "
-        f"{src['points_ratio_vs_smallest_grid']:.2f}x fewer points and "
-        f"{src['examples_ratio_vs_smallest_grid']:.2f}x fewer examples (goal: ≥ 3x less compute "
-        f"with the coverage kept).",
+        f"The smallest fixed grid that reaches the precision spent "
+        f"{src['points_ratio_vs_smallest_grid']:.2f}x the points of caulk's adaptive runs and "
+        f"{src['examples_ratio_vs_smallest_grid']:.2f}x their examples (goal: the grid spends "
+        f"≥ 3x the adaptive run's compute, with the coverage kept).",
     ]
     if src.get("real"):
         rows += [
@@ -625,23 +627,30 @@ def adaptive_table(sources: Path) -> str:
             f"On real probe curves (digits, ridge, n\\* at E = {src['real_target']:g}; the truth "
             "unknown, so compute only):",
             "",
-            "| curve | adaptive: points, training s, n\\* [95%] | smallest precise grid: k n, "
-            "points, training s | grid / adaptive, training s |",
+            "| curve | adaptive: points, training s, n\\* [95%], hi/lo | smallest precise grid "
+            "(or the largest tried): k n, points, training s, n\\* [95%], hi/lo "
+            "| grid / adaptive, training s |",
             "|---|---|---|---:|",
         ]
         for name, r in src["real"].items():
             a, g = r["adaptive"], r["smallest_precise_grid"]
-            ans = a["answer"]
             rows.append(
-                f"| {name} | {a['points']}, {a['train_s']:.1f} s, {_n(ans['n_star'])} "
-                f"[{_n(ans['n_star_lo'])}, {_n(ans['n_star_hi'])}] | {g['k']}, {g['points']}, "
-                f"{g['train_s']:.1f} s | {r['train_s_ratio']:.2f}x |"
+                f"| {name} | {a['points']}, {a['train_s']:.1f} s, {_answer(a['answer'])} "
+                f"| {g['k']}, {g['points']}, {g['train_s']:.1f} s, {_answer(g['answer'])} "
+                f"| {r['train_s_ratio']:.2f}x |"
             )
     return "\n".join(rows) + "\n"
 
 
 def _n(value) -> str:
     return "–" if value is None else f"{value:,.0f}"
+
+
+def _answer(a: dict) -> str:
+    """``273 [239, 302], 1.26``: n*, its interval and the interval's ratio hi/lo."""
+    lo, hi = a.get("n_star_lo"), a.get("n_star_hi")
+    ratio = f"{hi / lo:.2f}" if lo and hi and lo > 0 and hi != float("inf") else "–"
+    return f"{_n(a.get('n_star'))} [{_n(lo)}, {_n(hi)}], {ratio}"
 
 
 #: region name -> its text, from the sources
