@@ -35,6 +35,7 @@ import pandas as pd
 from scipy.optimize import brentq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's caulk
 
 from common import parse_args, print_result, stamped  # noqa: E402
 
