@@ -47,12 +47,23 @@ N_RANGE = (10, 5120)
 TARGET_N = 200.0
 SEEDS = (0, 1, 2)
 GRID_SIZES = range(4, 13)
+#: the adaptive arms: caulk's ``value`` rule with every point costing the same (a cached probe)
+#: and with cost growing in n (LoRA: 0.01 s per example, measured from the records), and the
+#: cost-blind rules it was compared with
+RULES = {
+    "value rule": ("value",),
+    "value rule, cost ∝ n": ("value", 0.01),
+    "n* rule": ("n_star",),
+    "bracket rule": ("bracket",),
+}
 SMOKE = {"trials": 1, "truths": "pow3", "precision": 2.0}
 
 
-def planted_train(truth: str, rng: np.random.Generator):
+def planted_train(truth: str, rng: np.random.Generator, seconds_per_example: float = 0.0):
     """A ``train`` for ``adaptive_loop``: each (n, seed) point's error from the planted truth and
-    its own noise draw (kept, so a point asked twice answers the same)."""
+    its own noise draw (kept, so a point asked twice answers the same); with
+    ``seconds_per_example`` each record says it took that many seconds per example (the cost
+    the ``value`` rule measures), else it records no time (every point costs the same)."""
     drawn: dict[tuple[int, int], float] = {}
 
     def train(points: list[tuple[int, int]]) -> list[dict]:
@@ -61,13 +72,14 @@ def planted_train(truth: str, rng: np.random.Generator):
             if (n, seed) not in drawn:
                 noise = seed_sd(np.array(float(n))) * rng.standard_normal()
                 drawn[(n, seed)] = float(TRUTHS[truth](float(n)) + noise)
-            out.append({"n": n, "seed": seed, "status": "ok", "test_error": drawn[(n, seed)]})
+            out.append({"n": n, "seed": seed, "status": "ok", "test_error": drawn[(n, seed)],
+                        "wall_time_s": seconds_per_example * n})  # fmt: skip
         return out
 
     return train
 
 
-def spec_for(truth: str, precision: float, rule: str = "n_star") -> AdaptiveSpec:
+def spec_for(truth: str, precision: float, rule: str = "value") -> AdaptiveSpec:
     """The question of a trial: n* at the truth's error at ``TARGET_N``."""
     target = float(TRUTHS[truth](TARGET_N))
     return AdaptiveSpec((target,), *N_RANGE, precision, 60, None, SEEDS, rule)
@@ -85,11 +97,11 @@ def _outcome(answer: dict, true_n: float, points: list[tuple[int, int]], precisi
     }
 
 
-def adaptive_trial(truth: str, precision: float, rng, rule: str = "n_star") -> dict:
-    """One adaptive run on a planted curve."""
+def adaptive_trial(truth: str, precision: float, rng, rule: str, per_example: float = 0.0) -> dict:
+    """One adaptive run on a planted curve (``per_example``: its points' seconds per example)."""
     spec = spec_for(truth, precision, rule)
     trace = Trace(None, spec)
-    records = adaptive_loop(spec, planted_train(truth, rng), trace)
+    records = adaptive_loop(spec, planted_train(truth, rng, per_example), trace)
     points = [(r["n"], r["seed"]) for r in records]
     result = _outcome(trace.final[0], true_n_star(truth, spec.targets[0]), points, precision)
     return {**result, "rounds": len(trace.rounds), "stop": trace.rounds[-1]["stop"]}
@@ -182,10 +194,11 @@ def main() -> None:
         for trial in range(args.trials):
             seed = [args.seed, trial, sorted(TRUTHS).index(truth)]
             arms = {
-                "adaptive": adaptive_trial(truth, args.precision, np.random.default_rng(seed)),
-                "adaptive, bracket rule": adaptive_trial(
-                    truth, args.precision, np.random.default_rng(seed), "bracket"
-                ),
+                f"adaptive, {rule}": adaptive_trial(
+                    truth, args.precision, np.random.default_rng(seed), *how
+                )
+                for rule, how in RULES.items()
+            } | {
                 "grid 7 n": grid_trial(truth, 7, args.precision, np.random.default_rng(seed)),
                 "smallest precise grid": smallest_precise_grid(
                     truth, args.precision, np.random.default_rng(seed)
@@ -200,7 +213,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     pooled = summarise(table)
     per_truth = {t: summarise(g) for t, g in table.groupby("truth", sort=False)}
-    ad, small = pooled["adaptive"], pooled["smallest precise grid"]
+    flat, grows = pooled["adaptive, value rule"], pooled["adaptive, value rule, cost ∝ n"]
+    small = pooled["smallest precise grid"]
     result = {
         "name": "adaptive_planted",
         "precision": args.precision,
@@ -208,8 +222,10 @@ def main() -> None:
         "n_range": list(N_RANGE),
         "pooled": pooled,
         "per_truth": per_truth,
-        "examples_ratio_vs_smallest_grid": round(small["mean_examples"] / ad["mean_examples"], 2),
-        "points_ratio_vs_smallest_grid": round(small["mean_points"] / ad["mean_points"], 2),
+        "examples_ratio_vs_smallest_grid": round(
+            small["mean_examples"] / grows["mean_examples"], 2
+        ),
+        "points_ratio_vs_smallest_grid": round(small["mean_points"] / flat["mean_points"], 2),
         "real": real,
         "real_target": args.real_target if args.real else None,
         "seconds": round(time.perf_counter() - start, 1),

@@ -11,9 +11,13 @@ for every target) and a budget (``curve.max_points``, ``curve.max_seconds``). A 
    interval every report shows) answers every target, and **the rule** (``propose``) picks the
    next round, target by target:
 
-   - n* inside the measured range, interval too wide: measure **at n\\*** (the point with the
-     most leverage on where the line crosses E); when n* is already measured there, the width
-     is seed noise, so add **seeds** at the measured n nearest n*;
+   - n* inside the measured range, interval too wide: the ``value`` rule (``curve.rule``, the
+     default; :mod:`caulk.adaptive_value`) weighs the candidates, a new n at n*, at either end
+     of its interval or at both, or more seeds at the measured n nearest n*, by the shrink of
+     the interval each is expected to bring per second of cost measured on the points so far
+     (a cached probe costs the same at every n, a LoRA point more as n grows). The cost-blind
+     rules it was compared with in ``benchmarks/adaptive.py``: ``n_star`` measures at n* (more
+     seeds where n* is measured already), ``bracket`` at both ends of the interval;
    - n* beyond the largest n measured (or only a lower bound, ``at_least``; or no answer yet):
      **pin the tail**, one step toward it: min(n*, 4 x the largest n), within the range;
    - ``unreachable`` (the curve levels off above E with 95% confidence): that target is settled;
@@ -41,8 +45,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from caulk.adaptive_value import FANTASY_REPLICATES, cost_model, fantasy, log_width, scenarios
 from caulk.analysis.answers import sample_complexity
 from caulk.analysis.collect import ADAPTIVE_TRACE
+from caulk.analysis.models import curve_model
 from caulk.atomic import write_json_atomic
 from caulk.cluster import is_global_zero
 from caulk.config import ADAPTIVE_KEYS
@@ -76,9 +82,11 @@ class AdaptiveSpec:
     max_points: int
     max_seconds: float | None
     seeds: tuple[int, ...]
-    #: where a too-wide answer inside the range is measured next: at n* (the default) or at its
-    #: interval's ends (``bracket``, compared in ``benchmarks/adaptive.py``)
-    rule: str = "n_star"
+    #: where a too-wide answer inside the range is measured next: at n* (``n_star``), at its
+    #: interval's ends (``bracket``), or where the interval is expected to shrink most per unit
+    #: of measured cost (``value``, :mod:`caulk.adaptive_value`); compared in
+    #: ``benchmarks/adaptive.py``
+    rule: str = "value"
 
 
 def is_adaptive(cfg: DictConfig) -> bool:
@@ -118,6 +126,7 @@ def adaptive_spec(cfg: DictConfig, num_classes: int, pool_size: int) -> Adaptive
         max_points=int(curve.get("max_points") or DEFAULT_MAX_POINTS),
         max_seconds=curve.get("max_seconds"),
         seeds=tuple(DEFAULT_SEEDS if seeds is None else (int(s) for s in seeds)),
+        rule=str(curve.get("rule") or "value"),
     )
 
 
@@ -152,7 +161,7 @@ def _more_seeds(n: int, done: set[tuple[int, int]], count: int) -> list[tuple[in
     return new
 
 
-def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]):
+def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
     """(points, why) for one target, or (None, why) when it needs nothing more."""
     target, status = answer["target"], answer["status"]
     lo, hi, n_star = answer.get("n_star_lo"), answer.get("n_star_hi"), answer.get("n_star")
@@ -162,7 +171,7 @@ def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int
     if status == "ok" and np.isfinite(lo) and np.isfinite(hi) and hi / lo <= spec.precision:
         return None, f"E={target:g}: n* {n_star:,.0f} [{lo:,.0f}, {hi:,.0f}] within precision"
     if status == "ok" and n_star <= top * SAME_N:
-        return _inside_step(answer, spec, done, measured)
+        return _inside_step(answer, spec, done, measured, records)
     if top >= spec.n_hi:
         return None, f"E={target:g}: the answer lies beyond the range's top n={spec.n_hi}"
     reach = (
@@ -175,14 +184,21 @@ def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int
     return [(n, s) for s in spec.seeds], f"E={target:g}: {status}; pin the tail at n={n}"
 
 
-def _inside_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]):
+def _new_ns(spots: list[float], spec: AdaptiveSpec, measured: list[int]) -> list[int]:
+    """``spots`` as n within the range, leaving out those measured already."""
+    clipped = {int(min(max(round(x), spec.n_lo), spec.n_hi)) for x in spots if np.isfinite(x)}
+    return sorted(n for n in clipped if _measured_near(n, measured) is None)
+
+
+def _inside_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
     """(points, why) for an answer inside the measured range whose interval is too wide: new n
     where the rule looks (``n_star``: at n*; ``bracket``: at the interval's ends), else more
-    seeds at the measured n nearest n*."""
+    seeds at the measured n nearest n*; ``value``: the candidate worth most per cost."""
     target, n_star = answer["target"], answer["n_star"]
+    if spec.rule == "value":
+        return _value_step(answer, spec, done, measured, records)
     spots = [n_star] if spec.rule == "n_star" else [answer["n_star_lo"], answer["n_star_hi"]]
-    clipped = {int(min(max(round(x), spec.n_lo), spec.n_hi)) for x in spots if np.isfinite(x)}
-    new = sorted(n for n in clipped if _measured_near(n, measured) is None)
+    new = _new_ns(spots, spec, measured)
     if new:
         where = ", ".join(map(str, new))
         return [(n, s) for n in new for s in spec.seeds], f"E={target:g}: measure at n={where}"
@@ -193,14 +209,20 @@ def _inside_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int
     )
 
 
-def propose(answers: list[dict], spec: AdaptiveSpec, done: set[tuple[int, int]]) -> Decision:
+def propose(
+    answers: list[dict],
+    spec: AdaptiveSpec,
+    done: set[tuple[int, int]],
+    records: list[dict] | None = None,
+) -> Decision:
     """The next round's points from this round's answers (one per target); ``done``: every
-    (n, seed) measured so far. Stops when no target needs a point."""
+    (n, seed) measured so far, ``records`` their records (the ``value`` rule refits on them).
+    Stops when no target needs a point."""
     measured = sorted({n for n, _ in done})
     decision = Decision()
     beyond = False
     for answer in answers:
-        points, why = _target_step(answer, spec, done, measured)
+        points, why = _target_step(answer, spec, done, measured, records or [])
         decision.why.append(why)
         beyond |= "beyond the range's top" in why
         for p in points or []:
@@ -212,10 +234,9 @@ def propose(answers: list[dict], spec: AdaptiveSpec, done: set[tuple[int, int]])
     return decision
 
 
-def fit_answers(records: list[dict], spec: AdaptiveSpec) -> list[dict]:
-    """Every target's answer from the ok records so far (the analysis' averaged model)."""
+def _points(records: list[dict]) -> pd.DataFrame:
     ok = [r for r in records if r.get("status") == "ok"]
-    points = pd.DataFrame(
+    return pd.DataFrame(
         {
             "curve": "adaptive",
             "n": [r["n"] for r in ok],
@@ -223,11 +244,53 @@ def fit_answers(records: list[dict], spec: AdaptiveSpec) -> list[dict]:
             "test_error": [r["test_error"] for r in ok],
         }
     )
+
+
+def fit_answers(
+    records: list[dict],
+    spec: AdaptiveSpec,
+    replicates: int = REPLICATES,
+    targets: tuple[float, ...] | None = None,
+) -> list[dict]:
+    """Every target's answer (``targets``: these instead of the spec's) from the ok records so
+    far (the analysis' averaged model, ``replicates`` bootstrap fits)."""
+    targets = spec.targets if targets is None else targets
     table = sample_complexity(
-        points, ["curve"], "test_error", list(spec.targets), replicates=REPLICATES
+        _points(records), ["curve"], "test_error", list(targets), replicates=replicates
     )
     keep = ["target", "n_star", "n_star_lo", "n_star_hi", "status", "family", "note"]
     return [{k: _plain(row[k]) for k in keep} for _, row in table.iterrows()]
+
+
+def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
+    """(points, why): the candidate (a new n at n* or at either end of its interval, both ends,
+    or more seeds at the measured n nearest n*) expected to shrink the interval most per second
+    of measured cost (:mod:`caulk.adaptive_value`)."""
+    target, n_star = answer["target"], answer["n_star"]
+    spots = [n_star, answer["n_star_lo"], answer["n_star_hi"]]
+    candidates = {f"n={n}": [(n, s) for s in spec.seeds] for n in _new_ns(spots, spec, measured)}
+    ends = _new_ns(spots[1:], spec, measured)
+    if len(ends) == 2:
+        candidates[f"n={ends[0]} and n={ends[1]}"] = [(n, s) for n in ends for s in spec.seeds]
+    near = min(measured, key=lambda m: abs(math.log(m / n_star)))
+    candidates[f"more seeds at n={near}"] = _more_seeds(near, done, len(spec.seeds))
+    model = curve_model(_points(records), "test_error", replicates=REPLICATES)
+    cost, cap = cost_model(records), TAIL_STEP * spec.n_hi
+
+    def width(rows: list[dict]) -> float:
+        return log_width(fit_answers(rows, spec, FANTASY_REPLICATES, (target,))[0], cap)
+
+    now = width(records)
+    values = {}
+    for name, points in candidates.items():
+        after = [width(records + fantasy(c, records, points)) for c in scenarios(model, target)]
+        values[name] = (now - float(np.mean(after))) / sum(cost(n) for n, _ in points)
+    best = max(values, key=values.__getitem__)
+    shown = ", ".join(f"{k}: {v:.3g}" for k, v in values.items())
+    return candidates[best], (
+        f"E={target:g}: measure {best} (expected shrink of log(n*_hi/n*_lo) per second, "
+        f"{cost.text()}: {shown})"
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -330,7 +393,7 @@ def adaptive_loop(
         for r in train(points):
             records[(r["n"], r["seed"])] = r
         answers = fit_answers(list(records.values()), spec)
-        decision = propose(answers, spec, set(records))
+        decision = propose(answers, spec, set(records), list(records.values()))
         decision.stop = decision.stop or _budget_spent(spec, records, decision.points)
         if trace is not None:
             trace.add(points, answers, decision, list(records.values()))

@@ -94,6 +94,10 @@ def _errors(value: Any) -> bool:
     return len(values) > 0 and all(is_number(v) and 0 < v < 1 for v in values)
 
 
+#: the rules ``curve.n=auto`` chooses its next points by (``caulk.adaptive``)
+ADAPTIVE_RULES = ("value", "n_star", "bracket")
+
+
 @dataclass
 class CurveSchema:
     """``curve``: the grid of n (and seeds) one process runs; null = the single point.
@@ -110,6 +114,7 @@ class CurveSchema:
     precision: float | None = spec("a number > 1 (n*_hi / n*_lo)", lambda v: v > 1)
     max_points: int | None = spec(POSITIVE_INT, at_least(1))
     max_seconds: float | None = spec("a positive number of seconds", positive)
+    rule: str = spec(" or ".join(ADAPTIVE_RULES), one_of(*ADAPTIVE_RULES))
 
 
 @dataclass

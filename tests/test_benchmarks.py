@@ -252,7 +252,9 @@ def test_adaptive_smoke(tmp_path):
     r = run_smoke("adaptive", tmp_path, "--out", str(out))
     assert r["name"] == "adaptive_planted" and r["trials_per_truth"] == 1
     assert set(r["pooled"]) == {
-        "adaptive",
+        "adaptive, value rule",
+        "adaptive, value rule, cost ∝ n",
+        "adaptive, n* rule",
         "adaptive, bracket rule",
         "grid 7 n",
         "smallest precise grid",

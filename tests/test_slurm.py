@@ -118,3 +118,28 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_result(
     assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
     log = "\n".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
     assert "Caught signal SIGUSR2" in log and "preempted" in log
+
+
+def test_each_adaptive_job_runs_its_rounds_inside_its_one_slurm_task(slurm_cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    slurm = [a for a in SLURM if a not in FIXED_RECIPE]  # the default ridge probe
+    args = ["peft=linear", "curve.n=auto", "curve.target_error=0.3,0.45", "curve.precision=1.6"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "caulk.train", "-m", *slurm, *args, "logger=csv",
+         "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, env=cli_env(**slurm_cluster.env), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:] + slurm_cluster.logs()
+    logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2  # one Slurm array task per job, however many rounds it ran
+    for job, target in (("0", 0.3), ("1", 0.45)):
+        trace = json.loads((sweep / job / "adaptive.json").read_text())
+        assert trace["spec"]["targets"] == [target]
+        assert len(trace["rounds"]) >= 2
+        records = [json.loads(p.read_text()) for p in (sweep / job).glob("n*_s*/record.json")]
+        assert len(records) == trace["rounds"][-1]["points_so_far"]
+        assert all(r["status"] == "ok" for r in records)
+    printed = "".join(p.read_text() for p in logs)
+    assert printed.count("[adaptive] n*(") == 2
