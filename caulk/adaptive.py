@@ -45,6 +45,15 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from caulk.adaptive_ratio import (
+    ANSWER_KEYS,
+    CURVES,
+    baseline_cfg,
+    curve_spec,
+    fit_ratio,
+    ratio_precise,
+    ratio_text,
+)
 from caulk.adaptive_value import FANTASY_REPLICATES, cost_model, fantasy, log_width, scenarios
 from caulk.analysis.answers import sample_complexity
 from caulk.analysis.collect import ADAPTIVE_TRACE
@@ -87,6 +96,9 @@ class AdaptiveSpec:
     #: of measured cost (``value``, :mod:`caulk.adaptive_value`); compared in
     #: ``benchmarks/adaptive.py``
     rule: str = "value"
+    #: overrides that make the baseline curve (``curve.baseline``): pin down n*(baseline) /
+    #: n*(curve) instead (:mod:`caulk.adaptive_ratio`)
+    baseline: tuple[str, ...] = ()
 
 
 def is_adaptive(cfg: DictConfig) -> bool:
@@ -127,6 +139,7 @@ def adaptive_spec(cfg: DictConfig, num_classes: int, pool_size: int) -> Adaptive
         max_seconds=curve.get("max_seconds"),
         seeds=tuple(DEFAULT_SEEDS if seeds is None else (int(s) for s in seeds)),
         rule=str(curve.get("rule") or "value"),
+        baseline=tuple(str(o) for o in (curve.get("baseline") or ())),
     )
 
 
@@ -258,8 +271,7 @@ def fit_answers(
     table = sample_complexity(
         _points(records), ["curve"], "test_error", list(targets), replicates=replicates
     )
-    keep = ["target", "n_star", "n_star_lo", "n_star_hi", "status", "family", "note"]
-    return [{k: _plain(row[k]) for k in keep} for _, row in table.iterrows()]
+    return [{k: _plain(row[k]) for k in ANSWER_KEYS} for _, row in table.iterrows()]
 
 
 def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
@@ -327,25 +339,36 @@ def _data_size(cfg: DictConfig) -> tuple[int, int]:
 
 
 def run_adaptive(cfg: DictConfig, train_curve: Callable[[DictConfig], list[dict]]) -> list[dict]:
-    """Run the rounds of an adaptive curve (see the module doc); returns every point's record.
+    """Run the rounds of an adaptive curve (see the module doc), against its baseline when
+    ``curve.baseline`` names one; returns every point's record (the baseline's too).
     ``train_curve``: trains one round's curve (``caulk.train.train_curve``)."""
     spec = adaptive_spec(cfg, *_data_size(cfg))
     trace = Trace(Path(cfg.paths.output_dir) / ADAPTIVE_TRACE, spec)
 
-    def train(points: list[tuple[int, int]]) -> list[dict]:
-        return [r for grid in _grid_rounds(points) for r in train_curve(_round_cfg(cfg, grid))]
+    def trainer(job: DictConfig) -> Callable[[list[tuple[int, int]]], list[dict]]:
+        def train(points: list[tuple[int, int]]) -> list[dict]:
+            return [r for grid in _grid_rounds(points) for r in train_curve(_round_cfg(job, grid))]
 
-    records = adaptive_loop(spec, train, trace)
+        return train
+
+    if spec.baseline:
+        rows = ratio_loop(
+            spec, {"curve": trainer(cfg), "baseline": trainer(baseline_cfg(cfg))}, trace
+        )
+        records, everything = rows["curve"], rows["curve"] + rows["baseline"]
+    else:
+        records = everything = adaptive_loop(spec, trainer(cfg), trace)
     print(trace.summary(), flush=True)
     if is_global_zero():
         log_trace_to_wandb(_round_cfg(cfg, [(r["n"], r["seed"]) for r in records]), trace)
-    return records
+    return everything
 
 
 def wandb_rows(trace: Trace) -> list[dict[str, Any]]:
     """One W&B history row per round: per target E its n* and interval
-    (``adaptive/E<E>/n_star``, ``…/n_star_lo``, ``…/n_star_hi``), the points and training seconds
-    so far, all against ``adaptive/round``."""
+    (``adaptive/E<E>/n_star``, ``…/n_star_lo``, ``…/n_star_hi``; against a baseline also
+    ``…/ratio``, ``…/ratio_lo``, ``…/ratio_hi``), the points and training seconds so far, all
+    against ``adaptive/round``."""
     rows = []
     for r in trace.rounds:
         row = {
@@ -353,11 +376,12 @@ def wandb_rows(trace: Trace) -> list[dict[str, Any]]:
             "adaptive/points": r["points_so_far"],
             "adaptive/train_seconds": r["train_seconds_so_far"],
         }
-        for a in r["answers"]:
+        for a in r["answers"] + r.get("ratios", []):
             key = f"adaptive/E{a['target']:g}".replace(".", "_")
-            for field_ in ("n_star", "n_star_lo", "n_star_hi"):
-                value = a.get(field_)
-                row[f"{key}/{field_}"] = value if value is not None and np.isfinite(value) else None
+            for field_ in ("n_star", "n_star_lo", "n_star_hi", "ratio", "ratio_lo", "ratio_hi"):
+                value = a.get(field_, np.nan)
+                if value is None or np.isfinite(value):
+                    row[f"{key}/{field_}"] = value
         rows.append(row)
     return rows
 
@@ -403,6 +427,58 @@ def adaptive_loop(
         points = decision.points
 
 
+def ratio_loop(
+    spec: AdaptiveSpec, trains: dict[str, Callable], trace: Trace | None = None
+) -> dict[str, list[dict]]:
+    """The rounds of a curve against its baseline (:mod:`caulk.adaptive_ratio`): both curves'
+    initial designs, then per round one paired fit, each curve's own rule at the per-curve
+    precision, until the ratio's interval is within ``spec.precision`` at every target.
+    ``trains``: ``curve`` and ``baseline``, each trains (or finds) its (n, seed) points."""
+    each = curve_spec(spec)
+    records: dict[str, dict] = {name: {} for name in CURVES}
+    points = {name: [(n, s) for n in initial_ns(spec) for s in spec.seeds] for name in CURVES}
+    while True:
+        for name in CURVES:
+            for r in trains[name](points[name]):
+                records[name][(r["n"], r["seed"])] = r
+        rows = {name: list(records[name].values()) for name in CURVES}
+        answers, ratio_rows = fit_ratio(rows, spec, REPLICATES)
+        steps = {n: propose(answers[n], each, set(records[n]), rows[n]) for n in CURVES}
+        decision = _ratio_decision(spec, ratio_rows, steps, rows)
+        if trace is not None:
+            trace.add(
+                points["curve"], answers["curve"], decision, rows["curve"] + rows["baseline"],
+                baseline_points=[list(p) for p in points["baseline"]],
+                baseline_answers=answers["baseline"], ratios=ratio_rows,
+                baseline_next=[list(p) for p in steps["baseline"].points],
+            )  # fmt: skip
+        log.info("[adaptive] %s", "; ".join(decision.why))
+        if decision.stop:
+            return rows
+        points = {name: steps[name].points for name in CURVES}
+
+
+def _ratio_decision(spec: AdaptiveSpec, ratio_rows: list, steps: dict, rows: dict) -> Decision:
+    """The round's decision against a baseline: the curve's next points (the baseline's are in
+    ``steps``), why, and whether to stop (``precision`` when every ratio is within it)."""
+    why = [ratio_text(r) for r in ratio_rows]
+    why += [f"{name}: {w}" for name in CURVES for w in steps[name].why]
+    decision = Decision(points=list(steps["curve"].points), why=why)
+    if all(ratio_precise(r, spec.precision) for r in ratio_rows):
+        decision.stop = "precision"
+    elif not any(steps[name].points for name in CURVES):
+        decision.stop = "pool" if "pool" in {steps[n].stop for n in CURVES} else "settled"
+    else:
+        merged = {(name, k): r for name in CURVES for k, r in enumerate(rows[name])}
+        following = steps["curve"].points + steps["baseline"].points
+        decision.stop = _budget_spent(spec, merged, following)
+    if decision.stop:
+        decision.points = []
+        for name in CURVES:
+            steps[name].points = []
+    return decision
+
+
 def _budget_spent(spec: AdaptiveSpec, records: dict, next_points: list) -> str | None:
     """``budget`` when the next round would exceed ``max_points`` or the training seconds so far
     reached ``max_seconds``."""
@@ -430,8 +506,11 @@ class Trace:
     def __init__(self, path: Path | None, spec: AdaptiveSpec):
         self.path, self.spec, self.rounds = path, spec, []
 
-    def add(self, points: list, answers: list[dict], decision: Decision, records: list) -> None:
-        """Record one round and rewrite the file."""
+    def add(
+        self, points: list, answers: list[dict], decision: Decision, records: list, **extra: Any
+    ) -> None:
+        """Record one round (``extra``: against a baseline, its points, answers, next points
+        and the ratios) and rewrite the file."""
         self.rounds.append(
             {
                 "round": len(self.rounds) + 1,
@@ -444,6 +523,7 @@ class Trace:
                 "train_seconds_so_far": round(
                     sum(float(r.get("wall_time_s") or 0) for r in records), 2
                 ),
+                **extra,
             }
         )
         if self.path is not None:
@@ -459,10 +539,17 @@ class Trace:
         stop: ...``, saying so when the answer lies beyond the range's top (an extrapolation)."""
         last = self.rounds[-1]
         cost = f"after {last['points_so_far']} points ({last['train_seconds_so_far']:.0f} s of training)"
-        return "\n".join(
-            f"[adaptive] {_answer_text(a, self.spec.n_hi)} {cost}; stop: {STOPS[last['stop']]}"
-            for a in last["answers"]
-        )
+        lines = [f"[adaptive] {_answer_text(a, self.spec.n_hi)}" for a in last["answers"]]
+        if "ratios" in last:
+            lines = (
+                [f"[adaptive] {ratio_text(r)}" for r in last["ratios"]]
+                + [
+                    f"[adaptive] baseline {_answer_text(a, self.spec.n_hi)}"
+                    for a in last["baseline_answers"]
+                ]
+                + [f"[adaptive] curve {line.removeprefix('[adaptive] ')}" for line in lines]
+            )
+        return "\n".join(f"{line} {cost}; stop: {STOPS[last['stop']]}" for line in lines)
 
 
 def _answer_text(a: dict, n_hi: int) -> str:

@@ -115,6 +115,9 @@ class CurveSchema:
     max_points: int | None = spec(POSITIVE_INT, at_least(1))
     max_seconds: float | None = spec("a positive number of seconds", positive)
     rule: str = spec(" or ".join(ADAPTIVE_RULES), one_of(*ADAPTIVE_RULES))
+    baseline: list[str] | None = spec(
+        'a list of overrides, e.g. ["model.weights=none"]', lambda v: len(v) > 0
+    )
 
 
 @dataclass
@@ -364,7 +367,44 @@ def check_accelerator_available(cfg: DictConfig) -> None:
 
 
 #: the keys of ``curve`` that only ``curve.n=auto`` reads (``precision`` has a default)
-ADAPTIVE_KEYS = ("target_error", "n_range", "max_points", "max_seconds")
+ADAPTIVE_KEYS = ("target_error", "n_range", "max_points", "max_seconds", "baseline")
+
+
+_ABSENT_KEY = object()
+
+
+def check_baseline_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """One-line errors for ``curve.baseline``: every item ``key=value`` with a key the config
+    has that is no config group, and the list changes something."""
+    if not overrides:
+        raise CaulkConfigError(
+            "curve.baseline is empty: list the overrides that make the baseline curve, e.g. "
+            "curve.baseline='[\"model.weights=none\"]'"
+        )
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        found = OmegaConf.select(cfg, key, default=_ABSENT_KEY) if sep and key else _ABSENT_KEY
+        if found is _ABSENT_KEY:
+            raise CaulkConfigError(
+                f"curve.baseline item {item!r} is not key=value with a key of the config "
+                "(e.g. model.weights=none)"
+            )
+        if OmegaConf.is_config(found):
+            raise CaulkConfigError(
+                f"curve.baseline item {item!r} names a config group; only plain keys can differ "
+                f"from the job (e.g. {key}.<field>=...)"
+            )
+        if key.startswith("curve.") or key.startswith("paths."):
+            raise CaulkConfigError(
+                f"curve.baseline item {item!r}: the baseline shares the job's curve and paths"
+            )
+    changed = OmegaConf.merge(cfg, OmegaConf.from_dotlist([str(o) for o in overrides]))
+    keys = [str(o).partition("=")[0] for o in overrides]
+    if all(OmegaConf.select(changed, k) == OmegaConf.select(cfg, k) for k in keys):
+        raise CaulkConfigError(
+            f"curve.baseline={[str(o) for o in overrides]} changes nothing: the baseline would "
+            "be this curve"
+        )
 
 
 def _check_adaptive_curve(cfg: DictConfig) -> None:
@@ -382,6 +422,8 @@ def _check_adaptive_curve(cfg: DictConfig) -> None:
             "curve.n=auto needs curve.target_error: the error E whose n*(E) the run pins down, "
             "e.g. curve.target_error=0.1"
         )
+    elif curve.get("baseline") is not None:
+        check_baseline_overrides(cfg, list(curve.baseline))
 
 
 def _check_data_n_beside_curve(cfg: DictConfig) -> None:

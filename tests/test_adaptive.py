@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from caulk.adaptive import AdaptiveSpec, Trace, adaptive_loop, fit_answers, initial_ns, propose
+from caulk.adaptive import (
+    AdaptiveSpec,
+    Trace,
+    adaptive_loop,
+    fit_answers,
+    initial_ns,
+    propose,
+    ratio_loop,
+)
 from caulk.adaptive_value import cost_model, fantasy, seed_sd_at
 from caulk.analysis.pipeline import analyze
 from caulk.errors import CaulkConfigError
@@ -122,6 +130,12 @@ BAD = [
     (["curve.n=auto", "curve.target_error=0.2", "curve.max_points=0"], "curve.max_points must be a positive integer"),
     (["curve.n=auto", "curve.target_error=0.2", "curve.max_seconds=0"], "curve.max_seconds must be a positive number"),
     (["curve.n=auto", "curve.target_error=0.2", "curve.rule=median"], "curve.rule must be value or n_star or bracket"),
+    (["curve.n=auto", "curve.target_error=0.2", "curve.baseline=[]"], "curve.baseline must be a list of overrides"),
+    (["curve.n=auto", "curve.target_error=0.2", 'curve.baseline=["model.colour=red"]'], "is not key=value with a key of the config"),
+    (["curve.n=auto", "curve.target_error=0.2", 'curve.baseline=["model=vit_t"]'], "names a config group"),
+    (["curve.n=auto", "curve.target_error=0.2", 'curve.baseline=["curve.precision=2"]'], "the baseline shares the job's curve"),
+    (["curve.n=[10,20]", 'curve.baseline=["model.init_seed=1"]'], "curve.baseline is set but curve.n is not auto"),
+    (["curve.n=auto", "curve.target_error=0.2", 'curve.baseline=["model.init_seed=0"]'], "changes nothing"),
     (["curve.n=[10,20]", "curve.target_error=0.2"], "curve.target_error is set but curve.n is not auto"),
     (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[10,99999]"], "reaches past the pool"),
     (["curve.n=auto", "curve.target_error=0.2", "curve.n_range=[2,100]"], "starts below the 10 classes"),
@@ -274,3 +288,49 @@ def test_the_value_rule_weighs_each_candidate_by_its_measured_cost():
     steep = propose(answers, spec, set(points), timed)
     assert max(n for n, _ in steep.points) < max(n for n, _ in flat.points)
     assert "0.01 s/example" in steep.why[0] and "no cost measured" in flat.why[0]
+
+
+def test_against_a_baseline_the_loop_pins_down_the_ratio_and_covers_the_planted_one():
+    """The curve reaches each error at a third of the baseline's n: the ratio is 3."""
+    spec = dataclasses.replace(spec_for("pow3", 1.6), baseline=("model.weights=none",))
+    target = spec.targets[0]  # pow3's error at n=200: the baseline's n*; the curve's is 200/3
+    base = planted_train("pow3", np.random.default_rng(6))
+    fast = planted_train("pow3", np.random.default_rng(5))
+
+    def faster(points):  # the curve's error at n is the baseline truth's at 3n
+        rows = fast([(3 * n, s) for n, s in points])
+        return [{**r, "n": n} for r, (n, _) in zip(rows, points, strict=True)]
+
+    trace = Trace(None, spec)
+    rows = ratio_loop(spec, {"curve": faster, "baseline": base}, trace)
+    last = trace.rounds[-1]
+    (ratio,) = last["ratios"]
+    assert last["stop"] == "precision" and ratio["ratio_hi"] / ratio["ratio_lo"] <= 1.6
+    assert ratio["ratio_lo"] <= 3.0 <= ratio["ratio_hi"]
+    assert ratio["target"] == target and len(trace.rounds) >= 2
+    assert last["points_so_far"] == len(rows["curve"]) + len(rows["baseline"])
+    assert "n*(baseline) / n*(curve) at E=" in trace.summary()
+
+
+def test_a_real_curve_against_its_baseline_trains_both_and_reports_the_ratio(
+    fast_cfg, tmp_path, capsys
+):
+    args = ["peft=linear", "curve.n=auto", "curve.target_error=0.3", "curve.precision=2.5"]
+    base = 'curve.baseline=["model.init_seed=1"]'  # another random init of the backbone
+    cfg = fast_cfg(*args, base, "++peft.solver=ridge", "budget.mode=epochs", out=tmp_path / "run")
+    records = train_curve(cfg)
+    trace = json.loads((tmp_path / "run" / "adaptive.json").read_text())
+    last = trace["rounds"][-1]
+    assert trace["spec"]["baseline"] == ["model.init_seed=1"] and "ratios" in last
+    own = [json.loads(p.read_text()) for p in (tmp_path / "run").glob("n*_s*/record.json")]
+    theirs = [
+        json.loads(p.read_text()) for p in (tmp_path / "run/baseline").glob("n*_s*/record.json")
+    ]
+    assert len(own) + len(theirs) == len(records) == last["points_so_far"]
+    assert {r["init_seed"] for r in own} == {0} and {r["init_seed"] for r in theirs} == {1}
+    assert own and theirs and all(r["status"] == "ok" for r in own + theirs)
+    out = capsys.readouterr().out
+    assert "[adaptive] n*(baseline) / n*(curve) at E=0.3:" in out
+    report = analyze([tmp_path / "run"], out=tmp_path / "analysis").files["report.html"]
+    section = report.read_text().split("<section id='adaptive'>")[1].split("</section>")[0]
+    assert "n*(baseline) / n*(curve)" in section

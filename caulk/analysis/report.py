@@ -196,6 +196,12 @@ def _comparisons_section(summary: dict[str, Any], points: pd.DataFrame | None) -
     )
 
 
+def _ratio(q: dict[str, Any]) -> str:
+    if q.get("ratio") is None:
+        return "not determined"
+    return f"{q['ratio']:.3g} [{q['ratio_lo']:.3g}, {q['ratio_hi']:.3g}]"
+
+
 def _adaptive_round(r: dict[str, Any]) -> str:
     answers = "; ".join(
         f"E={a['target']:g}: "
@@ -206,9 +212,17 @@ def _adaptive_round(r: dict[str, Any]) -> str:
         )
         for a in r["answers"]
     )
-    added = sorted({n for n, _ in r["points"]})
+    if r.get("ratios"):  # against a baseline (curve.baseline): the ratio is the answer
+        answers = (
+            "; ".join(
+                f"E={q['target']:g}: n*(baseline) / n*(curve) {_ratio(q)}" for q in r["ratios"]
+            )
+            + f"; the curve's n*: {answers}"
+        )
+    added = sorted({n for n, _ in r["points"] + r.get("baseline_points", [])})
     return (
-        f"<tr><td>{r['round']}</td><td>{len(r['points'])} (n = {', '.join(map(str, added))})</td>"
+        f"<tr><td>{r['round']}</td><td>{len(r['points']) + len(r.get('baseline_points', []))} "
+        f"(n = {', '.join(map(str, added))})</td>"
         f"<td>{r['points_so_far']}</td><td>{r['train_seconds_so_far']:.1f}</td>"
         f"<td>{html.escape(answers)}</td><td>{html.escape('; '.join(r['why']))}</td></tr>"
     )
