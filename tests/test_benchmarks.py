@@ -263,3 +263,11 @@ def test_adaptive_smoke(tmp_path):
         assert arm["trials"] == 1 and 0 <= arm["coverage"] <= 1 and arm["mean_points"] > 0
     assert_positive(r, "examples_ratio_vs_smallest_grid", "points_ratio_vs_smallest_grid")
     assert json.loads(out.read_text())["provenance"]["command"] == r["provenance"]["command"]
+
+
+def test_adaptive_ratio_smoke(tmp_path):
+    r = run_smoke("adaptive_ratio", tmp_path)
+    assert r["name"] == "adaptive_ratio" and r["factor"] == 3.0 and r["trials_per_truth"] == 1
+    pooled = r["pooled"]
+    assert pooled["trials"] == 1 and 0 <= pooled["coverage"] <= 1 and pooled["mean_points"] >= 24
+    assert sum(r["stops"].values()) == 1
