@@ -2,13 +2,16 @@
 fixed log grids, measured in one run.
 
     python benchmarks/adaptive.py [--trials 20] [--truths pow2,pow3,pow4,exp3,mmf4]
-                                  [--precision 1.3] [--seed 0] [--out r.json] [--smoke]
+                                  [--precision 1.3] [--seed 0] [--out r.json]
+                                  [--real] [--real-lora] [--real-target 0.2] [--smoke]
 
 Each trial plants a curve with the truth known (``benchmarks/coverage.py``'s truths and seed
 noise, sd 0.03 at n = 10 falling as n^-0.3), asks for n* at the error the truth reaches at n =
 200, over the range [10, 5120], and runs the adaptive loop on it (each point's error drawn
-afresh from the truth and the noise), once with caulk's rule (a too-wide answer inside the range
-is measured at n*) and once with the bracket rule (at both ends of its interval). Reported per truth and pooled: how often the final 95% n*
+afresh from the truth and the noise), with each rule of ``RULES``: caulk's value rule where every
+point costs the same (no seconds recorded) and where a point's seconds grow with n (0.01 s per
+example, read back from the records as a real run's are), and the cost-blind n* and bracket
+rules. Reported per truth and pooled: how often the final 95% n*
 interval covers the true n* (optional stopping must not break it: the goal is 90-99%), the share
 that reached the precision asked, and the compute spent. Compute is counted two ways: points,
 and examples (the sum of the points' n: a training budget that grows with n, as LoRA's does; a
@@ -16,10 +19,10 @@ cached probe is nearly flat in n). The same trials are also answered by fixed lo
 seeds: the 7-n grid over the range, and the smallest grid (k log-spaced n, k = 4 … 12) whose
 answer reaches the precision; the ratios say how much less the adaptive run spent.
 ``--real``: also the demo's real probe curves (digits, ``vit_pico`` with m = 0 and m = 4000 from
-the zoo, the default ridge probe, n* at ``--real-target``): the training seconds and points of an
+the zoo, the default ridge probe, n* at ``--real-target``; ``--real-lora`` adds the m = 4000
+LoRA curve, last block, lr tuned per point): the training seconds and points of an
 adaptive run against the smallest fixed log grid over the same range whose answer reaches the
-same precision (the true n* is unknown there, so no coverage). LoRA's real curves are left out: a
-fixed-grid search over LoRA curves takes hours on a CPU.
+same precision (the true n* is unknown there, so no coverage).
 ``--smoke``: one truth, one trial, loose precision (seconds; numbers mean nothing).
 """
 
@@ -129,6 +132,10 @@ REAL = {
     "vit_pico m=0": ["model.weights=none"],
     "vit_pico m=4000": ["model.weights=zoo", "model.source_m=4000"],
 }
+#: ``--real-lora``: the demo's LoRA curve (last block, its lr chosen per point by tune=grid)
+REAL_LORA = {
+    "vit_pico m=4000 LoRA": [*REAL["vit_pico m=4000"], "peft=lora", "peft.last_k_blocks=1"],
+}
 
 
 def _real_cfg(extra: list[str], out: Path, target: float, precision: float, curve: list[str]):
@@ -139,11 +146,9 @@ def _real_cfg(extra: list[str], out: Path, target: float, precision: float, curv
     return compose_train(overrides, out)
 
 
-def real_curve(name: str, target: float, precision: float, out: Path) -> dict:
+def real_curve(extra: list[str], target: float, precision: float, out: Path) -> dict:
     """An adaptive run on a real probe curve against the smallest precise fixed grid."""
-    records = train_curve(
-        _real_cfg(REAL[name], out / "adaptive", target, precision, ["curve.n=auto"])
-    )
+    records = train_curve(_real_cfg(extra, out / "adaptive", target, precision, ["curve.n=auto"]))
     trace = json.loads((out / "adaptive" / "adaptive.json").read_text())
     spec = AdaptiveSpec((target,), trace["spec"]["n_lo"], trace["spec"]["n_hi"], precision, 60,
                         None, SEEDS)  # fmt: skip
@@ -152,7 +157,7 @@ def real_curve(name: str, target: float, precision: float, out: Path) -> dict:
     for k in GRID_SIZES:
         ns = sorted({int(round(v)) for v in np.geomspace(spec.n_lo, spec.n_hi, k)})
         curve = [f"curve.n=[{','.join(map(str, ns))}]", "curve.seeds=[0,1,2]"]
-        grid = train_curve(_real_cfg(REAL[name], out / f"grid{k}", target, precision, curve))
+        grid = train_curve(_real_cfg(extra, out / f"grid{k}", target, precision, curve))
         answer = fit_answers(grid, spec)[0]
         lo, hi = answer["n_star_lo"], answer["n_star_hi"]
         if lo and np.isfinite(lo) and hi and np.isfinite(hi) and hi / lo <= precision:
@@ -187,6 +192,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--real", action="store_true", help="also the demo's real probe curves")
+    p.add_argument("--real-lora", action="store_true", help="also the demo's LoRA curve")
     p.add_argument("--real-target", type=float, default=0.2)
     args = parse_args(p, SMOKE)
     start, rows = time.perf_counter(), []
@@ -208,8 +214,10 @@ def main() -> None:
     real = {}
     if args.real:
         with tempfile.TemporaryDirectory(prefix="caulk-adaptive-") as tmp:
-            for name in REAL:
-                real[name] = real_curve(name, args.real_target, args.precision, Path(tmp) / name)
+            curves = {**REAL, **(REAL_LORA if args.real_lora else {})}
+            for name, extra in curves.items():
+                out = Path(tmp) / name.replace(" ", "_")
+                real[name] = real_curve(extra, args.real_target, args.precision, out)
     table = pd.DataFrame(rows)
     pooled = summarise(table)
     per_truth = {t: summarise(g) for t, g in table.groupby("truth", sort=False)}

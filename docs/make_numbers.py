@@ -617,9 +617,10 @@ def adaptive_table(sources: Path) -> str:
     rows += [
         "",
         f"The smallest fixed grid that reaches the precision spent "
-        f"{src['points_ratio_vs_smallest_grid']:.2f}x the points of caulk's adaptive runs and "
-        f"{src['examples_ratio_vs_smallest_grid']:.2f}x their examples (goal: the grid spends "
-        f"≥ 3x the adaptive run's compute, with the coverage kept).",
+        f"{src['points_ratio_vs_smallest_grid']:.2f}x the points of the value rule's runs where "
+        f"every point costs the same, and {src['examples_ratio_vs_smallest_grid']:.2f}x the "
+        "examples of its runs where a point's seconds grow with n (goal: the grid spends ≥ 3x "
+        "the adaptive run's compute, with the coverage kept).",
     ]
     if src.get("real"):
         rows += [
@@ -640,6 +641,28 @@ def adaptive_table(sources: Path) -> str:
                 f"| {r['train_s_ratio']:.2f}x |"
             )
     return "\n".join(rows) + "\n"
+
+
+def adaptive_ratio_table(sources: Path) -> str:
+    """docs/adaptive.md#baseline: the adaptive ratio interval's coverage on planted pairs."""
+    src = load("adaptive_ratio", sources)
+    rows = [
+        "",
+        f"`{src['command']}` ({where(src)}, {src['seconds']:.0f} s; true ratio "
+        f"{src['factor']:g}, precision {src['precision']:g}, rule {src['rule']}, "
+        f"{src['trials_per_truth']} trials per truth):",
+        "",
+        "| truth | trials | 95% coverage of the true ratio | reached the precision "
+        "| mean points (both curves) | mean examples |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in [*src["per_truth"].items(), ("pooled", src["pooled"])]:
+        rows.append(
+            f"| {name} | {r['trials']} | {r['coverage']:.2f} | {r['precise']:.2f} "
+            f"| {r['mean_points']:.1f} | {r['mean_examples']:,.0f} |"
+        )
+    stops = ", ".join(f"{k} {v}" for k, v in src["stops"].items())
+    return "\n".join([*rows, "", f"Why the runs stopped: {stops}."]) + "\n"
 
 
 def _n(value) -> str:
@@ -680,6 +703,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "tune-grid-cost": tune_grid_cost,
     "tuned-curve-table": tuned_curve_table,
     "adaptive-table": adaptive_table,
+    "adaptive-ratio-table": adaptive_ratio_table,
 }
 
 
