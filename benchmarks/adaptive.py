@@ -169,6 +169,19 @@ def real_curve(extra: list[str], target: float, precision: float, out: Path) -> 
             "points_ratio": round(fixed["points"] / adaptive["points"], 2)}  # fmt: skip
 
 
+def _ratios_to_grid(pooled: dict) -> dict:
+    """The smallest precise grid's points over the value rule's (every point costing the same)
+    and its examples over the value rule's where a point's seconds grow with n."""
+    flat, grows = pooled["adaptive, value rule"], pooled["adaptive, value rule, cost ∝ n"]
+    small = pooled["smallest precise grid"]
+    return {
+        "examples_ratio_vs_smallest_grid": round(
+            small["mean_examples"] / grows["mean_examples"], 2
+        ),
+        "points_ratio_vs_smallest_grid": round(small["mean_points"] / flat["mean_points"], 2),
+    }
+
+
 def summarise(rows: pd.DataFrame) -> dict:
     """Coverage, precision reached and mean compute per arm."""
     out = {}
@@ -219,10 +232,8 @@ def main() -> None:
                 out = Path(tmp) / name.replace(" ", "_")
                 real[name] = real_curve(extra, args.real_target, args.precision, out)
     table = pd.DataFrame(rows)
-    pooled = summarise(table)
-    per_truth = {t: summarise(g) for t, g in table.groupby("truth", sort=False)}
-    flat, grows = pooled["adaptive, value rule"], pooled["adaptive, value rule, cost ∝ n"]
-    small = pooled["smallest precise grid"]
+    pooled = summarise(table) if rows else {}  # --trials 0: the real curves only
+    per_truth = {t: summarise(g) for t, g in table.groupby("truth", sort=False)} if rows else {}
     result = {
         "name": "adaptive_planted",
         "precision": args.precision,
@@ -230,10 +241,7 @@ def main() -> None:
         "n_range": list(N_RANGE),
         "pooled": pooled,
         "per_truth": per_truth,
-        "examples_ratio_vs_smallest_grid": round(
-            small["mean_examples"] / grows["mean_examples"], 2
-        ),
-        "points_ratio_vs_smallest_grid": round(small["mean_points"] / flat["mean_points"], 2),
+        **(_ratios_to_grid(pooled) if rows else {}),
         "real": real,
         "real_target": args.real_target if args.real else None,
         "seconds": round(time.perf_counter() - start, 1),

@@ -34,6 +34,7 @@ the fits being seeded, reaches the same decisions. The trace goes to ``<output_d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -444,6 +445,12 @@ def ratio_loop(
         rows = {name: list(records[name].values()) for name in CURVES}
         answers, ratio_rows = fit_ratio(rows, spec, REPLICATES)
         steps = {n: propose(answers[n], each, set(records[n]), rows[n]) for n in CURVES}
+        if not any(steps[n].points for n in CURVES) and not all(
+            ratio_precise(r, spec.precision) for r in ratio_rows
+        ):  # each curve within its share but the ratio not yet: narrow the wider curve further
+            wider = max(CURVES, key=lambda n: max(log_width(a, math.inf) for a in answers[n]))
+            tight = dataclasses.replace(each, precision=1.0 + 1e-9)
+            steps[wider] = propose(answers[wider], tight, set(records[wider]), rows[wider])
         decision = _ratio_decision(spec, ratio_rows, steps, rows)
         if trace is not None:
             trace.add(

@@ -11,6 +11,8 @@ Each curve is steered by the ordinary rule (:func:`caulk.adaptive.propose`) aske
 precision ``curve.precision ** (1 / sqrt(2))``: the ratio's log-width is about the two n*
 log-widths added in quadrature, so two curves each known that well give the ratio the precision
 asked; a curve already known that well gets no new points while the other still needs them.
+When both are but the ratio is not yet (the two draws need not be independent), the curve with
+the wider interval is narrowed further.
 """
 
 from __future__ import annotations
