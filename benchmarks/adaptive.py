@@ -50,6 +50,9 @@ N_RANGE = (10, 5120)
 TARGET_N = 200.0
 SEEDS = (0, 1, 2)
 GRID_SIZES = range(4, 13)
+#: the real curves' fixed grids go further where a point is cheap (a cached probe's): a grid of
+#: up to 24 n x 3 seeds; LoRA's stop at 12 n, as the planted ones do
+REAL_GRID_SIZES = {"probe": range(4, 25), "lora": GRID_SIZES}
 #: the adaptive arms: caulk's ``value`` rule with every point costing the same (a cached probe)
 #: and with cost growing in n (LoRA: 0.01 s per example, measured from the records), and the
 #: cost-blind rules it was compared with
@@ -147,14 +150,15 @@ def _real_cfg(extra: list[str], out: Path, target: float, precision: float, curv
 
 
 def real_curve(extra: list[str], target: float, precision: float, out: Path) -> dict:
-    """An adaptive run on a real probe curve against the smallest precise fixed grid."""
+    """An adaptive run on a real curve against the smallest precise fixed grid (or the largest
+    tried, ``precise`` false)."""
     records = train_curve(_real_cfg(extra, out / "adaptive", target, precision, ["curve.n=auto"]))
     trace = json.loads((out / "adaptive" / "adaptive.json").read_text())
     spec = AdaptiveSpec((target,), trace["spec"]["n_lo"], trace["spec"]["n_hi"], precision, 60,
                         None, SEEDS)  # fmt: skip
     adaptive = {"points": len(records), "train_s": sum(r["wall_time_s"] for r in records),
                 "answer": trace["rounds"][-1]["answers"][0]}  # fmt: skip
-    for k in GRID_SIZES:
+    for k in REAL_GRID_SIZES["lora" if "peft=lora" in extra else "probe"]:
         ns = sorted({int(round(v)) for v in np.geomspace(spec.n_lo, spec.n_hi, k)})
         curve = [f"curve.n=[{','.join(map(str, ns))}]", "curve.seeds=[0,1,2]"]
         grid = train_curve(_real_cfg(extra, out / f"grid{k}", target, precision, curve))
@@ -162,8 +166,9 @@ def real_curve(extra: list[str], target: float, precision: float, out: Path) -> 
         lo, hi = answer["n_star_lo"], answer["n_star_hi"]
         if lo and np.isfinite(lo) and hi and np.isfinite(hi) and hi / lo <= precision:
             break
+    precise = bool(lo and np.isfinite(lo) and hi and np.isfinite(hi) and hi / lo <= precision)
     fixed = {"k": k, "points": len(grid), "train_s": sum(r["wall_time_s"] for r in grid),
-             "answer": answer}  # fmt: skip
+             "answer": answer, "precise": precise}  # fmt: skip
     return {"adaptive": adaptive, "smallest_precise_grid": fixed,
             "train_s_ratio": round(fixed["train_s"] / adaptive["train_s"], 2),
             "points_ratio": round(fixed["points"] / adaptive["points"], 2)}  # fmt: skip

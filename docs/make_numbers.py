@@ -622,14 +622,14 @@ def adaptive_table(sources: Path) -> str:
         "examples of its runs where a point's seconds grow with n (goal: the grid spends ≥ 3x "
         "the adaptive run's compute, with the coverage kept).",
     ]
-    lora = load("adaptive_lora", sources) if (sources / "adaptive_lora.json").exists() else None
-    if src.get("real"):
+    real = load("adaptive_real", sources) if (sources / "adaptive_real.json").exists() else src
+    if real.get("real"):
         rows += [
             "",
-            f"On the demo's real curves (digits, n\\* at E = {src['real_target']:g}; the truth "
+            f"On the demo's real curves (digits, n\\* at E = {real['real_target']:g}; the truth "
             "unknown, so compute only; the probe is the default ridge, LoRA trains the last "
             "block with its lr tuned per point"
-            + (f", its row from `{lora['command']}` ({where(lora)})" if lora else "")
+            + (f"; measured by `{real['command']}` ({where(real)})" if real is not src else "")
             + "):",
             "",
             "| curve | adaptive: points, training s, n\\* [95%], hi/lo | smallest precise grid "
@@ -637,7 +637,7 @@ def adaptive_table(sources: Path) -> str:
             "| grid / adaptive, training s |",
             "|---|---|---|---:|",
         ]
-        for name, r in {**src["real"], **(lora["real"] if lora else {})}.items():
+        for name, r in real["real"].items():
             a, g = r["adaptive"], r["smallest_precise_grid"]
             rows.append(
                 f"| {name} | {a['points']}, {a['train_s']:.1f} s, {_answer(a['answer'])} "
