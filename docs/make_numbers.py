@@ -627,8 +627,12 @@ def adaptive_table(sources: Path) -> str:
         rows += [
             "",
             f"On the demo's real curves (digits, n\\* at E = {real['real_target']:g}; the truth "
-            "unknown, so compute only; the probe is the default ridge, LoRA trains the last "
-            "block with its lr tuned per point"
+            "unknown, so compute only; the probe is the default ridge"
+            + (
+                ", LoRA trains the last block with its lr tuned per point"
+                if any("LoRA" in name for name in real["real"])
+                else ""
+            )
             + (f"; measured by `{real['command']}` ({where(real)})" if real is not src else "")
             + "):",
             "",
