@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk.adaptive_ratio import (
@@ -52,6 +51,8 @@ from caulk.adaptive_ratio import (
     baseline_cfg,
     curve_spec,
     fit_ratio,
+    plain,
+    points_frame,
     ratio_precise,
     ratio_text,
 )
@@ -248,18 +249,6 @@ def propose(
     return decision
 
 
-def _points(records: list[dict]) -> pd.DataFrame:
-    ok = [r for r in records if r.get("status") == "ok"]
-    return pd.DataFrame(
-        {
-            "curve": "adaptive",
-            "n": [r["n"] for r in ok],
-            "seed": [r["seed"] for r in ok],
-            "test_error": [r["test_error"] for r in ok],
-        }
-    )
-
-
 def fit_answers(
     records: list[dict],
     spec: AdaptiveSpec,
@@ -270,9 +259,13 @@ def fit_answers(
     far (the analysis' averaged model, ``replicates`` bootstrap fits)."""
     targets = spec.targets if targets is None else targets
     table = sample_complexity(
-        _points(records), ["curve"], "test_error", list(targets), replicates=replicates
+        points_frame(records, "adaptive"),
+        ["curve"],
+        "test_error",
+        list(targets),
+        replicates=replicates,
     )
-    return [{k: _plain(row[k]) for k in ANSWER_KEYS} for _, row in table.iterrows()]
+    return [{k: plain(row[k]) for k in ANSWER_KEYS} for _, row in table.iterrows()]
 
 
 def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
@@ -287,7 +280,7 @@ def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]
         candidates[f"n={ends[0]} and n={ends[1]}"] = [(n, s) for n in ends for s in spec.seeds]
     near = min(measured, key=lambda m: abs(math.log(m / n_star)))
     candidates[f"more seeds at n={near}"] = _more_seeds(near, done, len(spec.seeds))
-    model = curve_model(_points(records), "test_error", replicates=REPLICATES)
+    model = curve_model(points_frame(records, "adaptive"), "test_error", replicates=REPLICATES)
     cost, cap = cost_model(records), TAIL_STEP * spec.n_hi
 
     def width(rows: list[dict]) -> float:
@@ -304,10 +297,6 @@ def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]
         f"E={target:g}: measure {best} (expected shrink of log(n*_hi/n*_lo) per second, "
         f"{cost.text()}: {shown})"
     )
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _round_cfg(cfg: DictConfig, points: list[tuple[int, int]]) -> DictConfig:

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -53,23 +54,14 @@ def curve_spec(spec):
 def fit_ratio(records: dict[str, list[dict]], spec, replicates: int) -> tuple[dict, list]:
     """Both curves' answers (by curve) and, per target, the ratio n*(baseline) / n*(curve) with
     its 95% interval, from one fit of the two curves (their draws in pairs)."""
-    frames = [
-        pd.DataFrame(
-            [
-                {"curve": name, "n": r["n"], "seed": r["seed"], "test_error": r["test_error"]}
-                for r in rows
-                if r.get("status") == "ok"
-            ]
-        )
-        for name, rows in records.items()
-    ]
+    frames = [points_frame(rows, name) for name, rows in records.items()]
     table = sample_complexity(
         pd.concat(frames, ignore_index=True), ["curve"], "test_error", list(spec.targets),
         replicates=replicates,
     )  # fmt: skip
     answers = {
         name: [
-            {k: _plain(row[k]) for k in ANSWER_KEYS}
+            {k: plain(row[k]) for k in ANSWER_KEYS}
             for _, row in table[table.curve == name].iterrows()
         ]
         for name in CURVES
@@ -84,7 +76,7 @@ def fit_ratio(records: dict[str, list[dict]], spec, replicates: int) -> tuple[di
             dict(
                 zip(
                     ("target", "ratio", "ratio_lo", "ratio_hi"),
-                    (t, *map(_plain, values)),
+                    (t, *map(plain, values)),
                     strict=True,
                 )
             )
@@ -108,5 +100,19 @@ def ratio_text(row: dict) -> str:
     return f"{head} {row['ratio']:.3g} [{row['ratio_lo']:.3g}, {row['ratio_hi']:.3g}]"
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (JSON-ready); anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def points_frame(records: list[dict], curve: str) -> pd.DataFrame:
+    """The ok records as the analysis' points (curve, n, seed, test_error)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    return pd.DataFrame(
+        {
+            "curve": curve,
+            "n": [r["n"] for r in ok],
+            "seed": [r["seed"] for r in ok],
+            "test_error": [r["test_error"] for r in ok],
+        }
+    )
