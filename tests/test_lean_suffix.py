@@ -17,6 +17,7 @@ from caulk.peft import apply_peft
 #: method config, whether the first block's qkv is cached (a serial adapter wraps the attention)
 METHODS = {
     "lora_qkv": ({"name": "lora", "rank": 4, "alpha": 8.0, "targets": "qkv"}, True),
+    "lora_qkv_2blocks": ({"name": "lora", "rank": 4, "alpha": 8.0, "targets": "qkv"}, True),
     "lora_qv_2blocks": ({"name": "lora", "rank": 4, "alpha": 4.0, "targets": ["q", "v"]}, True),
     "lora_mlp": ({"name": "lora", "rank": 4, "alpha": 4.0, "targets": "mlp"}, True),
     "adapter": ({"name": "adapter", "width": 8, "style": "serial", "scale": 0.1}, False),

@@ -24,7 +24,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from caulk.cache.prefix import PrefixPlan, run_suffix
-from caulk.peft.lora import LoRALayer
+from caulk.peft.lora import LoRALayer, LoRALinear
 
 #: the largest frozen-qkv cache (bytes) kept for a split; larger splits compute qkv per step
 QKV_CACHE_BYTES = 2 * 2**30
@@ -109,6 +109,8 @@ def _block(block: Block, x: torch.Tensor, class_token_only: bool, qkv) -> torch.
 def _attention(attn: Attention, h: torch.Tensor, class_token_only: bool, base) -> torch.Tensor:
     """timm's ``Attention.forward`` (unfused, no mask) on normed tokens ``h``; ``base``: the
     qkv Linear's precomputed output, to which a LoRA layer adds its update."""
+    if class_token_only and _lora_algebra(attn):
+        return attn.proj_drop(attn.proj(attn.norm(_lora_token0_attention(attn, h, base))))
     batch, tokens, _ = h.shape
     if base is None:
         qkv = attn.qkv(h)
@@ -124,3 +126,40 @@ def _attention(attn: Attention, h: torch.Tensor, class_token_only: bool, base) -
     weights = attn.attn_drop(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
     out = (weights @ v).transpose(1, 2).reshape(batch, q.shape[2], attn.attn_dim)
     return attn.proj_drop(attn.proj(attn.norm(out)))
+
+
+def _lora_algebra(attn: Attention) -> bool:
+    """Whether token 0's attention can skip forming the LoRA-updated keys and values: ``qkv`` an
+    unmerged LoRALinear without dropout, no q/k norm."""
+    lora = attn.qkv
+    return (
+        isinstance(lora, LoRALinear)
+        and not lora.merged
+        and isinstance(lora.dropout, nn.Identity)
+        and isinstance(attn.q_norm, nn.Identity)
+        and isinstance(attn.k_norm, nn.Identity)
+    )
+
+
+def _lora_token0_attention(attn: Attention, h: torch.Tensor, base) -> torch.Tensor:
+    """Token 0's attention output (batch, 1, attn_dim) before ``attn.norm``, for a LoRALinear
+    qkv, without forming the updated keys and values of every token: with u = A h and
+    k = k_base + s B_k u, q·k = q·k_base + s (B_k^T q)·u, and sum_t w_t v_t = sum_t w_t v_base_t
+    + s B_v (sum_t w_t u_t). Per token this reads the base keys and values and u (rank r)
+    instead of computing and storing the 3·dim-wide update."""
+    lora = attn.qkv
+    batch, tokens, _ = h.shape
+    heads, width, s = attn.num_heads, attn.head_dim, lora.scaling
+    base = lora.base(h) if base is None else base
+    base_q, base_k, base_v = base.reshape(batch, tokens, 3, heads, width).unbind(2)
+    u = h @ lora.lora_A.T  # (batch, tokens, r)
+    b_q, b_k, b_v = lora.lora_B.reshape(3, heads, width, -1).unbind(0)  # (heads, width, r)
+    q = base_q[:, 0] + s * torch.einsum("hdr,br->bhd", b_q, u[:, 0])
+    q_on_u = torch.einsum("bhd,hdr->bhr", q, b_k)
+    scores = torch.einsum("bhd,bthd->bht", q, base_k) + s * torch.einsum("bhr,btr->bht", q_on_u, u)
+    weights = attn.attn_drop((scores * attn.scale).softmax(dim=-1))
+    u_mix = torch.einsum("bht,btr->bhr", weights, u)
+    out = torch.einsum("bht,bthd->bhd", weights, base_v) + s * torch.einsum(
+        "hdr,bhr->bhd", b_v, u_mix
+    )
+    return out.reshape(batch, 1, attn.attn_dim)

@@ -10,10 +10,12 @@ keeps its own training subset and sampler order (the schedule the point's own Da
 engine builds it), BatchNorm statistics of the head, learning rate and weight decay (one
 optimizer per candidate over its rows of the stacked tensors: the optimizers in
 ``ELEMENTWISE_OPTIMIZERS`` update each element on its own) and divergence state. Each step runs
-one vmapped group per batch length (points with n below the batch size, or at an epoch's short
-last batch, form their own group), so no row is padding; evaluation pads, which changes nothing
-since every module of the suffix treats rows independently (``suffix_unsupported`` refuses
-BatchNorm in train mode and dropout).
+every point at once, each batch padded to the longest (points with n below the batch size, or at
+an epoch's short last batch, hold fewer rows); each point's loss and head BatchNorm statistics
+are over its own rows, and padding changes nothing else since every module of the suffix treats
+rows independently (``suffix_unsupported`` refuses BatchNorm in train mode and dropout). On the
+demo's LoRA curves one padded computation per step measured faster than one per batch length
+(this session's note on ``benchmarks/suffix.py``).
 Results equal the ``cached`` engine's point by point to floating-point noise (tested).
 """
 
@@ -43,8 +45,6 @@ log = logging.getLogger("caulk.train")
 
 #: rows of the val / test split run through the suffix at once
 EVAL_CHUNK = 256
-#: every point (an index of the stacked tensors)
-ALL = slice(None)
 
 
 def trainable_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -102,7 +102,8 @@ class _Problems:
         self.batch = max(int(d.dm.cfg.batch_size) for d in data)
         idx, mask, self.counts = point_schedules(data, self.steps, self.batch, self.budgets)
         self.idx = idx.to(device)  # (steps, K, batch): each batch's rows first, then padding
-        self.lengths = mask.sum(2).tolist()  # (steps, K) rows in each point's batch
+        self.lengths_t = mask.sum(2).to(device)  # (steps, K) rows in each point's batch
+        self.lengths = self.lengths_t.tolist()
         bn = self.template.head[0]
         self.eps, self.mom = (bn.eps, bn.momentum) if self.head_norm else (0.0, 0.0)
         dim = self.params["head.1.weight"].shape[2]
@@ -120,66 +121,65 @@ class _Problems:
             views.append(part)
         return views
 
-    def features(self, x: torch.Tensor, sel, qkv: torch.Tensor | None) -> torch.Tensor:
-        """(k, B, F) the suffix's output for points ``sel`` (an index tensor or ``ALL``) on
-        their rows ``x`` (k, B, tokens, dim); ``qkv`` the rows' ``first_block_qkv`` or None."""
-        inner = {n: t[sel] for n, t in self.params.items() if n.startswith("backbone.")}
+    def features(self, x: torch.Tensor, qkv: torch.Tensor | None) -> torch.Tensor:
+        """(K, B, F) the suffix's output for every point on its rows ``x`` (K, B, tokens, dim);
+        ``qkv`` the rows' ``first_block_qkv`` or None."""
+        inner = {n: t for n, t in self.params.items() if n.startswith("backbone.")}
 
         def one(params: dict, *rows: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.suffix, params, rows)
+            return functional_call(self.suffix, params, rows, tie_weights=False)
 
         return vmap(one)(inner, x) if qkv is None else vmap(one)(inner, x, qkv)
 
-    def _standardize(self, h: torch.Tensor, sel, train: bool) -> torch.Tensor:
-        """The head's BatchNorm (no affine) of points ``sel`` on their batches ``h`` (k, B, F):
-        batch statistics in training (a batch of one: the running ones, as FeatureStandardize),
-        which also move the running ones; the running ones in evaluation."""
+    def _standardize(self, h: torch.Tensor, train: bool, counts=None) -> torch.Tensor:
+        """The head's BatchNorm (no affine) of every point on its batch ``h`` (K, B, F),
+        of which the first ``counts`` (K,) rows are each point's own (the rest padding; None:
+        every row): batch statistics over those rows in training (a batch of one: the running
+        ones, as FeatureStandardize), which also move the running ones; the running ones in
+        evaluation."""
         if not self.head_norm:
             return h
-        if not train or h.shape[1] == 1:
-            return (h - self.r_mean[sel, None]) / torch.sqrt(self.r_var[sel, None] + self.eps)
-        mean, var = h.mean(1), h.var(1, unbiased=False)
+        running = (h - self.r_mean[:, None]) / torch.sqrt(self.r_var[:, None] + self.eps)
+        if not train:
+            return running
+        if counts is None:
+            counts = torch.full((h.shape[0],), h.shape[1], device=h.device)
+        rows = (torch.arange(h.shape[1], device=h.device) < counts[:, None]).unsqueeze(2)
+        c = counts.clamp(min=1).to(h.dtype)[:, None]
+        mean = torch.where(rows, h, 0.0).sum(1) / c
+        var = torch.where(rows, (h - mean[:, None]).square(), 0.0).sum(1) / c
+        several = counts > 1
         with torch.no_grad():
-            live = self.alive[sel, None]
-            unbiased = var * h.shape[1] / (h.shape[1] - 1)
-            new_mean = (1 - self.mom) * self.r_mean[sel] + self.mom * mean
-            new_var = (1 - self.mom) * self.r_var[sel] + self.mom * unbiased
-            self.r_mean[sel] = torch.where(live, new_mean, self.r_mean[sel])
-            self.r_var[sel] = torch.where(live, new_var, self.r_var[sel])
-            self.tracked[sel] += live[:, 0].long()
-        return (h - mean[:, None]) / torch.sqrt(var[:, None] + self.eps)
+            live = (self.alive & several)[:, None]
+            unbiased = var * c / (c - 1).clamp(min=1)
+            new_mean = (1 - self.mom) * self.r_mean + self.mom * mean
+            new_var = (1 - self.mom) * self.r_var + self.mom * unbiased
+            self.r_mean = torch.where(live, new_mean, self.r_mean)
+            self.r_var = torch.where(live, new_var, self.r_var)
+            self.tracked += live[:, 0].long()
+        batch = (h - mean[:, None]) / torch.sqrt(var[:, None] + self.eps)
+        return torch.where(several[:, None, None], batch, running)
 
-    def logits(self, x: torch.Tensor, sel, train: bool, qkv=None) -> torch.Tensor:
-        """(k, B, classes) the logits of points ``sel`` on their rows ``x`` (``qkv``: see
-        ``features``)."""
-        h = self._standardize(self.features(x, sel, qkv), sel, train)
-        w, b = self.params["head.1.weight"][sel], self.params["head.1.bias"][sel]
+    def logits(self, x: torch.Tensor, train: bool, qkv=None, counts=None) -> torch.Tensor:
+        """(K, B, classes) every point's logits on its rows ``x`` (``qkv``: see ``features``;
+        ``counts``: see ``_standardize``)."""
+        h = self._standardize(self.features(x, qkv), train, counts)
+        w, b = self.params["head.1.weight"], self.params["head.1.bias"]
         return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
-    def _groups(self, t: int) -> list[tuple[int, object]]:
-        """(batch length, points) of step ``t``: the points grouped by how many rows their
-        batch holds, so that no row is padding (``ALL`` when every point's batch is as long)."""
-        lengths = self.lengths[t]  # 0: the point's budget has ended
-        if len(set(lengths)) == 1:
-            return [(lengths[0], ALL)]
-        by_length: dict[int, list[int]] = {}
-        for p, c in enumerate(lengths):
-            if c:
-                by_length.setdefault(c, []).append(p)
-        return [(c, torch.tensor(ps, device=self.device)) for c, ps in by_length.items()]
-
     def step(self, t: int) -> torch.Tensor:
-        """Training step ``t`` of every live point; returns each point's batch loss (K,)."""
-        losses = torch.full((self.k,), float("nan"), device=self.device)
-        total = torch.zeros((), device=self.device)
-        for length, sel in self._groups(t):
-            rows = self.idx[t][sel, :length]
-            logits = self.logits(self.pool[rows], sel, True, _rows(self.pool_qkv, rows))
-            ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[rows], reduction="none")
-            loss = ce.mean(1)
-            keep = torch.isfinite(loss) & self.alive[sel]
-            total = total + torch.where(keep, loss, torch.zeros_like(loss)).sum()
-            losses[sel] = loss.detach()
+        """Training step ``t`` of every live point; returns each point's batch loss (K,). Every
+        point's batch is padded to the longest (rows the suffix treats independently, each
+        point's loss and head statistics over its own rows): one computation per step."""
+        counts = self.lengths_t[t]  # 0: the point's budget has ended
+        width = max(self.lengths[t])
+        rows = self.idx[t][:, :width]
+        logits = self.logits(self.pool[rows], True, _rows(self.pool_qkv, rows), counts)
+        ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[rows], reduction="none")
+        own = torch.arange(width, device=self.device) < counts[:, None]
+        loss = torch.where(own, ce, 0.0).sum(1) / counts.clamp(min=1)
+        keep = torch.isfinite(loss) & self.alive & (counts > 0)
+        total = torch.where(keep, loss, torch.zeros_like(loss)).sum()
         grads = torch.autograd.grad(total, [self.params[n] for n in self.names])
         for n, g in zip(self.names, grads, strict=True):
             self.grads[n].copy_(g)
@@ -189,7 +189,7 @@ class _Problems:
         for scheduler, budget in self.schedulers:
             if t < budget:
                 scheduler.step()
-        return losses
+        return torch.where(counts > 0, loss.detach(), float("nan"))
 
     @torch.no_grad()
     def evaluate(self, split: str, rows_per_point: list[torch.Tensor]) -> list:
@@ -205,7 +205,7 @@ class _Problems:
         right, ce = [], []
         for lo in range(0, width, EVAL_CHUNK):
             r = rows[:, lo : lo + EVAL_CHUNK]
-            logits = self.logits(x_all[r], ALL, False, _rows(qkv_all, r))
+            logits = self.logits(x_all[r], False, _rows(qkv_all, r))
             right.append(logits.argmax(2) == y_all[r])
             ce.append(F.cross_entropy(logits.transpose(1, 2), y_all[r], reduction="none"))
         self.template.train()
@@ -241,6 +241,7 @@ class _Problems:
         self.budgets[p] = step
         for lengths in self.lengths[step:]:
             lengths[p] = 0
+        self.lengths_t[step:, p] = 0
 
     def state(self, p: int) -> dict[str, torch.Tensor]:
         """Point ``p``'s trained tensors, as its TransferModule's ``trainable_state_dict``."""
