@@ -57,13 +57,27 @@ def test_the_lean_suffix_gives_timms_outputs_and_gradients(name):
         x = run_prefix(model, plan, torch.randn(6, 3, 32, 32, dtype=torch.float64))
     lean = LeanSuffix(model, plan)
     assert lean.class_token_only and lean.cached_qkv == cached_qkv
+    assert lean.token0_lora == (name == "lora_qkv")
     qkv = lean.first_block_qkv(x)
     assert (qkv is not None) == cached_qkv
+    inputs = lean.inputs(x)
+    assert len(inputs) == (5 if lean.token0_lora else 2 if cached_qkv else 1)
     want, want_grads = _output_and_grads(model, lambda: run_suffix(model, plan, x))
-    got, got_grads = _output_and_grads(model, lambda: lean(x, qkv))
-    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
-    for g, w in zip(got_grads, want_grads, strict=True):
-        torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-8)
+    for run in (lambda: lean(x, qkv), lambda: lean(*inputs)):
+        got, got_grads = _output_and_grads(model, run)
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-8)
+
+
+def test_the_token0_lora_inputs_of_chosen_rows_are_those_rows_inputs():
+    model, plan = _adapted(METHODS["lora_qkv"][0], last_k=1)
+    with torch.no_grad():
+        x = run_prefix(model, plan, torch.randn(6, 3, 32, 32, dtype=torch.float64))
+    lean, rows = LeanSuffix(model, plan), torch.tensor([4, 1, 1])
+    with torch.no_grad():
+        picked = lean(*(t[rows] for t in lean.inputs(x)))
+        torch.testing.assert_close(picked, run_suffix(model, plan, x[rows]), atol=1e-10, rtol=0)
 
 
 def test_average_pooling_reads_every_token_so_the_last_block_runs_in_full():

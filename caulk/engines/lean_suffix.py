@@ -68,6 +68,13 @@ class LeanSuffix(nn.Module):
         self.lean = bool(blocks) and all(type(b) is Block for b in blocks)
         self.class_token_only = self.lean and reads_class_token_only(backbone)
         self.cached_qkv = self.lean and qkv_base(blocks[0]) is not None
+        # one trained block, read at token 0: it runs from its cached parts (``inputs``)
+        self.token0_lora = (
+            self.class_token_only
+            and self.cached_qkv
+            and len(blocks) == 1
+            and _lora_algebra(blocks[0].attn)
+        )
 
     @torch.no_grad()
     def first_block_qkv(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -79,18 +86,52 @@ class LeanSuffix(nn.Module):
         base = qkv_base(block)
         if x.shape[0] * x.shape[1] * base.out_features * x.element_size() > QKV_CACHE_BYTES:
             return None
-        chunks = [base(block.norm1(x[i : i + QKV_CHUNK])) for i in range(0, len(x), QKV_CHUNK)]
-        return torch.cat(chunks)
+        return _chunked(lambda rows: base(block.norm1(rows)), x)
 
-    def forward(self, x: torch.Tensor, qkv: torch.Tensor | None = None) -> torch.Tensor:
-        """The backbone's output from cached rows ``x``; ``qkv`` their ``first_block_qkv``."""
+    @torch.no_grad()
+    def inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``forward`` takes for cached rows ``x`` (N, tokens, dim), per row (index them
+        to pick rows): ``(x, first_block_qkv)`` or ``(x,)``; with ``token0_lora``, the rows'
+        class token, normed tokens and frozen query of token 0, keys and values by head."""
+        qkv = self.first_block_qkv(x)
+        if qkv is None:
+            return (x,)
+        if not self.token0_lora:
+            return (x, qkv)
+        block = self.backbone.blocks[self.plan.depth]
+        heads, width = block.attn.num_heads, block.attn.head_dim
+        q, k, v = qkv.reshape(*x.shape[:2], 3, heads, width).unbind(2)
+        h = _chunked(block.norm1, x)
+        by_head = (k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous())
+        return (x[:, 0].contiguous(), h, q[:, 0].contiguous(), *by_head)
+
+    def forward(self, x: torch.Tensor, *cached: torch.Tensor | None) -> torch.Tensor:
+        """The backbone's output from the rows' ``inputs`` (or cached rows ``x`` alone, or
+        ``x`` and their ``first_block_qkv``)."""
         if not self.lean:
             return run_suffix(self.backbone, self.plan, x)
+        if len(cached) == 4:
+            x = _token0_lora_block(self.backbone.blocks[self.plan.depth], x, *cached)
+            return self.backbone.forward_head(self.backbone.norm(x))
+        qkv = cached[0] if cached else None
         blocks = self.backbone.blocks[self.plan.depth :]
         last = len(blocks) - 1
         for i, block in enumerate(blocks):
             x = _block(block, x, self.class_token_only and i == last, qkv if i == 0 else None)
         return self.backbone.forward_head(self.backbone.norm(x))
+
+
+def _chunked(fn, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + QKV_CHUNK]) for i in range(0, len(x), QKV_CHUNK)])
+
+
+def _token0_lora_block(block: Block, x0, h, q0, k, v) -> torch.Tensor:
+    """A last block with a LoRALinear qkv at token 0, from its ``LeanSuffix.inputs``."""
+    attn = block.attn
+    u = h @ attn.qkv.lora_A.T
+    out = _token0_lora_mix(attn, u, q0, k, v).reshape(len(x0), 1, attn.attn_dim)
+    x = x0.unsqueeze(1) + block.drop_path1(block.ls1(attn.proj_drop(attn.proj(attn.norm(out)))))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
 def _block(block: Block, x: torch.Tensor, class_token_only: bool, qkv) -> torch.Tensor:
@@ -142,24 +183,31 @@ def _lora_algebra(attn: Attention) -> bool:
 
 
 def _lora_token0_attention(attn: Attention, h: torch.Tensor, base) -> torch.Tensor:
-    """Token 0's attention output (batch, 1, attn_dim) before ``attn.norm``, for a LoRALinear
-    qkv, without forming the updated keys and values of every token: with u = A h and
-    k = k_base + s B_k u, q·k = q·k_base + s (B_k^T q)·u, and sum_t w_t v_t = sum_t w_t v_base_t
-    + s B_v (sum_t w_t u_t). Per token this reads the base keys and values and u (rank r)
-    instead of computing and storing the 3·dim-wide update."""
-    lora = attn.qkv
+    """Token 0's attention output (batch, 1, attn_dim) before ``attn.norm`` for a LoRALinear qkv
+    on normed tokens ``h``; ``base`` the qkv Linear's output on them, or None."""
     batch, tokens, _ = h.shape
-    heads, width, s = attn.num_heads, attn.head_dim, lora.scaling
-    base = lora.base(h) if base is None else base
-    base_q, base_k, base_v = base.reshape(batch, tokens, 3, heads, width).unbind(2)
-    u = h @ lora.lora_A.T  # (batch, tokens, r)
+    base = attn.qkv.base(h) if base is None else base
+    q, k, v = base.reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).unbind(2)
+    u = h @ attn.qkv.lora_A.T
+    out = _token0_lora_mix(attn, u, q[:, 0], k.transpose(1, 2), v.transpose(1, 2))
+    return out.reshape(batch, 1, attn.attn_dim)
+
+
+def _token0_lora_mix(attn: Attention, u, q0, k, v) -> torch.Tensor:
+    """(batch, heads, head_dim) token 0's attention mix without forming the LoRA-updated keys
+    and values of every token: with ``u`` = A h (batch, tokens, r), the frozen query ``q0``
+    of token 0 (batch, dim) and frozen keys ``k`` and values ``v`` (batch, heads, tokens,
+    head_dim), k' = k + s B_k u gives q·k' = q·k + s (B_k^T q)·u, and sum_t w_t v'_t =
+    sum_t w_t v_t + s B_v (sum_t w_t u_t): per token rank-r products instead of the
+    3·dim-wide update."""
+    lora, heads, width = attn.qkv, attn.num_heads, attn.head_dim
+    s = lora.scaling
     b_q, b_k, b_v = lora.lora_B.reshape(3, heads, width, -1).unbind(0)  # (heads, width, r)
-    q = base_q[:, 0] + s * torch.einsum("hdr,br->bhd", b_q, u[:, 0])
+    q = q0.reshape(len(q0), heads, width) + s * torch.einsum("hdr,br->bhd", b_q, u[:, 0])
     q_on_u = torch.einsum("bhd,hdr->bhr", q, b_k)
-    scores = torch.einsum("bhd,bthd->bht", q, base_k) + s * torch.einsum("bhr,btr->bht", q_on_u, u)
+    scores = (q.unsqueeze(2) @ k.transpose(-2, -1)).squeeze(2)
+    scores = scores + s * torch.einsum("bhr,btr->bht", q_on_u, u)
     weights = attn.attn_drop((scores * attn.scale).softmax(dim=-1))
     u_mix = torch.einsum("bht,btr->bhr", weights, u)
-    out = torch.einsum("bht,bthd->bhd", weights, base_v) + s * torch.einsum(
-        "hdr,bhr->bhd", b_v, u_mix
-    )
-    return out.reshape(batch, 1, attn.attn_dim)
+    mixed = (weights.unsqueeze(2) @ v).squeeze(2)
+    return mixed + s * torch.einsum("hdr,bhr->bhd", b_v, u_mix)

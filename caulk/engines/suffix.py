@@ -94,9 +94,9 @@ class _Problems:
             (torch.optim.lr_scheduler.CosineAnnealingLR(o, b), b)
             for o, b in (self.optimizers if cosine else [])
         ]
-        self.pool, self.test = features.pool.to(device), features.test.to(device)
-        self.pool_qkv = self.suffix.first_block_qkv(self.pool)
-        self.test_qkv = self.suffix.first_block_qkv(self.test)
+        self.pool_in = self.suffix.inputs(features.pool.to(device))
+        self.test_in = self.suffix.inputs(features.test.to(device))
+        self.n_test = len(features.test)
         self.y_pool, self.y_test = labels[0].to(device), labels[1].to(device)
         self.k = len(states)
         self.batch = max(int(d.dm.cfg.batch_size) for d in data)
@@ -121,15 +121,15 @@ class _Problems:
             views.append(part)
         return views
 
-    def features(self, x: torch.Tensor, qkv: torch.Tensor | None) -> torch.Tensor:
-        """(K, B, F) the suffix's output for every point on its rows ``x`` (K, B, tokens, dim);
-        ``qkv`` the rows' ``first_block_qkv`` or None."""
+    def features(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(K, B, F) the suffix's output for every point on its rows' ``LeanSuffix.inputs``
+        (each K, B, ...)."""
         inner = {n: t for n, t in self.params.items() if n.startswith("backbone.")}
 
         def one(params: dict, *rows: torch.Tensor) -> torch.Tensor:
             return functional_call(self.suffix, params, rows, tie_weights=False)
 
-        return vmap(one)(inner, x) if qkv is None else vmap(one)(inner, x, qkv)
+        return vmap(one)(inner, *inputs)
 
     def _standardize(self, h: torch.Tensor, train: bool, counts=None) -> torch.Tensor:
         """The head's BatchNorm (no affine) of every point on its batch ``h`` (K, B, F),
@@ -160,10 +160,10 @@ class _Problems:
         batch = (h - mean[:, None]) / torch.sqrt(var[:, None] + self.eps)
         return torch.where(several[:, None, None], batch, running)
 
-    def logits(self, x: torch.Tensor, train: bool, qkv=None, counts=None) -> torch.Tensor:
-        """(K, B, classes) every point's logits on its rows ``x`` (``qkv``: see ``features``;
+    def logits(self, inputs: tuple, train: bool, counts=None) -> torch.Tensor:
+        """(K, B, classes) every point's logits on its rows' ``inputs`` (see ``features``;
         ``counts``: see ``_standardize``)."""
-        h = self._standardize(self.features(x, qkv), train, counts)
+        h = self._standardize(self.features(inputs), train, counts)
         w, b = self.params["head.1.weight"], self.params["head.1.bias"]
         return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
@@ -174,7 +174,7 @@ class _Problems:
         counts = self.lengths_t[t]  # 0: the point's budget has ended
         width = max(self.lengths[t])
         rows = self.idx[t][:, :width]
-        logits = self.logits(self.pool[rows], True, _rows(self.pool_qkv, rows), counts)
+        logits = self.logits(_rows(self.pool_in, rows), True, counts)
         ce = F.cross_entropy(logits.transpose(1, 2), self.y_pool[rows], reduction="none")
         own = torch.arange(width, device=self.device) < counts[:, None]
         loss = torch.where(own, ce, 0.0).sum(1) / counts.clamp(min=1)
@@ -195,8 +195,9 @@ class _Problems:
     def evaluate(self, split: str, rows_per_point: list[torch.Tensor]) -> list:
         """Error and mean loss of every point on its rows of ``split``: ``val`` (rows of the
         pool) or ``test`` (``correct`` too)."""
-        x_all, y_all = (self.pool, self.y_pool) if split == "val" else (self.test, self.y_test)
-        qkv_all = self.pool_qkv if split == "val" else self.test_qkv
+        x_all, y_all = (
+            (self.pool_in, self.y_pool) if split == "val" else (self.test_in, self.y_test)
+        )
         self.template.eval()
         width = max(len(r) for r in rows_per_point)
         rows = torch.zeros(self.k, width, dtype=torch.long, device=self.device)  # 0: padding
@@ -205,7 +206,7 @@ class _Problems:
         right, ce = [], []
         for lo in range(0, width, EVAL_CHUNK):
             r = rows[:, lo : lo + EVAL_CHUNK]
-            logits = self.logits(x_all[r], False, _rows(qkv_all, r))
+            logits = self.logits(_rows(x_all, r), False)
             right.append(logits.argmax(2) == y_all[r])
             ce.append(F.cross_entropy(logits.transpose(1, 2), y_all[r], reduction="none"))
         self.template.train()
@@ -253,8 +254,8 @@ class _Problems:
         return state
 
 
-def _rows(qkv: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
-    return None if qkv is None else qkv[rows]
+def _rows(inputs: tuple[torch.Tensor, ...], rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(t[rows] for t in inputs)
 
 
 class _PointView:
@@ -348,10 +349,10 @@ class _Trace:
         for p, b in enumerate(best):
             if b is not None and b.state is not None:
                 fit.load(p, b.state)
-        test_rows = [torch.arange(len(fit.test), device=fit.device)] * fit.k
+        test_rows = [torch.arange(fit.n_test, device=fit.device)] * fit.k
         results = []
         for p, tst in enumerate(fit.evaluate("test", test_rows)):
-            tst["test/n_test"] = float(len(fit.test))
+            tst["test/n_test"] = float(fit.n_test)
             correct, budget = tst.pop("correct"), fit.budgets[p]
             self.history[p].append((budget, tst))
             counts = fit.counts[p] if budget == planned[p] else fit.counts_at(data[p], budget)
