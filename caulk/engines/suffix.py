@@ -21,6 +21,7 @@ Results equal the ``cached`` engine's point by point to floating-point noise (te
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -50,6 +51,13 @@ EVAL_CHUNK = 256
 def trainable_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """A module's trainable parameters, detached copies (a point's initial values)."""
     return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def initial_values_key(point) -> tuple[int, str]:
+    """What a point's initial values depend on within a curve: its seed and PEFT config (its
+    module is built after seeding with the seed, whatever its n): points with equal keys start
+    from equal tensors, so their module is built once."""
+    return point.seed, json.dumps(point.resolved["peft"], sort_keys=True, default=str)
 
 
 def suffix_unsupported(module: nn.Module) -> str | None:
@@ -387,11 +395,14 @@ class BatchedSuffixEngine(Engine):
     def fit(self, curve: CurveFit) -> dict[int, Any]:
         groups = curve.groups()
         cfgs = [curve.group_cfg(key, idx) for key, idx in groups.items()]
-        template, states = None, {}
+        template, states, built = None, {}, {}
         for i in (i for idx in groups.values() for i in idx):  # one module at a time: K states
-            module = curve.initial_module(i)
-            template = template or module
-            states[i] = trainable_tensors(module)
+            key = initial_values_key(curve.points[i])
+            if key not in built:
+                module = curve.initial_module(i)
+                template = template or module
+                built[key] = trainable_tensors(module)
+            states[i] = built[key]
         why = suffix_unsupported(template)
         if why:
             raise FallBack(why)
