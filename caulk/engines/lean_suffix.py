@@ -1,6 +1,6 @@
 """The suffix after a cached ViT prefix, computing only what the classifier reads.
 
-Two exact shortcuts over ``caulk.cache.prefix.run_suffix`` (same outputs and gradients to
+Exact shortcuts over ``caulk.cache.prefix.run_suffix`` (same outputs and gradients to
 floating-point noise, tested against it):
 
 - **class token only in the last block.** A timm VisionTransformer with ``global_pool='token'``
@@ -11,8 +11,13 @@ floating-point noise, tested against it):
 - **the first block's frozen qkv computed once.** When the first trained block's ``norm1`` is
   frozen and its ``attn.qkv`` is a frozen Linear or a LoRA layer over one, the base projection of
   every cached row is computed once (``first_block_qkv``); each step adds only the low-rank update.
+- **LoRA's keys and values never formed at token 0.** With a LoRALinear qkv in the last block,
+  token 0's attention reads the frozen keys and values and u = A h (``_token0_lora_mix``).
+- **a single trained LoRA block from cached parts.** When that block is the only trained one,
+  its normed tokens, frozen query of token 0 and keys and values by head are cached per row
+  (``inputs``, ``token0_lora``): a step gathers them and runs no norm1.
 
-The batched_suffix engine trains K points over the same rows for many steps, so both shortcuts
+The batched_suffix engine trains K points over the same rows for many steps, so the shortcuts
 pay there; the per-point engines keep the plain module forward (their oracle in the tests).
 """
 
