@@ -27,6 +27,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from caulk.analysis.console import format_analysis
@@ -38,7 +39,9 @@ from caulk.errors import CaulkConfigError, check_writable, one_line
 from caulk.plan import validate_config
 from caulk.progress import progress_to
 from caulk.provenance import provenance
+from caulk.threads import usable_cpus
 from caulk.train import hydra_main
+from caulk.zoo.parallel import ZooJob, build_parallel, missing
 
 MODELS = ("vit_femto", "vit_pico", "vit_nano")
 # At the zoo's fixed pre-training budget (500 steps x 128 images) m=32000 transfers worse than
@@ -166,11 +169,12 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-def check_demo_overrides(sweeps: dict[str, list[str]], extra: list[str]) -> None:
+def check_demo_overrides(sweeps: dict[str, list[str]], extra: list[str]) -> list[DictConfig]:
     """Compose every job of every demo sweep with the ``extra`` overrides and validate its config
     (``caulk.plan.validate_config``, and ``data.n``), so a misspelt key or a bad value fails in
-    one line (CaulkConfigError) before any sweep runs."""
+    one line (CaulkConfigError) before any sweep runs. Returns the jobs' configs."""
     check_group_overrides(extra)
+    configs = []
     try:
         jobs = [job for o in sweeps.values() for job in _sweep_jobs(sweep_overrides(o, extra))]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -178,8 +182,40 @@ def check_demo_overrides(sweeps: dict[str, list[str]], extra: list[str]) -> None
                 cfg = compose(config_name="train", overrides=job)
                 validate_config(cfg)
                 _check_data_n(cfg.data.get("n"))
+                configs.append(cfg)
     except (HydraException, OmegaConfBaseException) as e:
         raise CaulkConfigError(f"bad override: {one_line(e)}") from None
+    return configs
+
+
+def zoo_jobs(configs: list[DictConfig]) -> list[ZooJob]:
+    """The zoo entries the demo's jobs load (``model.weights=zoo``)."""
+    return [job for job in map(ZooJob.from_config, configs) if job is not None]
+
+
+def prebuild_zoo(jobs: list[ZooJob], root: Path) -> float:
+    """Pre-train the missing zoo entries of ``jobs`` before the sweeps, in parallel worker
+    processes (``caulk.zoo.parallel``; their output goes to ``root/zoo.log``). Returns seconds."""
+    start = time.perf_counter()
+    todo = missing(jobs)
+    if not todo:
+        return 0.0
+    workers = min(len(todo), usable_cpus())
+    print(
+        f"[demo] zoo: pre-training {len(todo)} missing entries, {workers} at a time "
+        f"(log: {root / 'zoo.log'})",
+        flush=True,
+    )
+
+    def report(meta: dict) -> None:
+        print(
+            f"[demo]   {meta['arch']} m={meta['source_m']}: {meta['seconds']:.0f} s "
+            f"({meta['torch_threads']} thread(s), source accuracy {meta['source_accuracy']:.3f})",
+            flush=True,
+        )
+
+    build_parallel(todo, workers, root / "zoo.log", on_built=report)
+    return time.perf_counter() - start
 
 
 def _check_data_n(n: object) -> None:
@@ -218,6 +254,22 @@ def run_sweep(name: str, overrides: list[str], root: Path, extra: list[str]) -> 
         tail = "\n".join(log_path.read_text().splitlines()[-15:])
         raise RuntimeError(f"demo sweep {name!r} failed (exit {code}); see {log_path}\n{tail}")
     return time.perf_counter() - start
+
+
+def run_sweeps(
+    sweeps: dict[str, list[str]], root: Path, extra: list[str], group: str
+) -> dict[str, float]:
+    """Run the demo's sweeps one after another (``run_sweep``), all in W&B group ``group``;
+    returns each one's seconds."""
+    seconds = {}
+    for name, overrides in sweeps.items():
+        print(
+            f"[demo] sweep {name}: caulk.train -m experiment=demo {' '.join(overrides)}", flush=True
+        )
+        took = run_sweep(name, [*overrides, group_override(group)], root, extra)
+        seconds[name] = round(took, 1)
+        print(f"[demo]   done in {took:.0f} s (log: {root / name}.log)", flush=True)
+    return seconds
 
 
 def _stream_handlers():
@@ -393,22 +445,17 @@ def main(argv: list[str] | None = None) -> int:
             models, source_m, args.m_sweep_model, not args.no_lora, args.lora_steps, args.transfer
         )
         questions = Questions.parse(TARGET_ERRORS, f"model={models[0]}")
-        check_demo_overrides(sweeps, args.overrides)
+        zoo_needed = zoo_jobs(check_demo_overrides(sweeps, args.overrides))
         root = demo_root(args.out)
     except CaulkConfigError as e:
         print(f"caulk: error: {e}", file=sys.stderr)
         return 2
     root.mkdir(parents=True, exist_ok=True)
     start, zoo = time.perf_counter(), zoo_dir(args.overrides)
-    timing = {"zoo_entries_before": zoo_entries(zoo), "sweeps_s": {}}
+    timing = {"zoo_entries_before": zoo_entries(zoo)}
+    timing["zoo_build_s"] = round(prebuild_zoo(zoo_needed, root), 1)
     group = demo_group(root, args.overrides)
-    for name, overrides in sweeps.items():
-        print(
-            f"[demo] sweep {name}: caulk.train -m experiment=demo {' '.join(overrides)}", flush=True
-        )
-        seconds = run_sweep(name, [*overrides, group_override(group)], root, args.overrides)
-        timing["sweeps_s"][name] = round(seconds, 1)
-        print(f"[demo]   done in {seconds:.0f} s (log: {root / name}.log)", flush=True)
+    timing["sweeps_s"] = run_sweeps(sweeps, root, args.overrides, group)
     analysis_start = time.perf_counter()
     result = analyze(
         [root],

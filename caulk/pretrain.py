@@ -21,6 +21,7 @@ from caulk.backbones import check_arch
 from caulk.cli import CONFIG_DIR, announce_job, reject_job, run_cli
 from caulk.console import quiet_console
 from caulk.errors import CaulkConfigError
+from caulk.threads import configure as configure_threads
 from caulk.zoo.build import build_zoo_entry, check_source_cfg
 from caulk.zoo.store import ensure_entry, entry_for
 
@@ -32,6 +33,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Build (or find) the zoo entry of ``cfg.model`` under ``cfg.source_task``; return its metadata."""
     check_arch(cfg.model.arch)
     check_source_cfg(cfg.model, cfg.source_task)
+    configure_threads()  # this process's share of the CPUs (caulk.threads), as caulk.train's
     entry = entry_for(cfg.model, cfg.source_task, cfg.paths.zoo_dir)
     meta, built = ensure_entry(
         entry,

@@ -82,6 +82,8 @@ def demo_time(sources: Path) -> str:
         src = load(name, sources)
         met = "met" if src["total_s"] <= goal_s else "**not met**"
         stages = ", ".join(f"{k} sweep {v:.0f} s" for k, v in src["sweeps_s"].items())
+        if src.get("zoo_build_s"):  # the zoo stage (parallel pre-training) before the sweeps
+            stages = f"zoo pre-training {src['zoo_build_s']:.0f} s, {stages}"
         lines.append(
             f"- **{src['total_s']:.0f} s with {what}** ({src['zoo_entries_before']} zoo entries "
             f"before, {src['zoo_entries_after']} after): {stages}, analysis "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from caulk.threads import usable_cpus
 from tests.conftest import REPO, cli_env
 
 TIMEOUT_S = 600  # a hung benchmark fails instead of stalling the suite
@@ -271,3 +272,13 @@ def test_adaptive_ratio_smoke(tmp_path):
     pooled = r["pooled"]
     assert pooled["trials"] == 1 and 0 <= pooled["coverage"] <= 1 and pooled["mean_points"] >= 24
     assert sum(r["stops"].values()) == 1
+
+
+def test_zoo_build_smoke(tmp_path):
+    r = run_smoke("zoo_build", tmp_path)
+    assert r["name"] == "zoo_build_parallel" and r["workers"] == min(2, usable_cpus())
+    assert_positive(r, "ratio")
+    entries = {"caulk_vit_femto m=0", "caulk_vit_femto m=40"}
+    assert set(r["sequential"]["entries"]) == set(r["parallel"]["entries"]) == entries
+    share = max(1, usable_cpus() // r["workers"])  # each worker's share of the threads
+    assert {e["torch_threads"] for e in r["parallel"]["entries"].values()} == {share}

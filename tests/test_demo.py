@@ -145,8 +145,11 @@ def test_reduced_demo_end_to_end(tmp_path):
     )
     assert sorted(shell.stdout.split()) == [str(r.resolve()) for r in runs]
     # progress reaches the console, one line per step (not a terminal); no bar in the logs
-    for line in ("[caulk] job 2/2  experiment=demo", "[caulk] pre-training step 1/200  caulk_"):
-        assert line in proc.stderr, line
+    assert "[caulk] job 2/2  experiment=demo" in proc.stderr
+    # the zoo is pre-trained first, in worker processes: a line per entry, their steps in zoo.log
+    assert "[demo] zoo: pre-training 2 missing entries" in proc.stdout
+    assert "[demo]   caulk_vit_femto m=4000: " in proc.stdout
+    assert "[caulk] pre-training step 1/200  caulk_" in (out / "zoo.log").read_text()
     # the LoRA curve's 12 trainings (6 points x 2 lr candidates) run as one batched computation
     assert "[caulk] 12 points in 1 batched_suffix fit(s)  vit_femto lora" in proc.stderr
     assert "[caulk] batched step 1/" in proc.stderr
@@ -157,6 +160,7 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert set(timing["sweeps_s"]) == {"linear", "lora"}  # m = 0, 4000 only: no m sweep
     assert timing["total_s"] >= sum(timing["sweeps_s"].values()) + timing["analysis_s"] > 0
     assert (timing["zoo_entries_before"], timing["zoo_entries_after"]) == (0, 2)
+    assert timing["total_s"] >= timing["zoo_build_s"] > 0
     zoo = {e["source_m"]: e for e in timing["zoo"]}  # the entries it pre-trained, as built
     assert set(zoo) == {0, 4000} and {e["arch"] for e in zoo.values()} == {"caulk_vit_femto"}
     assert zoo[4000]["wall_time_s"] > 0 and 0 <= zoo[4000]["source_accuracy"] <= 1
