@@ -3,10 +3,10 @@ sweeps did, building each entry on first use) against ``caulk.zoo.parallel`` (on
 per CPU, each with its share of the threads), measured in one run.
 
     python benchmarks/zoo_build.py [--models vit_femto,vit_pico,vit_nano] [--source-m 0,250,1000,4000]
-                                   [--steps 500] [--workers 0] [--smoke]
+                                   [--m-sweep-model vit_pico] [--steps 500] [--workers 0] [--smoke]
 
 The entries are those ``python -m caulk.demo`` loads (``caulk.demo.zoo_jobs``: every model at
-m=0 and the largest m, the m-sweep model at the others), each built into a fresh temporary zoo
+m=0 and the largest m, ``--m-sweep-model`` at the others), each built into a fresh temporary zoo
 by each arm; ``--steps`` sets ``source_task.steps`` (the recipe's 500 by default). ``--workers
 0``: one per usable CPU. Prints each entry's seconds, threads and source accuracy in both arms
 (the weights differ in the last bits across thread counts; the accuracies should agree), the
@@ -32,13 +32,19 @@ from caulk.zoo.build import build_zoo_entry  # noqa: E402
 from caulk.zoo.parallel import ZooJob, build_parallel  # noqa: E402
 from caulk.zoo.store import ensure_entry  # noqa: E402
 
-SMOKE = {"models": "vit_femto", "source_m": "0,40", "steps": 3, "val_size": 32}
+SMOKE = {
+    "models": "vit_femto",
+    "m_sweep_model": "vit_femto",
+    "source_m": "0,40",
+    "steps": 3,
+    "val_size": 32,
+}
 
 
 def demo_zoo(args, zoo: Path) -> list[ZooJob]:
     """The distinct zoo entries the demo loads, at ``--steps``, in ``zoo``."""
     models = [m for m in args.models.split(",") if m]
-    sweeps = demo_sweeps(models, args.source_m, models[-1], lora=True)
+    sweeps = demo_sweeps(models, args.source_m, args.m_sweep_model, lora=True)
     extra = [
         f"paths.zoo_dir={zoo}",
         f"source_task.steps={args.steps}",
@@ -84,6 +90,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--source-m", type=int_list, default=list(SOURCE_M))
+    p.add_argument("--m-sweep-model", default="vit_pico", help="the demo's m-sweep model")
     p.add_argument("--steps", type=int, default=500, help="source_task.steps")
     p.add_argument("--val-size", type=int, default=2048, help="source_task.val_size")
     p.add_argument("--workers", type=int, default=0, help="0: one per usable CPU")

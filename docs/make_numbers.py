@@ -404,16 +404,42 @@ def zoo_table(sources: Path) -> str:
         "",
         f"From `demo.json` of the empty-zoo demo ({where(src)}; `{src['command']}`):",
         "",
-        "| `model=` | params (backbone) | width × depth | pre-training at m=4000 "
+        "| `model=` | params (backbone) | width × depth | pre-training at m=4000 (threads) "
         "| source accuracy (256 classes) |",
         "|---|---|---|---|---|",
     ]
     for e in entries:
         rows.append(
             f"| `{e['arch'].removeprefix('caulk_')}` | {e['num_params']:,} "
-            f"| {ZOO_SHAPES.get(e['arch'], '?')} | {e['wall_time_s']:.1f} s "
+            f"| {ZOO_SHAPES.get(e['arch'], '?')} | {e['wall_time_s']:.1f} s ({e['torch_threads']}) "
             f"| {e['source_accuracy']:.3f} |"
         )
+    return "\n".join(rows) + "\n"
+
+
+def zoo_build(sources: Path) -> str:
+    """docs/performance.md#zoo-build: the demo's zoo built in one process against in parallel."""
+    src = load("zoo_build", sources)
+    seq, par = src["sequential"], src["parallel"]
+    rows = [
+        "",
+        f"`{src['command']}` ({where(src)}; {src['steps']} steps per entry):",
+        "",
+        f"| entry | one process: s (threads) | accuracy | {src['workers']} workers: s (threads) "
+        "| accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, one in seq["entries"].items():
+        two = par["entries"][name]
+        rows.append(
+            f"| {name} | {one['wall_time_s']:.1f} ({one['torch_threads']}) "
+            f"| {one['source_accuracy']:.3f} | {two['wall_time_s']:.1f} ({two['torch_threads']}) "
+            f"| {two['source_accuracy']:.3f} |"
+        )
+    rows += [
+        f"| **all, wall time** | **{seq['seconds']:.1f} s** | | **{par['seconds']:.1f} s** "
+        f"| **{src['ratio']:.2f}x** faster |",
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -703,6 +729,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "compile-check": compile_check,
     "suffix-goal": suffix_goal,
     "zoo-table": zoo_table,
+    "zoo-build": zoo_build,
     "split-coverage-table": split_coverage_table,
     "analysis-speed": analysis_speed,
     "coverage-table": coverage_table,
