@@ -63,6 +63,16 @@ def pretrain_cfg(zoo_dir: Path, *overrides: str):
     return cfg
 
 
+def random_imagefolder(root: Path, per_class: int, size: int) -> None:
+    """An ImageFolder of random RGB images: classes ``a`` and ``b``, ``per_class`` each."""
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+
+
 # --- the generated source -------------------------------------------------------------------
 
 
@@ -211,12 +221,7 @@ def test_source_m_zero_stores_the_random_init(tmp_path):
 
 
 def test_pretrain_on_a_user_imagefolder(tmp_path):
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "src" / cls).mkdir(parents=True)
-        for i in range(12):
-            pixels = rng.integers(0, 255, size=(20, 20, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "src" / cls / f"{i}.png")
+    random_imagefolder(tmp_path / "src", per_class=12, size=20)
     meta = pretrain(
         pretrain_cfg(
             tmp_path / "zoo",

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from PIL import Image
 
 from caulk.demo import check_demo_overrides, demo_sweeps, zoo_jobs
 from caulk.errors import CaulkConfigError
 from caulk.pretrain import pretrain
 from caulk.zoo.parallel import ZooJob, build_parallel, missing
 from tests.conftest import CONF, compose_cfg
-from tests.test_zoo import TINY_SOURCE
+from tests.test_zoo import TINY_SOURCE, random_imagefolder
 
 
 def zoo_job(zoo, model: str, m: int, *overrides: str) -> ZooJob:
@@ -83,12 +81,7 @@ def test_parallel_builds_equal_one_thread_builds_and_are_not_repeated(tmp_path, 
 
 
 def test_a_failing_build_is_raised_and_writes_no_entry(tmp_path):
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "src" / cls).mkdir(parents=True)
-        for i in range(6):
-            pixels = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "src" / cls / f"{i}.png")
+    random_imagefolder(tmp_path / "src", per_class=6, size=8)
     zoo = tmp_path / "zoo"
     too_large = zoo_job(
         zoo, "vit_femto", 40, "source_task=imagefolder", f"source_task.root={tmp_path / 'src'}"
