@@ -107,7 +107,7 @@ def test_one_bad_job_does_not_stop_an_in_process_sweep(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "loop"),
     [
-        (["peft=full", "peft.lr=10"], "lightning"),
+        (["peft=full", "peft.lr=1e6"], "lightning"),
         (["peft=lora", "peft.lr=1e6"], "lightning"),
         (["peft.lr=1e37", "cache.batch_points=false"], "cached"),
         (["peft.lr=1e37"], "batched_heads"),

@@ -56,7 +56,8 @@ SGD = ["optimizer._target_=torch.optim.SGD"]
         (LORA, 1e-4),
         ([*LORA, *SGD], 5e-6),
         (["peft=adapter", "peft.last_k_blocks=2", "peft.lr=0.01", *SGD], 5e-5),
-        (["peft=partial", "peft.blocks=1", *SGD], 5e-6),
+        # the head BatchNorm's running mean: 5.1e-6 apart on an Intel Xeon (summation order)
+        (["peft=partial", "peft.blocks=1", *SGD], 2e-5),
     ],
     ids=["lora", "lora_sgd", "adapter_sgd", "partial_sgd"],
 )
