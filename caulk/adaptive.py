@@ -58,8 +58,9 @@ from caulk.adaptive_ratio import (
 )
 from caulk.adaptive_value import FANTASY_REPLICATES, cost_model, fantasy, log_width, scenarios
 from caulk.analysis.answers import sample_complexity
+from caulk.analysis.averaging import CurveModel
 from caulk.analysis.collect import ADAPTIVE_TRACE
-from caulk.analysis.models import curve_model
+from caulk.analysis.models import curve_model, curve_models
 from caulk.atomic import write_json_atomic
 from caulk.cluster import is_global_zero
 from caulk.config import ADAPTIVE_KEYS
@@ -176,7 +177,7 @@ def _more_seeds(n: int, done: set[tuple[int, int]], count: int) -> list[tuple[in
     return new
 
 
-def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
+def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records, model):
     """(points, why) for one target, or (None, why) when it needs nothing more."""
     target, status = answer["target"], answer["status"]
     lo, hi, n_star = answer.get("n_star_lo"), answer.get("n_star_hi"), answer.get("n_star")
@@ -186,7 +187,7 @@ def _target_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int
     if status == "ok" and np.isfinite(lo) and np.isfinite(hi) and hi / lo <= spec.precision:
         return None, f"E={target:g}: n* {n_star:,.0f} [{lo:,.0f}, {hi:,.0f}] within precision"
     if status == "ok" and n_star <= top * SAME_N:
-        return _inside_step(answer, spec, done, measured, records)
+        return _inside_step(answer, spec, done, measured, records, model)
     if top >= spec.n_hi:
         return None, f"E={target:g}: the answer lies beyond the range's top n={spec.n_hi}"
     reach = (
@@ -205,13 +206,13 @@ def _new_ns(spots: list[float], spec: AdaptiveSpec, measured: list[int]) -> list
     return sorted(n for n in clipped if _measured_near(n, measured) is None)
 
 
-def _inside_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
+def _inside_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records, model):
     """(points, why) for an answer inside the measured range whose interval is too wide: new n
     where the rule looks (``n_star``: at n*; ``bracket``: at the interval's ends), else more
     seeds at the measured n nearest n*; ``value``: the candidate worth most per cost."""
     target, n_star = answer["target"], answer["n_star"]
     if spec.rule == "value":
-        return _value_step(answer, spec, done, measured, records)
+        return _value_step(answer, spec, done, measured, records, model)
     spots = [n_star] if spec.rule == "n_star" else [answer["n_star_lo"], answer["n_star_hi"]]
     new = _new_ns(spots, spec, measured)
     if new:
@@ -229,15 +230,17 @@ def propose(
     spec: AdaptiveSpec,
     done: set[tuple[int, int]],
     records: list[dict] | None = None,
+    model: CurveModel | None = None,
 ) -> Decision:
     """The next round's points from this round's answers (one per target); ``done``: every
-    (n, seed) measured so far, ``records`` their records (the ``value`` rule refits on them).
+    (n, seed) measured so far, ``records`` their records (the ``value`` rule refits on them),
+    ``model`` the curve's model the answers came from (:func:`fit_round`; else built again).
     Stops when no target needs a point."""
     measured = sorted({n for n, _ in done})
     decision = Decision()
     beyond = False
     for answer in answers:
-        points, why = _target_step(answer, spec, done, measured, records or [])
+        points, why = _target_step(answer, spec, done, measured, records or [], model)
         decision.why.append(why)
         beyond |= "beyond the range's top" in why
         for p in points or []:
@@ -249,26 +252,36 @@ def propose(
     return decision
 
 
+def fit_round(
+    records: list[dict],
+    spec: AdaptiveSpec,
+    replicates: int = REPLICATES,
+    targets: tuple[float, ...] | None = None,
+) -> tuple[list[dict], CurveModel | str]:
+    """Every target's answer (``targets``: these instead of the spec's) from the ok records so
+    far, and the curve's model they come from (the analysis' averaged model, ``replicates``
+    bootstrap fits), or why it has none."""
+    targets = spec.targets if targets is None else targets
+    frame = points_frame(records, "adaptive")
+    models = curve_models(frame, ["curve"], "test_error", replicates=replicates)
+    table = sample_complexity(
+        frame, ["curve"], "test_error", list(targets), replicates=replicates, models=models
+    )
+    answers = [{k: plain(row[k]) for k in ANSWER_KEYS} for _, row in table.iterrows()]
+    return answers, models.get(("adaptive",), "no ok points")
+
+
 def fit_answers(
     records: list[dict],
     spec: AdaptiveSpec,
     replicates: int = REPLICATES,
     targets: tuple[float, ...] | None = None,
 ) -> list[dict]:
-    """Every target's answer (``targets``: these instead of the spec's) from the ok records so
-    far (the analysis' averaged model, ``replicates`` bootstrap fits)."""
-    targets = spec.targets if targets is None else targets
-    table = sample_complexity(
-        points_frame(records, "adaptive"),
-        ["curve"],
-        "test_error",
-        list(targets),
-        replicates=replicates,
-    )
-    return [{k: plain(row[k]) for k in ANSWER_KEYS} for _, row in table.iterrows()]
+    """Every target's answer from the ok records so far (:func:`fit_round` without its model)."""
+    return fit_round(records, spec, replicates, targets)[0]
 
 
-def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records):
+def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records, model):
     """(points, why): the candidate (a new n at n* or at either end of its interval, both ends,
     or more seeds at the measured n nearest n*) expected to shrink the interval most per second
     of measured cost (:mod:`caulk.adaptive_value`)."""
@@ -280,7 +293,8 @@ def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]
         candidates[f"n={ends[0]} and n={ends[1]}"] = [(n, s) for n in ends for s in spec.seeds]
     near = min(measured, key=lambda m: abs(math.log(m / n_star)))
     candidates[f"more seeds at n={near}"] = _more_seeds(near, done, len(spec.seeds))
-    model = curve_model(points_frame(records, "adaptive"), "test_error", replicates=REPLICATES)
+    if not isinstance(model, CurveModel):
+        model = curve_model(points_frame(records, "adaptive"), "test_error", replicates=REPLICATES)
     cost, cap = cost_model(records), TAIL_STEP * spec.n_hi
 
     def width(rows: list[dict]) -> float:
@@ -406,8 +420,8 @@ def adaptive_loop(
     while True:
         for r in train(points):
             records[(r["n"], r["seed"])] = r
-        answers = fit_answers(list(records.values()), spec)
-        decision = propose(answers, spec, set(records), list(records.values()))
+        answers, model = fit_round(list(records.values()), spec)
+        decision = propose(answers, spec, set(records), list(records.values()), model)
         decision.stop = decision.stop or _budget_spent(spec, records, decision.points)
         if trace is not None:
             trace.add(points, answers, decision, list(records.values()))
@@ -432,14 +446,16 @@ def ratio_loop(
             for r in trains[name](points[name]):
                 records[name][(r["n"], r["seed"])] = r
         rows = {name: list(records[name].values()) for name in CURVES}
-        answers, ratio_rows = fit_ratio(rows, spec, REPLICATES)
-        steps = {n: propose(answers[n], each, set(records[n]), rows[n]) for n in CURVES}
+        answers, ratio_rows, models = fit_ratio(rows, spec, REPLICATES)
+        steps = {n: propose(answers[n], each, set(records[n]), rows[n], models[n]) for n in CURVES}
         if not any(steps[n].points for n in CURVES) and not all(
             ratio_precise(r, spec.precision) for r in ratio_rows
         ):  # each curve within its share but the ratio not yet: narrow the wider curve further
             wider = max(CURVES, key=lambda n: max(log_width(a, math.inf) for a in answers[n]))
             tight = dataclasses.replace(each, precision=1.0 + 1e-9)
-            steps[wider] = propose(answers[wider], tight, set(records[wider]), rows[wider])
+            steps[wider] = propose(
+                answers[wider], tight, set(records[wider]), rows[wider], models[wider]
+            )
         decision = _ratio_decision(spec, ratio_rows, steps, rows)
         if trace is not None:
             trace.add(

@@ -27,6 +27,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from caulk.analysis.answers import ratios, sample_complexity
+from caulk.analysis.models import curve_models
 
 CURVES = ("curve", "baseline")
 #: the fields of an answer an adaptive trace keeps
@@ -37,12 +38,13 @@ BASELINE_DIR = "baseline"
 
 def baseline_cfg(cfg: DictConfig) -> DictConfig:
     """The baseline curve's config: this job's with ``curve.baseline`` applied, its records in
-    ``<output_dir>/baseline``."""
+    ``<output_dir>/baseline`` with ``curve_role: "baseline"``."""
     overrides = [str(o) for o in cfg.curve.baseline]
     out = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     with open_dict(out):
         out.paths.output_dir = str(Path(cfg.paths.output_dir) / BASELINE_DIR)
         out.curve.baseline = None
+        out.curve.role = BASELINE_DIR  # its records say so: the analysis keeps the curves apart
     return out
 
 
@@ -51,14 +53,17 @@ def curve_spec(spec):
     return dataclasses.replace(spec, precision=spec.precision ** (1 / math.sqrt(2)))
 
 
-def fit_ratio(records: dict[str, list[dict]], spec, replicates: int) -> tuple[dict, list]:
-    """Both curves' answers (by curve) and, per target, the ratio n*(baseline) / n*(curve) with
-    its 95% interval, from one fit of the two curves (their draws in pairs)."""
-    frames = [points_frame(rows, name) for name, rows in records.items()]
+def fit_ratio(records: dict[str, list[dict]], spec, replicates: int) -> tuple[dict, list, dict]:
+    """Both curves' answers (by curve), per target the ratio n*(baseline) / n*(curve) with its
+    95% interval, from one fit of the two curves (their draws in pairs), and each curve's model
+    (or why it has none)."""
+    frame = pd.concat(
+        [points_frame(rows, name) for name, rows in records.items()], ignore_index=True
+    )
+    models = curve_models(frame, ["curve"], "test_error", replicates=replicates)
     table = sample_complexity(
-        pd.concat(frames, ignore_index=True), ["curve"], "test_error", list(spec.targets),
-        replicates=replicates,
-    )  # fmt: skip
+        frame, ["curve"], "test_error", list(spec.targets), replicates=replicates, models=models
+    )
     answers = {
         name: [
             {k: plain(row[k]) for k in ANSWER_KEYS}
@@ -81,7 +86,7 @@ def fit_ratio(records: dict[str, list[dict]], spec, replicates: int) -> tuple[di
                 )
             )
         )
-    return answers, out
+    return answers, out, {name: models.get((name,), "no ok points") for name in CURVES}
 
 
 def ratio_precise(row: dict, precision: float) -> bool:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from caulk.adaptive import (
@@ -331,6 +332,11 @@ def test_a_real_curve_against_its_baseline_trains_both_and_reports_the_ratio(
     assert own and theirs and all(r["status"] == "ok" for r in own + theirs)
     out = capsys.readouterr().out
     assert "[adaptive] n*(baseline) / n*(curve) at E=0.3:" in out
-    report = analyze([tmp_path / "run"], out=tmp_path / "analysis").files["report.html"]
-    section = report.read_text().split("<section id='adaptive'>")[1].split("</section>")[0]
-    assert "n*(baseline) / n*(curve)" in section
+    assert {r.get("curve_role") for r in own} == {None}
+    assert {r["curve_role"] for r in theirs} == {"baseline"}
+    files = analyze([tmp_path / "run"], out=tmp_path / "analysis").files
+    section = files["report.html"].read_text().split("<section id='adaptive'>")[1]
+    assert "n*(baseline) / n*(curve)" in section.split("</section>")[0]
+    # init_seed is no curve key: the role alone keeps the two curves apart in the fits
+    fits = pd.read_csv(files["fits.csv"])
+    assert len(fits) == 2 and sorted(fits.curve_role.fillna("-")) == ["-", "baseline"]

@@ -15,7 +15,7 @@ import pandas as pd
 #: the order in which keys appear in a label; keys not listed follow in their own order
 LABEL_ORDER = ("model", "peft", "peft_knob_value", "weights", "source_m", "data")
 #: keys printed as their bare value; the others as ``key=value``
-BARE_KEYS = {"model", "peft", "weights", "data"}
+BARE_KEYS = {"model", "peft", "weights", "data", "curve_role"}
 SEPARATOR = " · "
 
 

@@ -10,7 +10,9 @@ from caulk.analysis.answers import MAX_EXTRAPOLATION, parse_targets
 from caulk.analysis.families import FAMILIES
 from caulk.errors import CaulkConfigError
 
-DEFAULT_GROUP_BY = ("data", "model", "weights", "source_m", "peft", "peft_knob_value")
+DEFAULT_GROUP_BY = (
+    "data", "model", "weights", "source_m", "peft", "peft_knob_value", "curve_role"
+)  # fmt: skip
 #: the figure formats --format accepts; PNG is always written (the report embeds it)
 FIGURE_FORMATS = ("png", "pdf", "svg")
 

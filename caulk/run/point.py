@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from caulk import __version__
@@ -88,6 +89,7 @@ def _new_record(ctx: CurveContext, plan: PointPlan, method) -> Record:
         n_val=len(plan.datamodule.val_idx),
         step_budget=plan.step_budget,
         curve=ctx.curve,
+        curve_role=OmegaConf.select(cfg, "curve.role"),
         features_cached=features is not None,
         cache_prefix=None if features is None else features.plan.tag,
         cache_source=None if features is None else features.source,

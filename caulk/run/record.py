@@ -48,6 +48,7 @@ _OPTIONAL = (
     "tune_candidate",
     "test_correct",
     "test_set",
+    "curve_role",
 )
 #: fields that are not scalar table columns
 _NESTED = ("config", "traceback")
@@ -82,6 +83,7 @@ class Record:
     pool_size: int | None = None
     n_val: int | None = None
     curve: bool = False
+    curve_role: str | None = None  # "baseline": a point of an adaptive run's baseline curve
     features_cached: bool = False
     cache_prefix: str | None = None
     cache_source: str | None = None
