@@ -3,7 +3,8 @@ fixed log grids, measured in one run.
 
     python benchmarks/adaptive.py [--trials 20] [--truths pow2,pow3,pow4,exp3,mmf4]
                                   [--precision 1.3] [--seed 0] [--out r.json]
-                                  [--real] [--real-lora] [--real-target 0.2] [--smoke]
+                                  [--real] [--real-lora] [--real-target 0.2]
+                                  [--lora-grid-sizes 4-12] [--smoke]
 
 Each trial plants a curve with the truth known (``benchmarks/coverage.py``'s truths and seed
 noise, sd 0.03 at n = 10 falling as n^-0.3), asks for n* at the error the truth reaches at n =
@@ -22,7 +23,10 @@ answer reaches the precision; the ratios say how much less the adaptive run spen
 the zoo, the default ridge probe, n* at ``--real-target``; ``--real-lora`` adds the m = 4000
 LoRA curve, last block, lr tuned per point): the training seconds and points of an
 adaptive run against the smallest fixed log grid over the same range whose answer reaches the
-same precision (the true n* is unknown there, so no coverage).
+same precision (the true n* is unknown there, so no coverage). The grids are tried from the
+smallest k up, and every grid tried is reported (its points, seconds and hi/lo);
+``--lora-grid-sizes`` sets the LoRA curve's (e.g. ``12-16``: a grid of k n costs about k times
+a LoRA point, so a search that starts where an earlier run left off saves most of the time).
 ``--smoke``: one truth, one trial, loose precision (seconds; numbers mean nothing).
 """
 
@@ -149,27 +153,34 @@ def _real_cfg(extra: list[str], out: Path, target: float, precision: float, curv
     return compose_train(overrides, out)
 
 
-def real_curve(extra: list[str], target: float, precision: float, out: Path) -> dict:
-    """An adaptive run on a real curve against the smallest precise fixed grid (or the largest
-    tried, ``precise`` false)."""
+def _precise(answer: dict, precision: float) -> bool:
+    lo, hi = answer["n_star_lo"], answer["n_star_hi"]
+    return bool(lo and np.isfinite(lo) and hi and np.isfinite(hi) and hi / lo <= precision)
+
+
+def real_curve(
+    extra: list[str], target: float, precision: float, out: Path, grid_sizes: range
+) -> dict:
+    """An adaptive run on a real curve against the smallest precise fixed grid of
+    ``grid_sizes`` (or the largest tried, ``precise`` false)."""
     records = train_curve(_real_cfg(extra, out / "adaptive", target, precision, ["curve.n=auto"]))
     trace = json.loads((out / "adaptive" / "adaptive.json").read_text())
     spec = AdaptiveSpec((target,), trace["spec"]["n_lo"], trace["spec"]["n_hi"], precision, 60,
                         None, SEEDS)  # fmt: skip
     adaptive = {"points": len(records), "train_s": sum(r["wall_time_s"] for r in records),
                 "answer": trace["rounds"][-1]["answers"][0]}  # fmt: skip
-    for k in REAL_GRID_SIZES["lora" if "peft=lora" in extra else "probe"]:
+    tried = []
+    for k in grid_sizes:
         ns = sorted({int(round(v)) for v in np.geomspace(spec.n_lo, spec.n_hi, k)})
         curve = [f"curve.n=[{','.join(map(str, ns))}]", "curve.seeds=[0,1,2]"]
         grid = train_curve(_real_cfg(extra, out / f"grid{k}", target, precision, curve))
         answer = fit_answers(grid, spec)[0]
-        lo, hi = answer["n_star_lo"], answer["n_star_hi"]
-        if lo and np.isfinite(lo) and hi and np.isfinite(hi) and hi / lo <= precision:
+        tried.append({"k": k, "points": len(grid), "train_s": sum(r["wall_time_s"] for r in grid),
+                      "answer": answer, "precise": _precise(answer, precision)})  # fmt: skip
+        if tried[-1]["precise"]:
             break
-    precise = bool(lo and np.isfinite(lo) and hi and np.isfinite(hi) and hi / lo <= precision)
-    fixed = {"k": k, "points": len(grid), "train_s": sum(r["wall_time_s"] for r in grid),
-             "answer": answer, "precise": precise}  # fmt: skip
-    return {"adaptive": adaptive, "smallest_precise_grid": fixed,
+    fixed = tried[-1]
+    return {"adaptive": adaptive, "smallest_precise_grid": fixed, "grids_tried": tried,
             "train_s_ratio": round(fixed["train_s"] / adaptive["train_s"], 2),
             "points_ratio": round(fixed["points"] / adaptive["points"], 2)}  # fmt: skip
 
@@ -185,6 +196,12 @@ def _ratios_to_grid(pooled: dict) -> dict:
         ),
         "points_ratio_vs_smallest_grid": round(small["mean_points"] / flat["mean_points"], 2),
     }
+
+
+def _sizes(text: str) -> range:
+    """``12-16`` (or ``12``): the grid sizes k to try, ascending."""
+    lo, _, hi = text.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
 
 
 def summarise(rows: pd.DataFrame) -> dict:
@@ -212,6 +229,7 @@ def main() -> None:
     p.add_argument("--real", action="store_true", help="also the demo's real probe curves")
     p.add_argument("--real-lora", action="store_true", help="also the demo's LoRA curve")
     p.add_argument("--real-target", type=float, default=0.2)
+    p.add_argument("--lora-grid-sizes", type=_sizes, default=REAL_GRID_SIZES["lora"])
     args = parse_args(p, SMOKE)
     start, rows = time.perf_counter(), []
     for truth in args.truths.split(","):
@@ -235,7 +253,8 @@ def main() -> None:
             curves = {**REAL, **(REAL_LORA if args.real_lora else {})}
             for name, extra in curves.items():
                 out = Path(tmp) / name.replace(" ", "_")
-                real[name] = real_curve(extra, args.real_target, args.precision, out)
+                sizes = args.lora_grid_sizes if name in REAL_LORA else REAL_GRID_SIZES["probe"]
+                real[name] = real_curve(extra, args.real_target, args.precision, out, sizes)
     table = pd.DataFrame(rows)
     pooled = summarise(table) if rows else {}  # --trials 0: the real curves only
     per_truth = {t: summarise(g) for t, g in table.groupby("truth", sort=False)} if rows else {}
