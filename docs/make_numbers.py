@@ -676,7 +676,23 @@ def adaptive_table(sources: Path) -> str:
                 f"| {g['k']}, {g['points']}, {g['train_s']:.1f} s, {_answer(g['answer'])} "
                 f"| {r['train_s_ratio']:.2f}x |"
             )
+        rows += _grids_tried(real["real"])
     return "\n".join(rows) + "\n"
+
+
+def _grids_tried(real: dict) -> list[str]:
+    """One line per real curve: the fixed grids tried, smallest first, with each one's hi/lo."""
+    lines = [
+        f"- {name}: k = "
+        + ", ".join(f"{g['k']} ({g['train_s']:.0f} s, hi/lo {_hi_lo(g['answer'])})" for g in tried)
+        for name, r in real.items()
+        if (tried := r.get("grids_tried"))
+    ]
+    return (
+        ["", "The fixed grids tried, smallest first (training s, hi/lo):", "", *lines]
+        if lines
+        else []
+    )
 
 
 def adaptive_ratio_table(sources: Path) -> str:
@@ -705,11 +721,16 @@ def _n(value) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _hi_lo(a: dict) -> str:
+    """``1.26``: the ratio hi/lo of an answer's n* interval ("–" when it is open)."""
+    lo, hi = a.get("n_star_lo"), a.get("n_star_hi")
+    return f"{hi / lo:.2f}" if lo and hi and lo > 0 and hi != float("inf") else "–"
+
+
 def _answer(a: dict) -> str:
     """``273 [239, 302], 1.26``: n*, its interval and the interval's ratio hi/lo."""
     lo, hi = a.get("n_star_lo"), a.get("n_star_hi")
-    ratio = f"{hi / lo:.2f}" if lo and hi and lo > 0 and hi != float("inf") else "–"
-    return f"{_n(a.get('n_star'))} [{_n(lo)}, {_n(hi)}], {ratio}"
+    return f"{_n(a.get('n_star'))} [{_n(lo)}, {_n(hi)}], {_hi_lo(a)}"
 
 
 #: region name -> its text, from the sources

@@ -29,7 +29,7 @@ from tests.conftest import compose_cfg, run_cli
 from tests.wandb_files import history, of_type, wandb_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.adaptive import adaptive_trial, planted_train, spec_for  # noqa: E402
+from benchmarks.adaptive import adaptive_trial, planted_train, real_curve, spec_for  # noqa: E402
 from benchmarks.coverage import TRUTHS, true_n_star  # noqa: E402
 
 SPEC = AdaptiveSpec((0.2,), 10, 1000, 1.3, 60, None, (0, 1, 2), "n_star")
@@ -340,3 +340,20 @@ def test_a_real_curve_against_its_baseline_trains_both_and_reports_the_ratio(
     # init_seed is no curve key: the role alone keeps the two curves apart in the fits
     fits = pd.read_csv(files["fits.csv"])
     assert len(fits) == 2 and sorted(fits.curve_role.fillna("-")) == ["-", "baseline"]
+
+
+@pytest.mark.slow
+def test_the_real_curve_benchmark_tries_grids_up_from_the_smallest_and_reports_each(tmp_path):
+    """``benchmarks/adaptive.py --real``'s comparison on a real probe curve: fixed grids from
+    k = 4 up until one reaches the precision, each reported with its own answer."""
+    precision = 1.6
+    r = real_curve(["model.weights=none"], 0.3, precision, tmp_path, range(4, 8))
+    tried = r["grids_tried"]
+    assert [g["k"] for g in tried] == list(range(4, 4 + len(tried)))
+    for g in tried:
+        lo, hi = g["answer"]["n_star_lo"], g["answer"]["n_star_hi"]
+        precise = bool(lo and hi and np.isfinite(hi) and hi / lo <= precision)
+        assert g["precise"] == precise
+        assert g["points"] == 3 * g["k"]  # k distinct log-spaced n over [10, pool] x 3 seeds
+    assert not any(g["precise"] for g in tried[:-1]) and r["smallest_precise_grid"] == tried[-1]
+    assert r["adaptive"]["points"] >= 12 and r["adaptive"]["train_s"] > 0

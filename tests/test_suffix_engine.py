@@ -3,12 +3,14 @@ as one computation, point by point equal to the per-point light loop (the oracle
 points trained one at a time by the ``cached`` engine, ``cache.batch_points=false``)."""
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+from caulk.adaptive_value import cost_model
 from caulk.train import train_curve
 
 SMALL = ["data.batch_size=16", "trainer.max_steps=12", "trainer.val_check_interval=4"]
@@ -149,3 +151,24 @@ def test_a_curve_the_batched_engine_cannot_train_says_why_in_every_record(
     assert {r["engine_reason"] for r in records} == {reason}
     saved = [json.loads((Path(r["output_dir"]) / "record.json").read_text()) for r in records]
     assert {s["engine_reason"] for s in saved} == {reason}
+
+
+def test_a_batched_fit_s_seconds_go_to_its_points_by_their_step_budgets(fast_cfg, tmp_path):
+    """The batched fit trains every point at once; each record's wall_time_s gets the fit's
+    seconds in proportion to its step budget (13 steps at n=10, 42 at n=33), so the adaptive
+    rule's cost model sees a point's cost grow with its budget, not the whole fit on the first."""
+    budget = [
+        "budget.mode=epochs",
+        "budget.epochs=20",
+        "budget.min_steps=3",
+        "budget.max_steps=100",
+    ]
+    args = [*SMALL, *LORA, *SGD, *CURVE, *budget, "tune=none"]
+    start = time.perf_counter()
+    records = train_curve(fast_cfg(*args, out=tmp_path / "r"))
+    elapsed = time.perf_counter() - start
+    assert {r["train_loop"] for r in records} == {"batched_suffix"}
+    assert [r["step_budget"] for r in records] == [13, 13, 42, 42]
+    wall = [r["wall_time_s"] for r in records]
+    assert min(wall[2:]) > wall[1] > 0 and sum(wall) <= elapsed
+    assert cost_model(records).per_example > 0

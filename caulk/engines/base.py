@@ -143,10 +143,18 @@ class Engine(ABC):
     generality: ClassVar[int]  # 0 trains any config; higher: more specialised
     fits_curve: ClassVar[bool] = False  # ``fit`` trains the points before they run
     shares_module: ClassVar[bool] = False  # the points of one group share one TransferModule
+    #: ``fit`` steps every live point together, one step of each costing about the same
+    work_by_steps: ClassVar[bool] = False
 
     def fit(self, curve: CurveFit) -> dict[int, Any]:
         """Point index -> what ``run`` needs of it (an Exception: that point's failure)."""
         return {}
+
+    def work(self, point: Any) -> float:
+        """A point's part of the curve ``fit``'s work, relative to the other points' (its
+        record's ``wall_time_s`` gets that share of the fit's seconds): its step budget where
+        the fit steps points together (equal under ``budget.mode=fixed``), else equal."""
+        return float(point.step_budget or 1) if self.work_by_steps else 1.0
 
     @abstractmethod
     def run(self, job: PointJob, fitted: Any = None) -> PointResult:

@@ -418,7 +418,7 @@ class BatchedHeadsEngine(Engine):
     candidate's, when the tune grid shares the computation) trained as one computation."""
 
     name, generality = "batched_heads", 3
-    fits_curve = shares_module = True
+    fits_curve = shares_module = work_by_steps = True
 
     def fit(self, curve: CurveFit) -> dict[int, Any]:
         groups = curve.groups()

@@ -85,28 +85,32 @@ class LeanSuffix(nn.Module):
     def first_block_qkv(self, x: torch.Tensor) -> torch.Tensor | None:
         """The first trained block's frozen qkv projection of cached rows ``x`` (N, tokens,
         dim), or None when it does not apply or would exceed ``QKV_CACHE_BYTES``."""
-        if not self.cached_qkv:
+        if not self._qkv_cacheable(x):
             return None
         block = self.backbone.blocks[self.plan.depth]
-        base = qkv_base(block)
-        if x.shape[0] * x.shape[1] * base.out_features * x.element_size() > QKV_CACHE_BYTES:
-            return None
-        return _chunked(lambda rows: base(block.norm1(rows)), x)
+        return _chunked(lambda rows: qkv_base(block)(block.norm1(rows)), x)
+
+    def _qkv_cacheable(self, x: torch.Tensor) -> bool:
+        if not self.cached_qkv:
+            return False
+        out_features = qkv_base(self.backbone.blocks[self.plan.depth]).out_features
+        return x.shape[0] * x.shape[1] * out_features * x.element_size() <= QKV_CACHE_BYTES
 
     @torch.no_grad()
     def inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What ``forward`` takes for cached rows ``x`` (N, tokens, dim), per row (index them
         to pick rows): ``(x, first_block_qkv)`` or ``(x,)``; with ``token0_lora``, the rows'
         class token, normed tokens and frozen query of token 0, keys and values by head."""
-        qkv = self.first_block_qkv(x)
-        if qkv is None:
-            return (x,)
         if not self.token0_lora:
-            return (x, qkv)
+            qkv = self.first_block_qkv(x)
+            return (x,) if qkv is None else (x, qkv)
+        if not self._qkv_cacheable(x):
+            return (x,)
         block = self.backbone.blocks[self.plan.depth]
+        h = _chunked(block.norm1, x)  # normed once: the LoRA reads it too
+        qkv = _chunked(qkv_base(block), h)
         heads, width = block.attn.num_heads, block.attn.head_dim
         q, k, v = qkv.reshape(*x.shape[:2], 3, heads, width).unbind(2)
-        h = _chunked(block.norm1, x)
         by_head = (k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous())
         return (x[:, 0].contiguous(), h, q[:, 0].contiguous(), *by_head)
 

@@ -391,6 +391,7 @@ class BatchedSuffixEngine(Engine):
 
     name, generality = "batched_suffix", 2
     fits_curve = shares_module = True  # run() loads each point's trained tensors into one module
+    work_by_steps = True
 
     def fit(self, curve: CurveFit) -> dict[int, Any]:
         groups = curve.groups()

@@ -120,6 +120,18 @@ def _fit_curve(plan: CurvePlan, ctx: CurveContext) -> dict[int, Any]:
         return {}
 
 
+def _fit_shares(plan: CurvePlan, ctx: CurveContext, seconds: float) -> dict[int, float]:
+    """Each fitted point's share of the curve fit's ``seconds``, by its engine's ``work``: the
+    fit's time goes to the points it trained, not all to the first (the adaptive rule's cost
+    model reads it per point). Nothing when the points fell back to one at a time."""
+    if not ctx.heads:
+        return {}
+    engine = get_engine(ctx.strategy.engine)
+    work = {i: engine.work(plan.points[i]) for i in ctx.heads}
+    total = sum(work.values())
+    return {i: seconds * w / total for i, w in work.items()}
+
+
 class CurvePointsFailed(RuntimeError):
     """Some points of a curve failed (each has its failed record); the others ran."""
 
@@ -156,8 +168,10 @@ def run_curve(
         refresh_finished(plan)  # another process may have run points while this one waited
         if not plan.pending:
             return _all_done(plan)
+        fit_start = time.perf_counter()
         ctx.heads = _fit_curve(plan, ctx)
-        records = _run_points(plan, ctx, start)
+        ctx.fit_seconds = _fit_shares(plan, ctx, time.perf_counter() - fit_start)
+        records = _run_points(plan, ctx, start + sum(ctx.fit_seconds.values()))
     failed = [r for r in records if r["status"] != "ok"]
     if plan.curve and failed and strict:
         raise CurvePointsFailed(

@@ -52,6 +52,7 @@ class CurveContext:
     curve: bool
     curve_run: Any = None
     heads: dict[int, Any] = field(default_factory=dict)  # index -> what the engine fitted for it
+    fit_seconds: dict[int, float] = field(default_factory=dict)  # index -> its share of the fit
     # batched points share one module per config group (a tuned curve's candidate)
     shared_modules: dict[int | None, tuple[TransferModule, dict[str, int]]] = field(
         default_factory=dict
@@ -223,7 +224,7 @@ def run_point(ctx: CurveContext, plan: PointPlan, index: int, start: float) -> R
             raise KeyboardInterrupt from None  # Lightning's exit(1) on Ctrl+C: caulk exits 130
         raise
     finally:
-        record.wall_time_s = round(time.perf_counter() - start, 3)
+        record.wall_time_s = round(time.perf_counter() - start + ctx.fit_seconds.get(index, 0), 3)
         if is_global_zero():  # DDP: one record per point, written by rank 0
             record.write(plan.output_dir)
         _log_to_curve(ctx.curve_run, record)
