@@ -684,12 +684,17 @@ def _grids_tried(real: dict) -> list[str]:
     """One line per real curve: the fixed grids tried, smallest first, with each one's hi/lo."""
     lines = [
         f"- {name}: k = "
-        + ", ".join(f"{g['k']} ({g['train_s']:.0f} s, hi/lo {_hi_lo(g['answer'])})" for g in tried)
+        + ", ".join(f"{g['k']} ({g['train_s']:.3g} s, {_hi_lo(g['answer'])})" for g in tried)
         for name, r in real.items()
         if (tried := r.get("grids_tried"))
     ]
     return (
-        ["", "The fixed grids tried, smallest first (training s, hi/lo):", "", *lines]
+        [
+            "",
+            "Every fixed grid tried, smallest first: k (training s, hi/lo of its n* interval):",
+            "",
+            *lines,
+        ]
         if lines
         else []
     )
