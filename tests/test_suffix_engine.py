@@ -171,4 +171,5 @@ def test_a_batched_fit_s_seconds_go_to_its_points_by_their_step_budgets(fast_cfg
     assert [r["step_budget"] for r in records] == [13, 13, 42, 42]
     wall = [r["wall_time_s"] for r in records]
     assert min(wall[2:]) > wall[1] > 0 and sum(wall) <= elapsed
-    assert cost_model(records).per_example > 0
+    # the first point also carries the curve's set-up and extraction: the cost fit leaves it out
+    assert cost_model(records[1:]).per_example > 0
