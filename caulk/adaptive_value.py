@@ -9,7 +9,8 @@ interval is too wide, measure the ones expected to shrink that interval most per
   bootstrap curves whose n* sits low, in the middle and high in the current draws. Under each,
   the candidate's points take that curve's error at their n, spread by the curve's seed noise
   there (the measured seed spread, smoothed in log n as the analysis does) at the normal
-  quantiles of their seeds: a candidate adds leverage and degrees of freedom but no luck, and a
+  quantiles of their seeds, scaled to a typical sample spread of that many seeds so that the
+  refit's noise model reads back the predicted noise, neither more nor less: a candidate adds leverage and degrees of freedom but no luck, and a
   point that tells the scenarios apart is worth more than one they agree on. The expected
   shrink is the mean over the scenarios of log(n*_hi / n*_lo) now minus after, refitted by the
   analysis' own model (``caulk.adaptive.fit_answers``, common random numbers throughout).
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from caulk.analysis.averaging import CurveModel, seed_noise
+from caulk.analysis.averaging import CurveModel, log_sd_bias, seed_noise
 
 #: bootstrap replicates of each fantasy refit (fewer than the answers' own: only compared)
 FANTASY_REPLICATES = 60
@@ -88,7 +89,9 @@ def fantasy(
     predict: Callable[[float], float], records: list[dict], points: list[tuple[int, int]]
 ) -> list[dict]:
     """Records for ``points`` as the model expects them: the averaged error at each n plus the
-    seed noise there at the normal quantiles of that n's new seeds (centred, unit spread)."""
+    seed noise there at the normal quantiles of that n's new seeds, spread as a sample of that
+    many seeds typically is (``log_sd_bias``: 25% below the sd for 3 seeds), which the noise
+    model's unbiasing turns back into the predicted sd."""
     by_n: dict[int, list[int]] = {}
     for n, seed in points:
         by_n.setdefault(n, []).append(seed)
@@ -98,7 +101,8 @@ def fantasy(
     for n, sd in zip(ns, sds, strict=True):
         seeds = by_n[n]
         z = stats.norm.ppf((np.arange(len(seeds)) + 0.5) / len(seeds))
-        z = z / z.std(ddof=1) if len(seeds) > 1 else z
+        if len(seeds) > 1:
+            z = z / z.std(ddof=1) * math.exp(log_sd_bias(len(seeds)))
         mean = predict(n)
         out += [
             {"n": n, "seed": s, "status": "ok", "test_error": mean + sd * q}
