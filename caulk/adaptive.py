@@ -35,6 +35,7 @@ the fits being seeded, reaches the same decisions. The trace goes to ``<output_d
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -206,6 +207,15 @@ def _new_ns(spots: list[float], spec: AdaptiveSpec, measured: list[int]) -> list
     return sorted(n for n in clipped if _measured_near(n, measured) is None)
 
 
+def _gap_ns(answer: dict, spec: AdaptiveSpec, measured: list[int]) -> list[int]:
+    """New n halfway (in log) between neighbouring measured n whose span meets the n* interval."""
+    lo, hi = answer["n_star_lo"], answer["n_star_hi"]
+    if not (lo and hi and np.isfinite(lo) and np.isfinite(hi)):
+        return []
+    mids = [math.sqrt(a * b) for a, b in itertools.pairwise(measured) if a < hi and b > lo]
+    return _new_ns(mids, spec, measured)
+
+
 def _inside_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records, model):
     """(points, why) for an answer inside the measured range whose interval is too wide: new n
     where the rule looks (``n_star``: at n*; ``bracket``: at the interval's ends), else more
@@ -291,6 +301,8 @@ def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int]
     ends = _new_ns(spots[1:], spec, measured)
     if len(ends) == 2:
         candidates[f"n={ends[0]} and n={ends[1]}"] = [(n, s) for n in ends for s in spec.seeds]
+    for n in _gap_ns(answer, spec, measured):
+        candidates.setdefault(f"n={n}", [(n, s) for s in spec.seeds])
     near = min(measured, key=lambda m: abs(math.log(m / n_star)))
     candidates[f"more seeds at n={near}"] = _more_seeds(near, done, len(spec.seeds))
     if not isinstance(model, CurveModel):
