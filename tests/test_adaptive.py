@@ -3,7 +3,6 @@ the loop on planted curves with the truth known (its final interval must keep it
 optional stopping), and a real run end to end, resumed without retraining."""
 
 import dataclasses
-import itertools
 import json
 import re
 import sys
@@ -378,9 +377,10 @@ def test_the_real_curve_benchmark_tries_grids_up_from_the_smallest_and_reports_e
 
 
 def test_when_n_star_and_its_interval_ends_are_measured_the_value_rule_offers_the_gaps_between():
-    """The demo's LoRA curve as measured (seed means and spreads per n, E = 0.2): n* and both
-    ends sit at measured n, so a new n halfway (in log) between the measured neighbours that
-    the interval spans is offered next to more seeds, and no offered n repeats a measured one."""
+    """The demo's LoRA curve as measured (seed means and spreads per n, E = 0.2) with n* at a
+    measured n and both ends of its interval near measured ones: a new n halfway (in log)
+    between the measured neighbours the interval spans is offered next to more seeds, and no
+    offered n repeats a measured one."""
     rng = np.random.default_rng(0)
     measured = {10: (0.52, 0.08), 22: (0.42, 0.05), 49: (0.26, 0.02), 74: (0.23, 0.01),
                 99: (0.195, 0.02), 109: (0.197, 0.02), 138: (0.128, 0.013)}  # fmt: skip
@@ -389,11 +389,8 @@ def test_when_n_star_and_its_interval_ends_are_measured_the_value_rule_offers_th
         for n, (m, sd) in measured.items() for s in range(3)
     ]  # fmt: skip
     spec = AdaptiveSpec((0.2,), 10, 5120, 1.3, 60, None, (0, 1, 2), "value")
-    answers = fit_answers(records, spec)
-    lo, hi = answers[0]["n_star_lo"], answers[0]["n_star_hi"]
-    decision = propose(answers, spec, {(r["n"], r["seed"]) for r in records}, records)
+    answer = _answer(n_star=99.0, lo=76.0, hi=108.0)  # n*, its ends: within 10% of measured n
+    decision = propose([answer], spec, {(r["n"], r["seed"]) for r in records}, records)
     new_n = re.sub(r"more seeds at n=\d+", "", decision.why[0])
     offered = [int(n) for n in re.findall(r"n=(\d+)", new_n)]
-    spans = [(a, b) for a, b in itertools.pairwise(sorted(measured)) if a < hi and b > lo]
-    assert any(a < n < b for n in offered for a, b in spans)
-    assert all(min(abs(np.log(n / m)) for m in measured) > np.log(1.1) for n in offered)
+    assert offered and all(74 < n < 99 for n in offered)
