@@ -14,8 +14,8 @@ interval is too wide, measure the ones expected to shrink that interval most per
   point that tells the scenarios apart is worth more than one they agree on. The expected
   shrink is the mean over the scenarios of log(n*_hi / n*_lo) now minus after, refitted by the
   analysis' own model (``caulk.adaptive.fit_answers``, common random numbers throughout).
-- Candidates: a new n at n*, at either end of its interval, at both ends, and more seeds at the
-  measured n nearest n*.
+- Candidates: a new n at n*, at either end of its interval, at both ends, halfway (in log)
+  between the measured n that the interval spans, and more seeds at the measured n nearest n*.
 """
 
 from __future__ import annotations
