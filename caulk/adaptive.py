@@ -293,8 +293,8 @@ def fit_answers(
 
 def _value_step(answer: dict, spec: AdaptiveSpec, done: set, measured: list[int], records, model):
     """(points, why): the candidate (a new n at n* or at either end of its interval, both ends,
-    a gap between measured n inside it, or more seeds at the measured n nearest n*) expected to shrink the interval most per second
-    of measured cost (:mod:`caulk.adaptive_value`)."""
+    a gap between measured n inside it, or more seeds at the measured n nearest n*) expected
+    to shrink the interval most per second of measured cost (:mod:`caulk.adaptive_value`)."""
     target, n_star = answer["target"], answer["n_star"]
     spots = [n_star, answer["n_star_lo"], answer["n_star_hi"]]
     candidates = {f"n={n}": [(n, s) for s in spec.seeds] for n in _new_ns(spots, spec, measured)}

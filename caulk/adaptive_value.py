@@ -10,8 +10,9 @@ interval is too wide, measure the ones expected to shrink that interval most per
   the candidate's points take that curve's error at their n, spread by the curve's seed noise
   there (the measured seed spread, smoothed in log n as the analysis does) at the normal
   quantiles of their seeds, scaled to a typical sample spread of that many seeds so that the
-  refit's noise model reads back the predicted noise, neither more nor less: a candidate adds leverage and degrees of freedom but no luck, and a
-  point that tells the scenarios apart is worth more than one they agree on. The expected
+  refit's noise model reads back the predicted noise, neither more nor less: a candidate adds
+  leverage and degrees of freedom but no luck, and a point that tells the scenarios apart is
+  worth more than one they agree on. The expected
   shrink is the mean over the scenarios of log(n*_hi / n*_lo) now minus after, refitted by the
   analysis' own model (``caulk.adaptive.fit_answers``, common random numbers throughout).
 - Candidates: a new n at n*, at either end of its interval, at both ends, halfway (in log)

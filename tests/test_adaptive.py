@@ -379,8 +379,8 @@ def test_the_real_curve_benchmark_tries_grids_up_from_the_smallest_and_reports_e
 def test_when_n_star_and_its_interval_ends_are_measured_the_value_rule_offers_the_gaps_between():
     """The demo's LoRA curve as measured (seed means and spreads per n, E = 0.2) with n* at a
     measured n and both ends of its interval near measured ones: a new n halfway (in log)
-    between the measured neighbours the interval spans is offered next to more seeds, and no
-    offered n repeats a measured one."""
+    between the measured neighbours the interval spans (74 and 99) is offered next to more
+    seeds, and every new n offered lies in that gap."""
     rng = np.random.default_rng(0)
     measured = {10: (0.52, 0.08), 22: (0.42, 0.05), 49: (0.26, 0.02), 74: (0.23, 0.01),
                 99: (0.195, 0.02), 109: (0.197, 0.02), 138: (0.128, 0.013)}  # fmt: skip
