@@ -666,15 +666,16 @@ def adaptive_table(sources: Path) -> str:
             "",
             "| curve | adaptive: points, training s, n\\* [95%], hi/lo | smallest precise grid "
             "(or the largest tried): k n, points, training s, n\\* [95%], hi/lo "
-            "| grid / adaptive, training s |",
-            "|---|---|---|---:|",
+            "| grid / adaptive, training s | wall s, adaptive / grid |",
+            "|---|---|---|---:|---:|",
         ]
         for name, r in real["real"].items():
             a, g = r["adaptive"], r["smallest_precise_grid"]
+            wall = f"{a['wall_s']:.1f} / {g['wall_s']:.1f}" if "wall_s" in a else "not measured"
             rows.append(
                 f"| {name} | {a['points']}, {a['train_s']:.1f} s, {_answer(a['answer'])} "
                 f"| {g['k']}, {g['points']}, {g['train_s']:.1f} s, {_answer(g['answer'])} "
-                f"| {r['train_s_ratio']:.2f}x |"
+                f"| {r['train_s_ratio']:.2f}x | {wall} |"
             )
         rows += _grids_tried(real["real"])
     return "\n".join(rows) + "\n"

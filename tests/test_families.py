@@ -83,7 +83,7 @@ REAL_NS = np.array([16, 32, 64, 128, 256, 512, 1024], float)
 REAL_SE = 0.02 * (REAL_NS / 10) ** -0.3 / np.sqrt(3)
 
 
-def _averaged_trials(name: str, trials: int = 8) -> tuple[list[float], list[tuple[float, float]]]:
+def _averaged_trials(name: str, trials: int = 24) -> tuple[list[float], list[tuple[float, float]]]:
     """Per noisy trial of a planted family: the RMS of (model - truth) / se over the measured n,
     and the 95% band of the model's error at 4x the largest n."""
     rng = np.random.default_rng(5)
@@ -100,17 +100,43 @@ def _averaged_trials(name: str, trials: int = 8) -> tuple[list[float], list[tupl
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_the_averaged_model_follows_every_planted_family(name):
-    """Each LCDB family planted under realistic seed noise (pow4 and mmf4 included): the
-    averaged model's line is about as close to the truth as a least-squares fit of the right
-    family (RMS of (model - truth) / se about sqrt(3/7) = 0.65; a line off by 2 se gives 2),
-    and, but for exp3, its 95% band at 4x the largest n holds the truth in at least 7 of 8
-    trials. exp3 is the known miss (docs/analysis.md#coverage): at 4x it sits on its floor,
-    and the band, from families that keep falling, ends just below it in about half the trials."""
+    """Each LCDB family planted under realistic seed noise (pow4 and mmf4 included), 24 trials:
+    the averaged model's line is about as close to the truth as a least-squares fit of the
+    right family (RMS of (model - truth) / se about sqrt(3/7) = 0.65 on average; a line off by
+    2 se gives 2, allowed in one trial), and, but for exp3, its 95% band at 4x the largest n
+    holds the truth in at least 21 of 24 trials (at a true 95%, fewer happens 3% of the time).
+    exp3 is the known miss (docs/analysis.md#coverage): at 4x it sits on its floor, and the
+    band, from families that keep falling, ends just below it in about half the trials."""
     rms, bands = _averaged_trials(name)
-    assert np.mean(rms) < 1.0 and max(rms) < 2.1, rms
+    assert np.mean(rms) < 1.0 and sum(r > 2.1 for r in rms) <= 1, rms
     if name != "exp3":
         far = PLANTED[name](np.array([4 * REAL_NS[-1]]))[0]
-        assert sum(lo <= far <= hi for lo, hi in bands) >= 7, (far, bands)
+        assert sum(lo <= far <= hi for lo, hi in bands) >= 21, (far, bands)
+
+
+def test_a_refit_with_a_point_added_keeps_the_other_points_draws():
+    """Common random numbers: refitting a planted pow3 curve with one more n (its data on the
+    fitted line, the seed sd of its neighbours) leaves each n's bootstrap noise where it was,
+    so the two fits' n* draws move together replicate by replicate (the adaptive rule compares
+    such refits); with the noise drawn afresh they would be unrelated."""
+    rng = np.random.default_rng(3)
+    ns = REAL_NS[:6]
+    runs = PLANTED["pow3"](ns) + 0.02 * (ns / 10) ** -0.3 * rng.standard_normal((3, len(ns)))
+    e, sd, seeds = runs.mean(0), runs.std(0, ddof=1), np.full(len(ns), 3.0)
+    before = fit_curve_model(ns, e, sd, seeds, replicates=200)
+    target = float(before.predict(np.array([100.0]))[0])
+    extra = np.sqrt(ns[3] * ns[4])
+    after = fit_curve_model(
+        np.append(ns, extra),
+        np.append(e, before.predict(np.array([extra]))),
+        np.append(sd, np.sqrt(sd[3] * sd[4])),
+        np.append(seeds, 3.0),
+        replicates=200,
+    )
+    pair = np.log([before.n_star_draws(target), after.n_star_draws(target)])
+    pair = pair[:, np.isfinite(pair).all(0)]
+    assert pair.shape[1] > 150
+    assert np.corrcoef(pair)[0, 1] > 0.5, np.corrcoef(pair)[0, 1]
 
 
 def test_bad_input_is_a_one_line_error():

@@ -20,7 +20,10 @@ For one curve (seed means e_i at n_i):
    (chi^2 / dof > 1, common on real curves) scales the noise up.
 4. **Draws.** Per family, a parametric bootstrap: the fitted curve plus Student-t noise of the
    (scaled) standard errors, refitted; each family contributes in proportion to its weight, so
-   the draws carry the family uncertainty as well as the noise.
+   the draws carry the family uncertainty as well as the noise. Each n draws its noise from
+   its own stream, so refitting with a point added keeps every other n's draws: an interval
+   moves by what the new point says, not by a reshuffle of the random numbers (the adaptive
+   rule's fantasy refits compare on common random numbers).
 
 The curve is the weighted average of the families' fitted curves: its line, asymptote, local
 rate and n*(E) are what every surface shows; intervals are quantiles of the draws.
@@ -482,6 +485,16 @@ def _known(family: str) -> Family:
     return FAMILIES[family]
 
 
+def _noise_at(n: np.ndarray, replicates: int, rng_seed: int) -> np.ndarray:
+    """(replicates, len(n)) standard normals, each n's column from its own stream (seeded by
+    ``rng_seed`` and n), so that a replicate's noise at an n stays the same when other n are
+    added: refits on more points share their random numbers (common random numbers)."""
+    columns = [
+        np.random.default_rng([rng_seed, int(round(x))]).standard_normal(replicates) for x in n
+    ]
+    return np.column_stack(columns)
+
+
 def _bootstrap(
     model: CurveModel, families, replicates: int, rng_seed: int, shift: np.ndarray | None = None
 ) -> Draws:
@@ -490,11 +503,11 @@ def _bootstrap(
     chi-square law (Student-t margins); every family refitted and reweighted on each (also
     those under MIN_WEIGHT on the data: leaving them out cost 4x-beyond coverage 0.97 -> 0.83
     in benchmarks/coverage.py's design)."""
-    rng = np.random.default_rng(rng_seed)
     se = model.noise.se * model.scale
     dof = max(model.noise.dof, 1.0)
-    spread = np.sqrt(dof / stats.chi2.rvs(dof, size=(replicates, 1), random_state=rng))
-    data = model.predict(model.n) + se * spread * rng.standard_normal((replicates, len(model.n)))
+    uniform = np.random.default_rng(rng_seed).random((replicates, 1))
+    spread = np.sqrt(dof / stats.chi2.ppf(uniform, dof))
+    data = model.predict(model.n) + se * spread * _noise_at(model.n, replicates, rng_seed)
     if shift is not None:  # the test rows' own sampling error, shared across n
         data = data + shift[:replicates]
     usable = {f: fam for f, fam in families.items() if _params(fam) <= len(model.n)}
