@@ -3,10 +3,12 @@ fit is never worse than the planted parameters, n*(E) matches closed forms, para
 bound are flagged, and the averaged model follows each planted family under realistic noise."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from caulk.analysis.averaging import fit_curve_model
 from caulk.analysis.families import FAMILIES, fit_family
+from caulk.analysis.models import curve_models
 from caulk.errors import CaulkConfigError
 
 NS = np.array([8, 16, 32, 64, 128, 256, 512, 1024, 2048], float)
@@ -137,6 +139,30 @@ def test_a_refit_with_a_point_added_keeps_the_other_points_draws():
     pair = pair[:, np.isfinite(pair).all(0)]
     assert pair.shape[1] > 150
     assert np.corrcoef(pair)[0, 1] > 0.5, np.corrcoef(pair)[0, 1]
+
+
+def test_two_curves_of_one_analysis_draw_independent_noise():
+    """Two curves measured at the same n with the same data: each curve's draws come from its
+    own stream, so their n* draws are unrelated replicate by replicate (a ratio's interval,
+    taken from the draws in pairs, is not narrowed by noise the curves share); each curve's
+    draws are the same in every analysis of it."""
+    rng = np.random.default_rng(4)
+    ns = REAL_NS[:6]
+    errors = PLANTED["pow3"](ns) + 0.02 * (ns / 10) ** -0.3 * rng.standard_normal((3, len(ns)))
+    rows = [
+        {"curve": c, "n": n, "seed": s, "test_error": errors[s, i]}
+        for c in ("a", "b")
+        for s in range(3)
+        for i, n in enumerate(ns)
+    ]
+    frame = pd.DataFrame(rows)
+    models = curve_models(frame, ["curve"], "test_error", replicates=200)
+    target = float(models[("a",)].predict(np.array([100.0]))[0])
+    pair = np.log([models[(c,)].n_star_draws(target) for c in ("a", "b")])
+    pair = pair[:, np.isfinite(pair).all(0)]
+    assert pair.shape[1] > 150 and abs(np.corrcoef(pair)[0, 1]) < 0.3, np.corrcoef(pair)
+    alone = curve_models(frame[frame.curve == "a"], ["curve"], "test_error", replicates=200)
+    assert np.array_equal(alone[("a",)].n_star_draws(target), models[("a",)].n_star_draws(target))
 
 
 def test_bad_input_is_a_one_line_error():

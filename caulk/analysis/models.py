@@ -3,6 +3,8 @@ figures, the report and the answers (see :mod:`caulk.analysis.averaging`)."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 
@@ -90,6 +92,12 @@ def _at_bound(model: CurveModel, family: str) -> tuple[str, ...]:
     return tuple(name for name, flag in zip(fam.names, near, strict=True) if flag)
 
 
+def curve_seed(rng_seed: int, group: tuple) -> int:
+    """The seed of one curve's draws: ``rng_seed`` and the curve's key values, the same in every
+    analysis of that curve."""
+    return rng_seed * 2**32 + zlib.crc32("|".join(map(str, group)).encode())
+
+
 def curve_models(
     points: pd.DataFrame,
     keys: list[str],
@@ -99,13 +107,16 @@ def curve_models(
     rng_seed: int = 0,
 ) -> dict[tuple, CurveModel | str]:
     """Each curve's model by its key values (a tuple), or why it has none: built once per
-    analysis and read by the fits table, the answers and the figures."""
+    analysis and read by the fits table, the answers and the figures. Each curve's draws
+    come from its own random stream (:func:`curve_seed`), so two curves' draws are independent
+    and the ratios taken from them in pairs are not narrowed by shared noise."""
     models: dict[tuple, CurveModel | str] = {}
     weights = row_weights(points, replicates, rng_seed)
     for group, pts in points.groupby(keys, dropna=False, sort=True):
         group = group if isinstance(group, tuple) else (group,)
+        seed = curve_seed(rng_seed, group)
         try:
-            models[group] = curve_model(pts, metric, family, replicates, rng_seed, weights)
+            models[group] = curve_model(pts, metric, family, replicates, seed, weights)
         except CaulkConfigError as e:
             models[group] = str(e)
     return models
