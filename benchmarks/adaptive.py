@@ -24,8 +24,9 @@ the zoo, the default ridge probe, n* at ``--real-target``; ``--real-lora`` adds 
 LoRA curve, last block, lr tuned per point): the training seconds and points of an
 adaptive run against the smallest fixed log grid over the same range whose answer reaches the
 same precision (the true n* is unknown there, so no coverage), and the wall time of each: the
-adaptive run's includes every round's set-up and the rule's refits, the grid's its one fit. The grids are tried from the
-smallest k up, and every grid tried is reported (its points, seconds and hi/lo);
+adaptive run's includes every round's set-up and the rule's refits, the grid's its one fit. The
+grids are tried from the smallest k up, and every grid tried is reported (its points, seconds
+and hi/lo);
 ``--lora-grid-sizes`` sets the LoRA curve's (e.g. ``12-16``: a grid of k n costs about k times
 a LoRA point, so a search that starts where an earlier run left off saves most of the time).
 ``--smoke``: one truth, one trial, loose precision (seconds; numbers mean nothing).
